@@ -1,0 +1,450 @@
+"""The rules of rules.md as one pure function: decide(account, command) -> Decision.
+
+No I/O, no clock: the caller passes `now` (seconds since the epoch, used only to time out held
+exam results, R3.6) and the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+from .model import (
+    BONUS_CAP,
+    MASTER_DEGREE_DEDUCTION,
+    OPENING_BALANCE,
+    REBUILD_CEILING,
+    REBUILD_STEP,
+    Account,
+    AwardDegree,
+    BalanceChanged,
+    Command,
+    Contract,
+    CourseUnit,
+    CreditExhausted,
+    CreditLow,
+    Decision,
+    Degree,
+    Deregister,
+    DeregistrationReason,
+    DomainEvent,
+    Entry,
+    EntryKind,
+    EventRef,
+    EventRejected,
+    HeldResult,
+    Policy,
+    ProgrammeKind,
+    RecordResult,
+    Refusal,
+    Register,
+    ResultOutcome,
+    YearTotals,
+    format_academic_year,
+)
+
+DEFAULT_POLICY = Policy()
+
+_TOTALS_FIELD = {
+    EntryKind.INVESTED: "invested",
+    EntryKind.ACQUIRED: "acquired",
+    EntryKind.BONUS: "bonus",
+    EntryKind.REFUNDED: "refunded",
+    EntryKind.DEGREE_DEDUCTION: "degree_deduction",
+    EntryKind.REBUILT: "rebuilt",
+}
+
+
+def decide(
+    account: Account, command: Command, *, now: float, policy: Policy = DEFAULT_POLICY
+) -> Decision:
+    """Apply one input command to an account; the result holds every event to publish."""
+    step = _Step(account, policy)
+    step.expire_held_results(now)
+    match command:
+        case Register():
+            step.register(command, now)
+        case RecordResult():
+            step.record_result(command, now)
+        case AwardDegree():
+            step.award_degree(command)
+        case Deregister():
+            step.deregister(command)
+    return step.decision()
+
+
+def expire_held_results(
+    account: Account, *, now: float, policy: Policy = DEFAULT_POLICY
+) -> Decision:
+    """Refuse the held exam results whose registration did not come in time (R3.6)."""
+    step = _Step(account, policy)
+    step.expire_held_results(now)
+    return step.decision()
+
+
+def rebuild_entries(balance: int, last_counted_year: int | None, until_year: int) -> list[Entry]:
+    """R6.1/R6.2: one `rebuilt` entry per year strictly between the two that adds credits."""
+    entries: list[Entry] = []
+    if last_counted_year is None:
+        return entries
+    for year in range(last_counted_year + 1, until_year):
+        if balance >= REBUILD_CEILING:
+            break
+        amount = min(REBUILD_STEP, REBUILD_CEILING - balance)
+        balance += amount
+        entries.append(Entry(EntryKind.REBUILT, amount, year))
+    return entries
+
+
+def last_counted_year(account: Account) -> int | None:
+    """The last year of enrolment or already rebuilt: rebuilding counts from the year after."""
+    years = [y for y in (account.last_enrolment_year, account.last_rebuilt_year) if y is not None]
+    return max(years) if years else None
+
+
+def deregistration_refund(
+    unit: CourseUnit, command: Deregister, *, generation_student: bool
+) -> int:
+    """R5.2–R5.4: the quarters refunded for one unit without a result."""
+    before_border = command.deregistered_on < unit.border_date
+    if not (
+        generation_student
+        and command.reason is DeregistrationReason.PROGRAMME_CHANGE
+        and unit.contract is Contract.DIPLOMA
+    ):
+        return unit.credits if before_border else 0
+    reenrolled_on = command.reenrolled_on or command.deregistered_on
+    reference = max(command.deregistered_on, reenrolled_on)
+    if reference < date(command.academic_year, 12, 1):
+        return unit.credits
+    if before_border:
+        return unit.credits
+    if reference <= date(command.academic_year + 1, 3, 15):
+        return unit.credits // 2
+    return 0
+
+
+class _Step:
+    """A mutable working copy of an account for one step; `decision()` freezes it again."""
+
+    def __init__(self, account: Account, policy: Policy) -> None:
+        self.account = account
+        self.policy = policy
+        self.balance = account.balance
+        self.bonus_granted = account.bonus_granted
+        self.rebuilt_credits = account.rebuilt_credits
+        self.master_degree = account.master_degree
+        self.last_enrolment_year = account.last_enrolment_year
+        self.last_rebuilt_year = account.last_rebuilt_year
+        self.generation_year = account.generation_year
+        self.years = dict(account.years)
+        self.units = dict(account.units)
+        self.held = list(account.held)
+        self.events: list[DomainEvent] = []
+
+    @property
+    def student_id(self) -> str:
+        return self.account.student_id
+
+    def decision(self) -> Decision:
+        account = replace(
+            self.account,
+            balance=self.balance,
+            bonus_granted=self.bonus_granted,
+            rebuilt_credits=self.rebuilt_credits,
+            master_degree=self.master_degree,
+            last_enrolment_year=self.last_enrolment_year,
+            last_rebuilt_year=self.last_rebuilt_year,
+            generation_year=self.generation_year,
+            years=self.years,
+            units=self.units,
+            held=tuple(self.held),
+        )
+        return Decision(account, tuple(self.events))
+
+    # --- booking and announcing -------------------------------------------------------------
+
+    def book(self, entry: Entry) -> Entry:
+        if self.balance is None:
+            raise AssertionError("an entry can only be booked to an open account")
+        self.balance += entry.amount
+        totals = self.years.get(entry.academic_year, YearTotals())
+        field_name = _TOTALS_FIELD.get(entry.kind)
+        if field_name is not None:
+            totals = replace(totals, **{field_name: getattr(totals, field_name) + entry.amount})
+        self.years[entry.academic_year] = totals
+        return entry
+
+    def announce_change(
+        self,
+        cause: EventRef,
+        academic_year: int,
+        previous: int | None,
+        entries: list[Entry],
+        *,
+        uncovered_credits: int = 0,
+        additional_fee: bool = False,
+    ) -> None:
+        """One balance-changed for a cause with entries, then exhaustion and low balance (R7)."""
+        if not entries or self.balance is None:
+            return
+        self.events.append(
+            BalanceChanged(
+                student_id=self.student_id,
+                academic_year=academic_year,
+                previous_balance=previous if previous is not None else 0,
+                balance=self.balance,
+                entries=tuple(entries),
+                uncovered_credits=uncovered_credits,
+                additional_fee=additional_fee,
+                caused_by=cause,
+            )
+        )
+        judged_from = previous if previous is not None else OPENING_BALANCE
+        if judged_from > 0 >= self.balance:
+            self.events.append(CreditExhausted(self.student_id, academic_year, self.balance, cause))
+        for threshold in sorted(self.policy.low_balance_thresholds, reverse=True):
+            if judged_from >= threshold > self.balance:
+                self.events.append(
+                    CreditLow(self.student_id, academic_year, self.balance, threshold, cause)
+                )
+
+    def refuse(self, cause: EventRef, reason: Refusal, detail: str) -> None:
+        self.events.append(EventRejected(self.student_id, reason, detail, cause))
+
+    def rebuild_until(self, academic_year: int) -> list[Entry]:
+        """R6.2: rebuild the years without enrolment before the event's year, once each."""
+        counted = last_counted_year(self.account_view())
+        if counted is None or academic_year <= counted + 1:
+            return []
+        entries: list[Entry] = []
+        if self.balance is not None:
+            for entry in rebuild_entries(self.balance, counted, academic_year):
+                entries.append(self.book(entry))
+                self.rebuilt_credits = True
+        self.last_rebuilt_year = academic_year - 1
+        return entries
+
+    def account_view(self) -> Account:
+        return replace(
+            self.account,
+            last_enrolment_year=self.last_enrolment_year,
+            last_rebuilt_year=self.last_rebuilt_year,
+        )
+
+    def mark_enrolment(self, academic_year: int) -> None:
+        if self.last_enrolment_year is None or academic_year > self.last_enrolment_year:
+            self.last_enrolment_year = academic_year
+
+    # --- R2 registration --------------------------------------------------------------------
+
+    def register(self, command: Register, now: float) -> None:
+        year = command.academic_year
+        previous = self.balance
+        entries = self.rebuild_until(year)
+
+        taken = [
+            unit.code
+            for unit in command.units
+            if (existing := self.units.get((year, unit.code))) is not None
+            and not existing.deregistered
+        ]
+        if taken:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(
+                command.event,
+                Refusal.ALREADY_REGISTERED,
+                f"course units already registered for {format_academic_year(year)}: "
+                + ", ".join(taken),
+            )
+            self.refuse_held_results_for(command)
+            return
+
+        uncovered = 0
+        additional_fee = False
+        if command.uses_account:
+            available = self.balance if self.balance is not None else OPENING_BALANCE
+            if available <= 0:
+                if command.programme_kind is ProgrammeKind.MASTER and not self.master_degree:
+                    additional_fee = True
+                elif command.exceptional_admission:
+                    additional_fee = True
+                else:
+                    self.announce_change(command.event, year, previous, entries)
+                    self.refuse(
+                        command.event,
+                        Refusal.INSUFFICIENT_LEARNING_CREDIT,
+                        f"learning credit is {_credits_text(available)}: a registration needs"
+                        " a positive balance",
+                    )
+                    self.refuse_held_results_for(command)
+                    return
+            if self.balance is None:
+                self.balance = 0
+                entries.append(self.book(Entry(EntryKind.OPENED, OPENING_BALANCE, year)))
+            invested = sum(unit.credits for unit in command.units)
+            uncovered = max(0, invested - max(0, available))
+            for unit in command.units:
+                entries.append(self.book(Entry(EntryKind.INVESTED, -unit.credits, year, unit.code)))
+
+        for unit in command.units:
+            self.units[(year, unit.code)] = CourseUnit(
+                credits=unit.credits,
+                contract=command.contract,
+                uses_account=command.uses_account,
+                border_date=unit.effective_border_date(),
+                generation_student=command.generation_student,
+            )
+        self.mark_enrolment(year)
+        if command.contract is Contract.DIPLOMA and (
+            self.generation_year is None or year < self.generation_year
+        ):
+            self.generation_year = year
+        self.announce_change(
+            command.event,
+            year,
+            previous,
+            entries,
+            uncovered_credits=uncovered,
+            additional_fee=additional_fee,
+        )
+        self.apply_held_results_for(command, now)
+
+    def held_results_for(self, command: Register) -> list[HeldResult]:
+        codes = {unit.code for unit in command.units}
+        return [
+            held
+            for held in self.held
+            if held.command.academic_year == command.academic_year
+            and held.command.unit_code in codes
+        ]
+
+    def apply_held_results_for(self, command: Register, now: float) -> None:
+        """R3.6: held results of the new registration apply now, each as its own event."""
+        for held in self.held_results_for(command):
+            self.held.remove(held)
+            self.record_result(held.command, now, rebuild=False)
+
+    def refuse_held_results_for(self, command: Register) -> None:
+        for held in self.held_results_for(command):
+            self.held.remove(held)
+            self.refuse_unknown_registration(held.command)
+
+    def refuse_unknown_registration(self, result: RecordResult) -> None:
+        self.refuse(
+            result.event,
+            Refusal.UNKNOWN_REGISTRATION,
+            f"no accepted registration of {result.unit_code} in"
+            f" {format_academic_year(result.academic_year)}",
+        )
+
+    def expire_held_results(self, now: float) -> None:
+        for held in list(self.held):
+            if now - held.held_at >= self.policy.result_hold_seconds:
+                self.held.remove(held)
+                self.refuse_unknown_registration(held.command)
+
+    # --- R3 exam results --------------------------------------------------------------------
+
+    def record_result(self, command: RecordResult, now: float, *, rebuild: bool = True) -> None:
+        year = command.academic_year
+        previous = self.balance
+        entries = self.rebuild_until(year) if rebuild else []
+        key = (year, command.unit_code)
+        unit = self.units.get(key)
+        if unit is None:
+            self.held.append(HeldResult(command, now))
+            self.announce_change(command.event, year, previous, entries)
+            return
+        if unit.deregistered:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(
+                command.event,
+                Refusal.NOT_REGISTERED,
+                f"course unit {command.unit_code} was deregistered for"
+                f" {format_academic_year(year)}",
+            )
+            return
+        if unit.result is not None:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(
+                command.event,
+                Refusal.RESULT_ALREADY_RECORDED,
+                f"course unit {command.unit_code} already has a final result ({unit.result})"
+                f" for {format_academic_year(year)}",
+            )
+            return
+        self.units[key] = replace(unit, result=command.outcome)
+        if unit.uses_account and command.outcome is ResultOutcome.PASSED:
+            entries.append(
+                self.book(Entry(EntryKind.ACQUIRED, unit.credits, year, command.unit_code))
+            )
+            if unit.contract is Contract.DIPLOMA and not self.rebuilt_credits:
+                bonus = min(unit.credits, BONUS_CAP - self.bonus_granted)
+                if bonus > 0:
+                    self.bonus_granted += bonus
+                    entries.append(
+                        self.book(Entry(EntryKind.BONUS, bonus, year, command.unit_code))
+                    )
+        self.announce_change(command.event, year, previous, entries)
+
+    # --- R4 degrees -------------------------------------------------------------------------
+
+    def award_degree(self, command: AwardDegree) -> None:
+        year = command.academic_year
+        previous = self.balance
+        entries = self.rebuild_until(year)
+        if command.degree is Degree.MASTER and not self.master_degree:
+            self.master_degree = True
+            if self.balance is not None:
+                entries.append(
+                    self.book(Entry(EntryKind.DEGREE_DEDUCTION, -MASTER_DEGREE_DEDUCTION, year))
+                )
+        self.mark_enrolment(year)
+        self.announce_change(command.event, year, previous, entries)
+
+    # --- R5 deregistration ------------------------------------------------------------------
+
+    def deregister(self, command: Deregister) -> None:
+        year = command.academic_year
+        previous = self.balance
+        entries = self.rebuild_until(year)
+        missing = [
+            code
+            for code in command.unit_codes
+            if (unit := self.units.get((year, code))) is None or unit.deregistered
+        ]
+        if missing:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(
+                command.event,
+                Refusal.NOT_REGISTERED,
+                f"course units not registered for {format_academic_year(year)}: "
+                + ", ".join(missing),
+            )
+            return
+        for code in command.unit_codes:
+            unit = self.units[(year, code)]
+            if unit.result is not None:
+                continue  # R5.1: a unit with a final result stays registered
+            self.units[(year, code)] = replace(unit, deregistered=True)
+            if not unit.uses_account:
+                continue
+            refund = deregistration_refund(
+                unit, command, generation_student=self.is_generation_student(command, unit)
+            )
+            if refund:
+                entries.append(self.book(Entry(EntryKind.REFUNDED, refund, year, code)))
+        self.announce_change(command.event, year, previous, entries)
+
+    def is_generation_student(self, command: Deregister, unit: CourseUnit) -> bool:
+        """R5.3: the deregistration's flag wins, then the registration's, else derived."""
+        if command.generation_student is not None:
+            return command.generation_student
+        if unit.generation_student is not None:
+            return unit.generation_student
+        return self.generation_year == command.academic_year
+
+
+def _credits_text(quarters: int) -> str:
+    return format(quarters / 4, "g")

@@ -1,0 +1,97 @@
+"""Read models: the balance as of today and the statement table of R1.3 / R6.3."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import OPENING_BALANCE, Account, Entry
+from .rules import last_counted_year, rebuild_entries
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRow:
+    academic_year: int
+    start: int
+    invested: int
+    acquired: int
+    bonus: int
+    refunded: int
+    degree_deduction: int
+    rebuilt: int
+    balance: int
+    projected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    student_id: str
+    balance: int
+    bonus_granted: int
+    master_degree: bool
+    as_of_academic_year: int
+
+    @property
+    def exhausted(self) -> bool:
+        return self.balance <= 0
+
+
+def projected_rebuild(account: Account, current_year: int) -> list[Entry]:
+    """R6.3: the rebuild years completed by today without enrolment, not yet written."""
+    if account.balance is None:
+        return []
+    return rebuild_entries(account.balance, last_counted_year(account), current_year)
+
+
+def account_view(account: Account, current_year: int) -> AccountView:
+    if account.balance is None:
+        raise ValueError(f"student {account.student_id} has no learning account")
+    projected = sum(entry.amount for entry in projected_rebuild(account, current_year))
+    return AccountView(
+        student_id=account.student_id,
+        balance=account.balance + projected,
+        bonus_granted=account.bonus_granted,
+        master_degree=account.master_degree,
+        as_of_academic_year=current_year,
+    )
+
+
+def statement(account: Account, current_year: int) -> list[StatementRow]:
+    """Rows per academic year with entries, in year order, then projected rebuild years."""
+    if account.balance is None:
+        raise ValueError(f"student {account.student_id} has no learning account")
+    rows: list[StatementRow] = []
+    start = OPENING_BALANCE
+    for year in sorted(account.years):
+        totals = account.years[year]
+        balance = start + totals.total
+        rows.append(
+            StatementRow(
+                academic_year=year,
+                start=start,
+                invested=totals.invested,
+                acquired=totals.acquired,
+                bonus=totals.bonus,
+                refunded=totals.refunded,
+                degree_deduction=totals.degree_deduction,
+                rebuilt=totals.rebuilt,
+                balance=balance,
+            )
+        )
+        start = balance
+    for entry in projected_rebuild(account, current_year):
+        rows.append(
+            StatementRow(
+                academic_year=entry.academic_year,
+                start=start,
+                invested=0,
+                acquired=0,
+                bonus=0,
+                refunded=0,
+                degree_deduction=0,
+                rebuilt=entry.amount,
+                balance=start + entry.amount,
+                projected=True,
+            )
+        )
+        start += entry.amount
+    return rows
