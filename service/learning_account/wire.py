@@ -1,0 +1,795 @@
+"""The wire contract (`contracts.md`) as pydantic models, and the one way to read a Kafka record.
+
+Every message is a CloudEvents 1.0 structured-mode JSON object. Input messages are validated
+strictly: a known field of the wrong JSON type is invalid (credits `"6"` is not `6`), unknown
+extra fields are ignored. The models double as documentation: their descriptions and examples
+feed the JSON Schemas in `contracts/` and the AsyncAPI document.
+
+Credits and balances travel as JSON numbers; inside the service they are integer
+quarter-credits (`to_quarters` / `from_quarters`), so the core never sees a float.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# --- Topics -------------------------------------------------------------------------------------
+
+REGISTRATIONS_TOPIC: Final = "learning-account.registrations.v1"
+EXAM_RESULTS_TOPIC: Final = "learning-account.exam-results.v1"
+DEREGISTRATIONS_TOPIC: Final = "learning-account.deregistrations.v1"
+
+BALANCE_CHANGED_TOPIC: Final = "learning-account.balance-changed.v1"
+CREDIT_EXHAUSTED_TOPIC: Final = "learning-account.credit-exhausted.v1"
+CREDIT_LOW_TOPIC: Final = "learning-account.credit-low.v1"
+REJECTIONS_TOPIC: Final = "learning-account.rejections.v1"
+DEAD_LETTER_TOPIC: Final = "learning-account.dead-letter.v1"
+
+INPUT_TOPICS: Final = (REGISTRATIONS_TOPIC, EXAM_RESULTS_TOPIC, DEREGISTRATIONS_TOPIC)
+OUTPUT_TOPICS: Final = (
+    BALANCE_CHANGED_TOPIC,
+    CREDIT_EXHAUSTED_TOPIC,
+    CREDIT_LOW_TOPIC,
+    REJECTIONS_TOPIC,
+    DEAD_LETTER_TOPIC,
+)
+
+# --- Event types --------------------------------------------------------------------------------
+
+TYPE_PREFIX: Final = "be.flanders.learning-account."
+
+COURSE_UNITS_REGISTERED_TYPE: Final = "be.flanders.learning-account.course-units-registered.v1"
+EXAM_RESULT_RECORDED_TYPE: Final = "be.flanders.learning-account.exam-result-recorded.v1"
+DEGREE_AWARDED_TYPE: Final = "be.flanders.learning-account.degree-awarded.v1"
+COURSE_UNITS_DEREGISTERED_TYPE: Final = "be.flanders.learning-account.course-units-deregistered.v1"
+
+BALANCE_CHANGED_TYPE: Final = "be.flanders.learning-account.balance-changed.v1"
+CREDIT_EXHAUSTED_TYPE: Final = "be.flanders.learning-account.credit-exhausted.v1"
+CREDIT_LOW_TYPE: Final = "be.flanders.learning-account.credit-low.v1"
+EVENT_REJECTED_TYPE: Final = "be.flanders.learning-account.event-rejected.v1"
+DEAD_LETTERED_TYPE: Final = "be.flanders.learning-account.dead-lettered.v1"
+
+INPUT_TYPES: Final = (
+    COURSE_UNITS_REGISTERED_TYPE,
+    EXAM_RESULT_RECORDED_TYPE,
+    DEGREE_AWARDED_TYPE,
+    COURSE_UNITS_DEREGISTERED_TYPE,
+)
+OUTPUT_TYPES: Final = (
+    BALANCE_CHANGED_TYPE,
+    CREDIT_EXHAUSTED_TYPE,
+    CREDIT_LOW_TYPE,
+    EVENT_REJECTED_TYPE,
+    DEAD_LETTERED_TYPE,
+)
+
+#: Which event types may appear on which topic (contracts.md, "Input topics"/"Output topics").
+TOPIC_TYPES: Final[Mapping[str, frozenset[str]]] = {
+    REGISTRATIONS_TOPIC: frozenset({COURSE_UNITS_REGISTERED_TYPE}),
+    EXAM_RESULTS_TOPIC: frozenset({EXAM_RESULT_RECORDED_TYPE, DEGREE_AWARDED_TYPE}),
+    DEREGISTRATIONS_TOPIC: frozenset({COURSE_UNITS_DEREGISTERED_TYPE}),
+    BALANCE_CHANGED_TOPIC: frozenset({BALANCE_CHANGED_TYPE}),
+    CREDIT_EXHAUSTED_TOPIC: frozenset({CREDIT_EXHAUSTED_TYPE}),
+    CREDIT_LOW_TOPIC: frozenset({CREDIT_LOW_TYPE}),
+    REJECTIONS_TOPIC: frozenset({EVENT_REJECTED_TYPE}),
+    DEAD_LETTER_TOPIC: frozenset({DEAD_LETTERED_TYPE}),
+}
+
+#: The topic each event type is published on (every type belongs to exactly one topic).
+TYPE_TOPIC: Final[Mapping[str, str]] = {
+    event_type: topic for topic, types in TOPIC_TYPES.items() for event_type in types
+}
+
+
+def short_name(event_type: str) -> str:
+    """`be.flanders.learning-account.balance-changed.v1` -> `balance-changed`."""
+    name = event_type.removeprefix(TYPE_PREFIX)
+    return re.sub(r"\.v[0-9]+$", "", name)
+
+
+# --- Other constants ----------------------------------------------------------------------------
+
+SERVICE_SOURCE: Final = "urn:learning-account:service"
+SPEC_VERSION: Final = "1.0"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+MAX_COURSE_UNITS: Final = 100
+DEAD_LETTER_PAYLOAD_LIMIT: Final = 64 * 1024
+#: Readable error text is cut here, so a hostile payload can not bloat a dead letter or a log.
+MAX_REASON_CHARS: Final = 500
+
+# --- Enumerations -------------------------------------------------------------------------------
+
+
+class ProgrammeKind(StrEnum):
+    BACHELOR = "bachelor"
+    MASTER = "master"
+    PREPARATORY = "preparatory"
+    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
+    MASTER_AFTER_MASTER = "master_after_master"
+
+
+class Contract(StrEnum):
+    DIPLOMA = "diploma"
+    CREDIT = "credit"
+    EXAM = "exam"
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    TOLERATED = "tolerated"
+
+
+class Degree(StrEnum):
+    BACHELOR = "bachelor"
+    MASTER = "master"
+
+
+class DeregistrationReason(StrEnum):
+    PROGRAMME_CHANGE = "programme_change"
+    WITHDRAWAL = "withdrawal"
+
+
+class EntryKind(StrEnum):
+    OPENED = "opened"
+    INVESTED = "invested"
+    ACQUIRED = "acquired"
+    BONUS = "bonus"
+    REFUNDED = "refunded"
+    DEGREE_DEDUCTION = "degree_deduction"
+    REBUILT = "rebuilt"
+
+
+class RejectionReason(StrEnum):
+    INSUFFICIENT_LEARNING_CREDIT = "insufficient_learning_credit"
+    ALREADY_REGISTERED = "already_registered"
+    NOT_REGISTERED = "not_registered"
+    RESULT_ALREADY_RECORDED = "result_already_recorded"
+    UNKNOWN_REGISTRATION = "unknown_registration"
+
+
+class ExhaustionOption(StrEnum):
+    FIRST_MASTER_PROGRAMME = "first_master_programme"
+    PREPARATORY_PROGRAMME = "preparatory_programme"
+    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
+    MASTER_AFTER_MASTER = "master_after_master"
+    EXAMINATION_CONTRACT = "examination_contract"
+    EXCEPTIONAL_ADMISSION = "exceptional_admission"
+
+
+#: The `options` of every credit-exhausted event, in the contract's order.
+EXHAUSTION_OPTIONS: Final = tuple(ExhaustionOption)
+REJECTION_REASONS: Final = tuple(reason.value for reason in RejectionReason)
+
+# --- Field types --------------------------------------------------------------------------------
+
+_STUDENT_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}$"
+
+StudentId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=_STUDENT_ID_PATTERN),
+    Field(
+        description="Student id: 1-64 characters of A-Z a-z 0-9 . _ -",
+        examples=["r0123456"],
+    ),
+]
+
+Code = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _consecutive_years(value: str) -> str:
+    first, second = value.split("-")
+    if int(second) != int(first) + 1:
+        raise PydanticCustomError(
+            "academic_year", "academic year must be two consecutive years, like 2016-2017"
+        )
+    return value
+
+
+AcademicYear = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{4}-[0-9]{4}$"),
+    AfterValidator(_consecutive_years),
+    Field(
+        description="Academic year as YYYY-YYYY with consecutive years",
+        examples=["2016-2017"],
+    ),
+]
+
+
+def _json_number(value: Any) -> Decimal:
+    # Strings and booleans are not numbers on this wire, whatever Python would make of them.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise PydanticCustomError("number_type", "must be a JSON number")
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        raise PydanticCustomError("number_type", "must be a finite number")
+    return number
+
+
+# Every valid credit value (0.5 .. 60), keyed by its JSON number: a dict hit skips the slow path.
+_CREDITS_BY_NUMBER: Final[dict[float, Decimal]] = {
+    halves / 2: Decimal(halves) / 2 for halves in range(1, 121)
+}
+
+
+def _course_credits(value: Any) -> Decimal:
+    if type(value) is int or type(value) is float:  # not bool, which would hash like 1
+        credits = _CREDITS_BY_NUMBER.get(value)
+        if credits is not None:
+            return credits
+    number = _json_number(value)
+    if number <= 0 or number > 60 or (number * 2) % 1 != 0:
+        raise PydanticCustomError("credits", "credits must be a positive multiple of 0.5 up to 60")
+    return number
+
+
+def _amount(value: Any) -> Decimal:
+    number = _json_number(value)
+    if (number * 4) % 1 != 0:
+        raise PydanticCustomError("amount", "amount must be a multiple of 0.25")
+    return number
+
+
+def _number_for_json(value: Decimal) -> int | float:
+    # Whole amounts are written as `6`, not `6.0`; multiples of 0.25 are exact in a float.
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+Credits = Annotated[
+    Decimal,
+    PlainValidator(_course_credits),
+    PlainSerializer(_number_for_json, when_used="json"),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 60, "multipleOf": 0.5}),
+]
+
+Amount = Annotated[
+    Decimal,
+    PlainValidator(_amount),
+    PlainSerializer(_number_for_json, when_used="json"),
+    WithJsonSchema({"type": "number", "multipleOf": 0.25}),
+]
+
+
+def to_quarters(credits: Decimal) -> int:
+    """Credits as integer quarter-credits (`Decimal("2.5")` -> 10); exact or ValueError."""
+    quarters = credits * 4
+    if quarters != quarters.to_integral_value():
+        raise ValueError(f"{credits} is not a multiple of 0.25")
+    return int(quarters)
+
+
+def from_quarters(quarters: int) -> Decimal:
+    """Integer quarter-credits as credits (10 -> `Decimal("2.5")`), for output models."""
+    return Decimal(quarters) / 4
+
+
+# --- Base models --------------------------------------------------------------------------------
+
+
+class WireModel(BaseModel):
+    """Strict, immutable, forward compatible: ill-typed known fields fail, unknown ones vanish."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class EventEnvelope(WireModel):
+    """CloudEvents 1.0 structured-mode attributes shared by every message."""
+
+    specversion: Literal["1.0"] = Field(
+        description="CloudEvents specification version", examples=["1.0"]
+    )
+    id: NonEmptyText = Field(
+        description="Event id, unique per source; `source` + `id` is the idempotency key",
+        examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"],
+    )
+    source: NonEmptyText = Field(
+        description="URI reference of the producing system",
+        examples=["urn:institution:kuleuven:sis"],
+    )
+    time: AwareDatetime | None = Field(
+        default=None,
+        description="When the event happened (RFC 3339, with offset)",
+        examples=["2016-09-20T09:12:00Z"],
+    )
+    datacontenttype: str | None = Field(
+        default=None, description="Media type of `data`", examples=[JSON_CONTENT_TYPE]
+    )
+
+
+class StudentEventEnvelope(EventEnvelope):
+    """An event about one student: `subject` is the student id and equals `data.student_id`."""
+
+    subject: StudentId
+
+    @model_validator(mode="after")
+    def _subject_is_the_student(self) -> StudentEventEnvelope:
+        student_id = getattr(getattr(self, "data", None), "student_id", None)
+        if student_id is not None and student_id != self.subject:
+            raise PydanticCustomError(
+                "subject_mismatch",
+                "subject '{subject}' does not equal data.student_id '{student_id}'",
+                {"subject": self.subject, "student_id": student_id},
+            )
+        return self
+
+
+class OutputEventEnvelope(EventEnvelope):
+    """Envelope of what the service publishes (always JSON, always this source)."""
+
+    # Documented as sent: attributes with defaults are still always on the wire.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    specversion: Literal["1.0"] = Field(
+        default="1.0", description="CloudEvents specification version", examples=["1.0"]
+    )
+    source: Literal["urn:learning-account:service"] = Field(
+        default=SERVICE_SOURCE,
+        description="The learning-account service",
+        examples=[SERVICE_SOURCE],
+    )
+    id: NonEmptyText = Field(
+        description=(
+            "Derived from the input event's source and id and the output kind, so a "
+            "re-published output has the same id: deduplicate on it"
+        ),
+        examples=["5b0c8f1e-4f55-5a53-8f0e-8a6a2b0f7c11"],
+    )
+    datacontenttype: str | None = Field(
+        default=JSON_CONTENT_TYPE, description="Media type of `data`", examples=[JSON_CONTENT_TYPE]
+    )
+
+
+# --- Input data ---------------------------------------------------------------------------------
+
+
+class Programme(WireModel):
+    code: Code = Field(description="The institution's programme code", examples=["BA-PSY"])
+    kind: ProgrammeKind = Field(description="Kind of programme", examples=["bachelor"])
+
+
+class CourseUnit(WireModel):
+    code: Code = Field(
+        description="Course unit code, distinct within the event", examples=["PSY101"]
+    )
+    credits: Credits = Field(
+        description="Credits: a positive multiple of 0.5, at most 60", examples=[6, 2.5]
+    )
+    starts_on: date | None = Field(
+        default=None,
+        description="First day of the course unit; needed unless `border_date` is given",
+        examples=["2016-09-26"],
+    )
+    first_term_of_first_track: bool = Field(
+        default=False,
+        description=(
+            "Unit of the first partial track starting in the first period or semester "
+            "(border date starts_on + 28 days instead of + 14)"
+        ),
+        examples=[False],
+    )
+    border_date: date | None = Field(
+        default=None,
+        description="Deregistration before this date refunds the unit; derived when null",
+        examples=[None, "2016-10-10"],
+    )
+
+    @model_validator(mode="after")
+    def _has_a_date(self) -> CourseUnit:
+        if self.starts_on is None and self.border_date is None:
+            raise PydanticCustomError(
+                "course_unit_dates", "a course unit needs starts_on or border_date"
+            )
+        return self
+
+    @property
+    def credits_quarters(self) -> int:
+        """The unit's credits as integer quarter-credits (6 -> 24)."""
+        return to_quarters(self.credits)
+
+
+def _distinct(codes: list[str], what: str) -> None:
+    if len(set(codes)) != len(codes):
+        raise PydanticCustomError(
+            "duplicate_codes", "{what} must have distinct codes", {"what": what}
+        )
+
+
+class CourseUnitsRegistered(WireModel):
+    """A student registers, in one programme and academic year, for one or more course units."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    programme: Programme
+    contract: Contract = Field(description="Contract type", examples=["diploma"])
+    registered_on: date = Field(description="Registration date", examples=["2016-09-20"])
+    exceptional_admission: bool = Field(
+        default=False,
+        description="Admitted by exception despite an exhausted learning account",
+        examples=[False],
+    )
+    generation_student: bool | None = Field(
+        default=None,
+        description="Generation student this year; null lets the service derive it",
+        examples=[None],
+    )
+    course_units: list[CourseUnit] = Field(
+        min_length=1, max_length=MAX_COURSE_UNITS, description="1-100 units with distinct codes"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_units(self) -> CourseUnitsRegistered:
+        _distinct([unit.code for unit in self.course_units], "course_units")
+        return self
+
+    @property
+    def credits_quarters(self) -> int:
+        """Sum of the units' credits in integer quarter-credits."""
+        return sum(unit.credits_quarters for unit in self.course_units)
+
+
+class ExamResultRecorded(WireModel):
+    """The final result of one registered course unit in one academic year."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    course_unit_code: Code = Field(examples=["PSY101"])
+    outcome: Outcome = Field(description="`passed` earns a credit certificate", examples=["passed"])
+    recorded_on: date = Field(examples=["2017-02-10"])
+
+
+class DegreeAwarded(WireModel):
+    student_id: StudentId
+    academic_year: AcademicYear
+    degree: Degree = Field(examples=["bachelor"])
+    programme_code: Code = Field(examples=["BA-PSY"])
+    awarded_on: date = Field(examples=["2019-07-05"])
+
+
+class CourseUnitsDeregistered(WireModel):
+    """Course units of an academic year removed from a student's registration."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    course_unit_codes: list[Code] = Field(
+        min_length=1,
+        max_length=MAX_COURSE_UNITS,
+        description="1-100 distinct course unit codes",
+        examples=[["PSY101"]],
+    )
+    deregistered_on: date = Field(examples=["2016-11-20"])
+    reason: DeregistrationReason = Field(examples=["programme_change"])
+    reenrolled_on: date | None = Field(
+        default=None,
+        description="Required for `programme_change`; ignored for `withdrawal`",
+        examples=["2016-11-25"],
+    )
+    generation_student: bool | None = Field(
+        default=None,
+        description="Overrides the registration's or derived generation-student status",
+        examples=[None],
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CourseUnitsDeregistered:
+        _distinct(self.course_unit_codes, "course_unit_codes")
+        if self.reason is DeregistrationReason.PROGRAMME_CHANGE and self.reenrolled_on is None:
+            raise PydanticCustomError(
+                "reenrolled_on_missing", "reason programme_change requires reenrolled_on"
+            )
+        return self
+
+
+# --- Output data --------------------------------------------------------------------------------
+
+
+class CausedBy(WireModel):
+    """The input event an output answers."""
+
+    source: NonEmptyText = Field(examples=["urn:institution:kuleuven:sis"])
+    id: NonEmptyText = Field(examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"])
+    type: NonEmptyText = Field(examples=[EXAM_RESULT_RECORDED_TYPE])
+
+
+class Entry(WireModel):
+    """One booking on the account, to one academic year."""
+
+    kind: EntryKind = Field(
+        description=(
+            "opened (+140), invested (negative), acquired, bonus, refunded, "
+            "degree_deduction (-140), rebuilt (one per rebuilt year)"
+        ),
+        examples=["acquired"],
+    )
+    amount: Amount = Field(
+        description="Signed credits, a multiple of 0.25", examples=[6, -60, 1.25]
+    )
+    course_unit_code: Code | None = Field(
+        default=None,
+        description="The course unit, or null for entries without one (opened, degree, rebuilt)",
+        examples=["PSY101", None],
+    )
+    academic_year: AcademicYear
+
+
+class BalanceChanged(WireModel):
+    """One per input event that changed the balance."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    previous_balance: Amount = Field(description="0 for an account's first event", examples=[134])
+    balance: Amount = Field(description="previous_balance + delta", examples=[146])
+    delta: Amount = Field(description="Sum of the entries", examples=[12])
+    entries: list[Entry]
+    uncovered_credits: Amount = Field(
+        description="Registered credits not covered by a positive balance (higher fee)",
+        examples=[0],
+    )
+    additional_fee: bool = Field(
+        description="The registration needed an exception (first master, exceptional admission)",
+        examples=[False],
+    )
+    caused_by: CausedBy
+
+
+class CreditExhausted(WireModel):
+    """The balance went from above 0 to 0 or below."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    balance: Amount = Field(examples=[-8])
+    caused_by: CausedBy
+    options: list[ExhaustionOption] = Field(
+        description="Ways the student can still study",
+        examples=[[option.value for option in ExhaustionOption]],
+    )
+
+
+class CreditLow(WireModel):
+    """The balance went from at or above a threshold to below it (one event per threshold)."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    balance: Amount = Field(examples=[56])
+    threshold: Amount = Field(examples=[60])
+    caused_by: CausedBy
+
+
+class EventRejected(WireModel):
+    """A valid input event refused by a rule."""
+
+    student_id: StudentId
+    reason: RejectionReason = Field(examples=["insufficient_learning_credit"])
+    detail: str = Field(description="Human-readable explanation", examples=["balance is -8"])
+    caused_by: CausedBy
+
+
+class DeadLettered(WireModel):
+    """An input message that could not be read or validated."""
+
+    topic: NonEmptyText = Field(examples=[REGISTRATIONS_TOPIC])
+    partition: int = Field(ge=0, examples=[0])
+    offset: int = Field(ge=0, examples=[42])
+    key: str | None = Field(description="The record key as text, if any", examples=["r0123456"])
+    error: str = Field(description="Why the message was refused", examples=["not JSON"])
+    payload: str = Field(
+        description="The original message as text (base64 when not UTF-8), cut at 64 KiB",
+        examples=['{"specversion": "1.0"'],
+    )
+    payload_encoding: Literal["base64"] | None = Field(
+        default=None,
+        description='"base64" when the payload was not UTF-8; absent otherwise',
+        examples=["base64"],
+    )
+
+
+# --- Full events (envelope + data), one model per type -----------------------------------------
+
+
+class CourseUnitsRegisteredEvent(StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.course-units-registered.v1"]
+    data: CourseUnitsRegistered
+
+
+class ExamResultRecordedEvent(StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.exam-result-recorded.v1"]
+    data: ExamResultRecorded
+
+
+class DegreeAwardedEvent(StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.degree-awarded.v1"]
+    data: DegreeAwarded
+
+
+class CourseUnitsDeregisteredEvent(StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.course-units-deregistered.v1"]
+    data: CourseUnitsDeregistered
+
+
+class BalanceChangedEvent(OutputEventEnvelope, StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.balance-changed.v1"] = BALANCE_CHANGED_TYPE
+    data: BalanceChanged
+
+
+class CreditExhaustedEvent(OutputEventEnvelope, StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.credit-exhausted.v1"] = CREDIT_EXHAUSTED_TYPE
+    data: CreditExhausted
+
+
+class CreditLowEvent(OutputEventEnvelope, StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.credit-low.v1"] = CREDIT_LOW_TYPE
+    data: CreditLow
+
+
+class EventRejectedEvent(OutputEventEnvelope, StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.event-rejected.v1"] = EVENT_REJECTED_TYPE
+    data: EventRejected
+
+
+class DeadLetteredEvent(OutputEventEnvelope):
+    type: Literal["be.flanders.learning-account.dead-lettered.v1"] = DEAD_LETTERED_TYPE
+    subject: str | None = Field(
+        default=None, description="The record key, if any", examples=["r0123456"]
+    )
+    data: DeadLettered
+
+
+InputEvent = (
+    CourseUnitsRegisteredEvent
+    | ExamResultRecordedEvent
+    | DegreeAwardedEvent
+    | CourseUnitsDeregisteredEvent
+)
+OutputEvent = (
+    BalanceChangedEvent
+    | CreditExhaustedEvent
+    | CreditLowEvent
+    | EventRejectedEvent
+    | DeadLetteredEvent
+)
+Event = InputEvent | OutputEvent
+
+InputData = CourseUnitsRegistered | ExamResultRecorded | DegreeAwarded | CourseUnitsDeregistered
+OutputData = BalanceChanged | CreditExhausted | CreditLow | EventRejected | DeadLettered
+EventData = InputData | OutputData
+
+#: The full-event model of every event type, inputs first.
+EVENT_MODELS: Final[Mapping[str, type[WireModel]]] = {
+    COURSE_UNITS_REGISTERED_TYPE: CourseUnitsRegisteredEvent,
+    EXAM_RESULT_RECORDED_TYPE: ExamResultRecordedEvent,
+    DEGREE_AWARDED_TYPE: DegreeAwardedEvent,
+    COURSE_UNITS_DEREGISTERED_TYPE: CourseUnitsDeregisteredEvent,
+    BALANCE_CHANGED_TYPE: BalanceChangedEvent,
+    CREDIT_EXHAUSTED_TYPE: CreditExhaustedEvent,
+    CREDIT_LOW_TYPE: CreditLowEvent,
+    EVENT_REJECTED_TYPE: EventRejectedEvent,
+    DEAD_LETTERED_TYPE: DeadLetteredEvent,
+}
+
+# One JSON parse for everything: the `type` tag picks the model.
+_EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(
+    Annotated[Event, Field(discriminator="type")]
+)
+
+# --- Decoding -----------------------------------------------------------------------------------
+
+
+class InvalidMessage(ValueError):
+    """A record that is not a valid message for its topic; `reason` is short and readable."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = _cap(reason)
+        super().__init__(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedEvent:
+    """A valid message: its CloudEvents attributes, its typed data and the whole model."""
+
+    topic: str
+    source: str
+    id: str
+    type: str
+    subject: str | None
+    time: datetime | None
+    data: EventData
+    event: Event
+    key: bytes | None
+
+
+def decode(topic: str, value: bytes | None, key: bytes | None = None) -> DecodedEvent:
+    """Validate one Kafka record of `topic`; raise `InvalidMessage` if it is not acceptable.
+
+    The record key is kept but not checked: a key that differs from the student id does not make
+    a message invalid (contracts.md).
+    """
+    allowed = TOPIC_TYPES.get(topic)
+    if allowed is None:
+        raise InvalidMessage(f"unknown topic {_clip(topic)!r}")
+    if not value:
+        raise InvalidMessage("empty message")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message of {len(value)} bytes is over 1 MiB")
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        event = _EVENT_ADAPTER.validate_json(value)
+    except ValidationError as exc:
+        raise InvalidMessage(_describe(exc, topic, allowed)) from None
+    if event.type not in allowed:
+        raise InvalidMessage(_wrong_topic(event.type, topic))
+    return DecodedEvent(
+        topic=topic,
+        source=event.source,
+        id=event.id,
+        type=event.type,
+        subject=event.subject,
+        time=event.time,
+        data=event.data,
+        event=event,
+        key=key,
+    )
+
+
+def _describe(exc: ValidationError, topic: str, allowed: frozenset[str]) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    kind, loc = first["type"], first["loc"]
+    context = first.get("ctx") or {}
+    if kind == "json_invalid":
+        return f"not JSON: {context.get('error', first['msg'])}"
+    if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "not a JSON object"
+    if kind == "union_tag_not_found":
+        return "envelope invalid: type: missing or not a string"
+    if kind == "union_tag_invalid":
+        return f"unknown event type {_clip(str(context.get('tag', '')))!r}"
+    tag = str(loc[0]) if loc else ""
+    if tag and tag not in allowed:
+        return _wrong_topic(tag, topic)
+    if kind == "subject_mismatch":
+        return first["msg"]
+    path = loc[1:]
+    part = "data invalid" if path and path[0] == "data" else "envelope invalid"
+    where = ".".join(str(step) for step in path) or "(message)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{part}: {where}: {first['msg']}{more}"
+
+
+def _wrong_topic(event_type: str, topic: str) -> str:
+    return f"type {_clip(event_type)!r} does not belong on topic {topic!r}"
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cap(text: str) -> str:
+    return _clip(text, MAX_REASON_CHARS)
