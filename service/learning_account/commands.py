@@ -1,0 +1,89 @@
+"""The thin edge between the wire and the core: a decoded CloudEvent becomes a command."""
+
+from __future__ import annotations
+
+from .domain.model import (
+    AwardDegree,
+    Command,
+    Contract,
+    Degree,
+    Deregister,
+    DeregistrationReason,
+    EventRef,
+    ProgrammeKind,
+    RecordResult,
+    Register,
+    ResultOutcome,
+    UnitRegistration,
+    parse_academic_year,
+)
+from .wire import (
+    CourseUnitsDeregistered,
+    CourseUnitsRegistered,
+    DecodedEvent,
+    DegreeAwarded,
+    ExamResultRecorded,
+    InvalidMessage,
+)
+
+
+def to_command(decoded: DecodedEvent) -> Command:
+    event = EventRef(decoded.source, decoded.id, decoded.type)
+    data = decoded.data
+    match data:
+        case CourseUnitsRegistered():
+            return Register(
+                event=event,
+                student_id=data.student_id,
+                academic_year=parse_academic_year(data.academic_year),
+                programme_code=data.programme.code,
+                programme_kind=ProgrammeKind(data.programme.kind.value),
+                contract=Contract(data.contract.value),
+                registered_on=data.registered_on,
+                units=tuple(
+                    UnitRegistration(
+                        code=unit.code,
+                        credits=unit.credits_quarters,
+                        starts_on=unit.starts_on,
+                        first_term_of_first_track=unit.first_term_of_first_track,
+                        border_date=unit.border_date,
+                    )
+                    for unit in data.course_units
+                ),
+                exceptional_admission=data.exceptional_admission,
+                generation_student=data.generation_student,
+            )
+        case ExamResultRecorded():
+            return RecordResult(
+                event=event,
+                student_id=data.student_id,
+                academic_year=parse_academic_year(data.academic_year),
+                unit_code=data.course_unit_code,
+                outcome=ResultOutcome(data.outcome.value),
+                recorded_on=data.recorded_on,
+            )
+        case DegreeAwarded():
+            return AwardDegree(
+                event=event,
+                student_id=data.student_id,
+                academic_year=parse_academic_year(data.academic_year),
+                degree=Degree(data.degree.value),
+                programme_code=data.programme_code,
+                awarded_on=data.awarded_on,
+            )
+        case CourseUnitsDeregistered():
+            return Deregister(
+                event=event,
+                student_id=data.student_id,
+                academic_year=parse_academic_year(data.academic_year),
+                unit_codes=tuple(data.course_unit_codes),
+                deregistered_on=data.deregistered_on,
+                reason=DeregistrationReason(data.reason.value),
+                reenrolled_on=(
+                    data.reenrolled_on
+                    if data.reason.value == DeregistrationReason.PROGRAMME_CHANGE
+                    else None
+                ),
+                generation_student=data.generation_student,
+            )
+    raise InvalidMessage(f"{decoded.type} is not an input event")

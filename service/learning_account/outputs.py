@@ -1,0 +1,212 @@
+"""Domain events and bad input turned into the CloudEvents messages of contracts.md.
+
+An output's `id` is derived from the input event's `source` + `id` and the output kind (plus the
+threshold for credit-low; topic, partition and offset for a dead letter), so a re-published
+output carries the same id and the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .domain.model import (
+    BalanceChanged,
+    CreditExhausted,
+    CreditLow,
+    DomainEvent,
+    EventRef,
+    EventRejected,
+    format_academic_year,
+)
+from .wire import (
+    BALANCE_CHANGED_TOPIC,
+    BALANCE_CHANGED_TYPE,
+    CREDIT_EXHAUSTED_TOPIC,
+    CREDIT_EXHAUSTED_TYPE,
+    CREDIT_LOW_TOPIC,
+    CREDIT_LOW_TYPE,
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    DEAD_LETTER_TOPIC,
+    DEAD_LETTERED_TYPE,
+    EVENT_REJECTED_TYPE,
+    REJECTIONS_TOPIC,
+    SERVICE_SOURCE,
+)
+
+OUTPUT_ID_NAMESPACE = uuid.UUID("6f0f2f3e-9a54-5c1b-8d8e-6c1a0b7f4e21")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+    event_id: str
+    event_type: str
+
+
+def amount(quarters: int) -> int | float:
+    """Quarter-credits as a JSON number: whole credits without `.0` (6, 2.5, 1.25)."""
+    if quarters % 4 == 0:
+        return quarters // 4
+    return quarters / 4  # exact: quarters are dyadic fractions
+
+
+def output_id(cause: EventRef, kind: str, *extra: object) -> str:
+    name = "\n".join([cause.source, cause.id, kind, *(str(part) for part in extra)])
+    return str(uuid.uuid5(OUTPUT_ID_NAMESPACE, name))
+
+
+def _caused_by(cause: EventRef) -> dict[str, str]:
+    return {"source": cause.source, "id": cause.id, "type": cause.type}
+
+
+def _envelope(event_id: str, event_type: str, subject: str | None, time: str, data: Any) -> bytes:
+    document: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SERVICE_SOURCE,
+        "type": event_type,
+        "time": time,
+    }
+    if subject is not None:
+        document["subject"] = subject
+    document["datacontenttype"] = "application/json"
+    document["data"] = data
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_message(event: DomainEvent, time: str) -> OutputMessage:
+    """One domain event as the CloudEvent of contracts.md, keyed by student id."""
+    topic: str
+    event_type: str
+    data: dict[str, Any]
+    match event:
+        case BalanceChanged():
+            topic, event_type = BALANCE_CHANGED_TOPIC, BALANCE_CHANGED_TYPE
+            event_id = output_id(event.caused_by, "balance-changed")
+            data = {
+                "student_id": event.student_id,
+                "academic_year": format_academic_year(event.academic_year),
+                "previous_balance": amount(event.previous_balance),
+                "balance": amount(event.balance),
+                "delta": amount(event.delta),
+                "entries": [
+                    {
+                        "kind": str(entry.kind),
+                        "amount": amount(entry.amount),
+                        "course_unit_code": entry.course_unit_code,
+                        "academic_year": format_academic_year(entry.academic_year),
+                    }
+                    for entry in event.entries
+                ],
+                "uncovered_credits": amount(event.uncovered_credits),
+                "additional_fee": event.additional_fee,
+                "caused_by": _caused_by(event.caused_by),
+            }
+        case CreditExhausted():
+            topic, event_type = CREDIT_EXHAUSTED_TOPIC, CREDIT_EXHAUSTED_TYPE
+            event_id = output_id(event.caused_by, "credit-exhausted")
+            data = {
+                "student_id": event.student_id,
+                "academic_year": format_academic_year(event.academic_year),
+                "balance": amount(event.balance),
+                "caused_by": _caused_by(event.caused_by),
+                "options": list(event.options),
+            }
+        case CreditLow():
+            topic, event_type = CREDIT_LOW_TOPIC, CREDIT_LOW_TYPE
+            event_id = output_id(event.caused_by, "credit-low", amount(event.threshold))
+            data = {
+                "student_id": event.student_id,
+                "academic_year": format_academic_year(event.academic_year),
+                "balance": amount(event.balance),
+                "threshold": amount(event.threshold),
+                "caused_by": _caused_by(event.caused_by),
+            }
+        case EventRejected():
+            topic, event_type = REJECTIONS_TOPIC, EVENT_REJECTED_TYPE
+            event_id = output_id(event.caused_by, "event-rejected")
+            data = {
+                "student_id": event.student_id,
+                "reason": str(event.reason),
+                "detail": event.detail,
+                "caused_by": _caused_by(event.caused_by),
+            }
+    value = _envelope(event_id, event_type, event.student_id, time, data)
+    return OutputMessage(topic, event.student_id.encode(), value, event_id, event_type)
+
+
+def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: str,
+    time: str,
+) -> OutputMessage:
+    """A message that could not be read or validated, with the error and its payload as text."""
+    event_id = str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"dead-letter\n{topic}\n{partition}\n{offset}"))
+    payload_bytes = (value or b"")[:DEAD_LETTER_PAYLOAD_LIMIT]
+    key_text = _text_or_none(key)
+    data: dict[str, Any] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key_text if key_text is not None else _b64_or_none(key),
+        "error": error,
+    }
+    try:
+        (value or b"").decode("utf-8")
+        # the cut at 64 KiB may split the last character: drop that partial character only
+        data["payload"] = payload_bytes.decode("utf-8", errors="ignore")
+    except UnicodeDecodeError:
+        data["payload"] = base64.b64encode(payload_bytes).decode()
+        data["payload_encoding"] = "base64"
+    if value is not None and len(value) > DEAD_LETTER_PAYLOAD_LIMIT:
+        data["payload_truncated"] = True
+    subject = key_text
+    out = _envelope(event_id, DEAD_LETTERED_TYPE, subject, time, data)
+    return OutputMessage(DEAD_LETTER_TOPIC, key, out, event_id, DEAD_LETTERED_TYPE)
+
+
+def _text_or_none(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _b64_or_none(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode()
+
+
+def encode_stored(messages: list[OutputMessage]) -> bytes:
+    """The outputs of one step as stored beside the state, to re-publish them identically."""
+    return json.dumps(
+        [
+            [m.topic, m.key.decode() if m.key else None, m.value.decode(), m.event_id, m.event_type]
+            for m in messages
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode_stored(blob: bytes) -> list[OutputMessage]:
+    return [
+        OutputMessage(topic, key.encode() if key is not None else None, value.encode(), eid, etype)
+        for topic, key, value, eid, etype in json.loads(blob)
+    ]

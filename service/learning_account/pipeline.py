@@ -1,0 +1,234 @@
+"""A batch of input records in, the output messages to publish out; state written in between.
+
+The steps, whatever the batch size: decode every record; load every touched student in one
+Redis round trip; decide in memory, in record order per student; write each student's new state,
+applied digests and outputs atomically, all in one pipelined round trip. A duplicate (already
+applied, or twice in the batch) re-publishes the stored outputs and applies nothing. The caller
+publishes the outputs and only then commits the input offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from .commands import to_command
+from .domain.model import Account, Command, Decision, Policy
+from .domain.rules import decide, expire_held_results
+from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
+from .store import AccountStore, AccountWrite, AppliedStep, LoadedAccount, event_digest
+from .wire import InvalidMessage, decode
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class BatchReport:
+    outputs: list[OutputMessage] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    dead_lettered: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    held: int = 0
+    conflicts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    index: int
+    digest: str
+    command: Command
+    record: InputRecord
+
+
+class Processor:
+    def __init__(
+        self,
+        store: AccountStore,
+        policy: Policy,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+
+    async def process(self, records: Sequence[InputRecord]) -> BatchReport:
+        report = BatchReport()
+        outputs: list[list[OutputMessage]] = [[] for _ in records]
+        by_student: dict[str, list[_Item]] = {}
+        stamp = now_text()
+        for index, record in enumerate(records):
+            try:
+                decoded = decode(record.topic, record.value, record.key)
+                command = to_command(decoded)
+            except InvalidMessage as error:
+                outputs[index] = [self._dead_letter(record, error.reason)]
+                report.dead_lettered += 1
+                continue
+            digest = event_digest(command.event)
+            by_student.setdefault(command.student_id, []).append(
+                _Item(index, digest, command, record)
+            )
+
+        pending = dict(by_student)
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            if not pending:
+                break
+            loaded = await self.store.load(
+                {sid: [item.digest for item in items] for sid, items in pending.items()}
+            )
+            writes: list[AccountWrite] = []
+            decided: dict[str, list[tuple[int, list[OutputMessage]]]] = {}
+            tallies: dict[str, BatchReport] = {}
+            for student_id, items in pending.items():
+                tally = BatchReport()
+                write, produced = self._decide_student(
+                    student_id, items, loaded[student_id], stamp, tally
+                )
+                decided[student_id] = produced
+                tallies[student_id] = tally
+                if write is not None:
+                    writes.append(write)
+            committed = await self.store.commit(writes)
+            retry: dict[str, list[_Item]] = {}
+            for student_id, items in pending.items():
+                if committed.get(student_id, True):
+                    for index, messages in decided[student_id]:
+                        outputs[index] = messages
+                    _merge(report, tallies[student_id])
+                else:
+                    retry[student_id] = items
+                    report.conflicts += 1
+            pending = retry
+        if pending:
+            raise RuntimeError(f"{len(pending)} students kept changing under this batch")
+        report.outputs = [message for messages in outputs for message in messages]
+        return report
+
+    def _decide_student(
+        self,
+        student_id: str,
+        items: list[_Item],
+        loaded: LoadedAccount,
+        stamp: str,
+        tally: BatchReport,
+    ) -> tuple[AccountWrite | None, list[tuple[int, list[OutputMessage]]]]:
+        account = loaded.account
+        produced: list[tuple[int, list[OutputMessage]]] = []
+        steps: list[AppliedStep] = []
+        in_batch: dict[str, list[OutputMessage]] = {}
+        now = self.clock()
+        for item in items:
+            if item.digest in loaded.seen:
+                stored = loaded.seen[item.digest]
+                produced.append((item.index, decode_stored(stored) if stored else []))
+                tally.duplicates += 1
+                continue
+            if item.digest in in_batch:
+                produced.append((item.index, in_batch[item.digest]))
+                tally.duplicates += 1
+                continue
+            try:
+                decision = decide(account, item.command, now=now, policy=self.policy)
+            except Exception as error:  # a bug must not stop the consumer: park the record
+                log.exception(
+                    "rules failed on %s/%s", item.command.event.source, item.command.event.id
+                )
+                produced.append(
+                    (item.index, [self._dead_letter(item.record, f"internal error: {error!r}")])
+                )
+                tally.dead_lettered += 1
+                continue
+            messages = [to_message(event, stamp) for event in decision.events]
+            _count(tally, item.command, decision)
+            tally.held += len(decision.account.held) > len(account.held)
+            account = decision.account
+            steps.append(AppliedStep(item.digest, encode_stored(messages)))
+            in_batch[item.digest] = messages
+            produced.append((item.index, messages))
+        if not steps:
+            return None, produced
+        write = AccountWrite(
+            student_id=student_id,
+            expected_version=loaded.version,
+            account=account,
+            steps=tuple(steps),
+            held_deadline=self.held_deadline(account),
+        )
+        return write, produced
+
+    def held_deadline(self, account: Account) -> float | None:
+        if not account.held:
+            return None
+        return min(held.held_at for held in account.held) + self.policy.result_hold_seconds
+
+    def _dead_letter(self, record: InputRecord, error: str) -> OutputMessage:
+        stamp = _ms_text(record.timestamp_ms) if record.timestamp_ms is not None else now_text()
+        return dead_letter(
+            record.topic, record.partition, record.offset, record.key, record.value, error, stamp
+        )
+
+    async def sweep_held(
+        self, publish: Callable[[list[OutputMessage]], Awaitable[None]], limit: int = 500
+    ) -> int:
+        """Refuse held exam results whose holding time passed (R3.6) with no event to carry them.
+
+        The refusals are published before the state is written: if the process dies in between,
+        the next sweep decides and publishes the same refusals again (same ids).
+        """
+        now = self.clock()
+        refused = 0
+        for student_id in await self.store.due_held(now, limit):
+            loaded = (await self.store.load({student_id: []}))[student_id]
+            decision = expire_held_results(loaded.account, now=now, policy=self.policy)
+            if decision.events:
+                await publish([to_message(event, now_text()) for event in decision.events])
+                committed = await self.store.commit(
+                    [AccountWrite(student_id, loaded.version, decision.account, ())]
+                )
+                if not committed[student_id]:
+                    continue  # changed meanwhile: the next sweep looks again
+                refused += len(decision.events)
+            await self.store.reschedule_held(student_id, self.held_deadline(decision.account))
+        return refused
+
+
+def _ms_text(timestamp_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _count(tally: BatchReport, command: Command, decision: Decision) -> None:
+    kind = type(command).__name__
+    tally.applied[kind] = tally.applied.get(kind, 0) + 1
+    for event in decision.events:
+        reason = getattr(event, "reason", None)
+        if reason is not None:
+            tally.rejected[str(reason)] = tally.rejected.get(str(reason), 0) + 1
+
+
+def _merge(report: BatchReport, tally: BatchReport) -> None:
+    for kind, n in tally.applied.items():
+        report.applied[kind] = report.applied.get(kind, 0) + n
+    for reason, n in tally.rejected.items():
+        report.rejected[reason] = report.rejected.get(reason, 0) + n
+    report.duplicates += tally.duplicates
+    report.dead_lettered += tally.dead_lettered
+    report.held += tally.held

@@ -1,0 +1,183 @@
+"""Each student's learning account in Redis.
+
+Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
+- `la:{sid}:account`   hash: `s` the encoded state, `v` its version (optimistic concurrency)
+- `la:{sid}:seen`      set of idempotency digests (CloudEvents source + id) already applied
+- `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
+                       duplicate delivery re-publishes them identically
+- `la:held`            sorted set: students with held exam results, by earliest deadline
+
+Applying a batch is two round trips whatever its size: one pipelined read of every touched
+student, one pipelined atomic write per student (a Lua script that checks the version, writes the
+state, records the digests and stores the outputs together).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .domain.model import Account, EventRef
+from .state_codec import decode_account, encode_account
+
+HELD_INDEX_KEY = "la:held"
+
+_COMMIT_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if (current or '') ~= ARGV[1] then
+  return 0
+end
+local version = (tonumber(current) or 0) + 1
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', version)
+local retention = tonumber(ARGV[3])
+for i = 3, #KEYS do
+  local digest = ARGV[2 + (i - 2) * 2]
+  local outputs = ARGV[3 + (i - 2) * 2]
+  redis.call('SADD', KEYS[2], digest)
+  if outputs ~= '' then
+    redis.call('SET', KEYS[i], outputs, 'PX', retention)
+  end
+end
+return version
+"""
+
+
+def event_digest(event: EventRef) -> str:
+    """The idempotency key: CloudEvents `source` + `id`, hashed to a short fixed size."""
+    raw = f"{len(event.source)}:{event.source}{event.id}".encode()
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def account_key(student_id: str) -> str:
+    return f"la:{{{student_id}}}:account"
+
+
+def seen_key(student_id: str) -> str:
+    return f"la:{{{student_id}}}:seen"
+
+
+def outputs_key(student_id: str, digest: str) -> str:
+    return f"la:{{{student_id}}}:out:{digest}"
+
+
+@dataclass(slots=True)
+class LoadedAccount:
+    account: Account
+    version: str
+    seen: dict[str, bytes | None] = field(default_factory=dict)
+    """Digests already applied, with their stored outputs (None once the retention passed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedStep:
+    digest: str
+    outputs: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AccountWrite:
+    student_id: str
+    expected_version: str
+    account: Account
+    steps: tuple[AppliedStep, ...]
+    held_deadline: float | None = None
+
+
+class AccountStore:
+    def __init__(self, redis: Redis, *, outbox_retention_seconds: float = 7 * 24 * 3600) -> None:
+        self.redis = redis
+        self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
+        self._commit = redis.register_script(_COMMIT_SCRIPT)
+
+    async def load(self, digests_by_student: dict[str, Sequence[str]]) -> dict[str, LoadedAccount]:
+        """Read every touched student in one pipelined round trip."""
+        students = list(digests_by_student)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for student_id in students:
+                digests = list(digests_by_student[student_id])
+                pipe.hmget(account_key(student_id), ["s", "v"])
+                if digests:
+                    pipe.smismember(seen_key(student_id), digests)
+                    for digest in digests:
+                        pipe.get(outputs_key(student_id, digest))
+            replies: list[Any] = await pipe.execute()
+        loaded: dict[str, LoadedAccount] = {}
+        position = 0
+        for student_id in students:
+            digests = list(digests_by_student[student_id])
+            state, version = replies[position]
+            position += 1
+            entry = LoadedAccount(
+                decode_account(student_id, state), version.decode() if version else ""
+            )
+            if digests:
+                flags = replies[position]
+                outputs = replies[position + 1 : position + 1 + len(digests)]
+                position += 1 + len(digests)
+                for digest, flag, stored in zip(digests, flags, outputs, strict=True):
+                    if flag:
+                        entry.seen[digest] = stored
+            loaded[student_id] = entry
+        return loaded
+
+    async def commit(self, writes: Iterable[AccountWrite]) -> dict[str, bool]:
+        """Write each student atomically; False for a student whose version moved meanwhile."""
+        writes = list(writes)
+        if not writes:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for write in writes:
+                if write.held_deadline is not None:
+                    # an index entry ahead of the state is harmless: the sweeper re-checks
+                    pipe.zadd(HELD_INDEX_KEY, {write.student_id: write.held_deadline}, lt=True)
+                keys = [account_key(write.student_id), seen_key(write.student_id)]
+                args: list[Any] = [
+                    write.expected_version,
+                    encode_account(write.account),
+                    self.outbox_retention_ms,
+                ]
+                for step in write.steps:
+                    keys.append(outputs_key(write.student_id, step.digest))
+                    args.extend((step.digest, step.outputs))
+                await self._commit(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        script_replies = _script_replies(writes, replies)
+        return {
+            write.student_id: bool(reply)
+            for write, reply in zip(writes, script_replies, strict=True)
+        }
+
+    async def get(self, student_id: str) -> Account | None:
+        state = await self.redis.hget(account_key(student_id), "s")
+        if state is None:
+            return None
+        return decode_account(student_id, state if isinstance(state, bytes) else state.encode())
+
+    async def due_held(self, now: float, limit: int = 500) -> list[str]:
+        members = await self.redis.zrangebyscore(HELD_INDEX_KEY, "-inf", now, start=0, num=limit)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    async def reschedule_held(self, student_id: str, deadline: float | None) -> None:
+        if deadline is None:
+            await self.redis.zrem(HELD_INDEX_KEY, student_id)
+        else:
+            await self.redis.zadd(HELD_INDEX_KEY, {student_id: deadline})
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+
+def _script_replies(writes: list[AccountWrite], replies: list[Any]) -> list[Any]:
+    """Pick the script's reply for each write out of the pipeline's replies."""
+    picked: list[Any] = []
+    position = 0
+    for write in writes:
+        if write.held_deadline is not None:
+            position += 1
+        picked.append(replies[position])
+        position += 1
+    return picked

@@ -1,0 +1,139 @@
+"""The batch pipeline against a real Redis: idempotency, dead letters, concurrency, held results."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from redis.asyncio import Redis
+
+from learning_account import events as ev
+from learning_account.domain.model import Policy
+from learning_account.domain.statement import statement
+from learning_account.pipeline import InputRecord, Processor
+from learning_account.store import AccountStore, AccountWrite
+from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
+
+_offsets: dict[str, int] = {}
+
+
+def record(event: dict[str, Any] | bytes, topic: str | None = None) -> InputRecord:
+    value = event if isinstance(event, bytes) else ev.to_bytes(event)
+    topic = topic or ev.topic_of(event)  # type: ignore[arg-type]
+    offset = _offsets[topic] = _offsets.get(topic, -1) + 1
+    return InputRecord(topic, 0, offset, b"key", value, 1_700_000_000_000)
+
+
+def processor(redis_client: Redis, clock: list[float] | None = None, **policy: Any) -> Processor:
+    store = AccountStore(redis_client)
+    now = clock if clock is not None else [1_700_000_000.0]
+    return Processor(store, Policy(**policy), clock=lambda: now[0])
+
+
+def data(message_value: bytes) -> dict[str, Any]:
+    return json.loads(message_value)["data"]  # type: ignore[no-any-return]
+
+
+async def test_mary_through_the_pipeline_gives_the_seed_statement(redis_client: Redis) -> None:
+    proc = processor(redis_client)
+    report = await proc.process([record(e) for e in ev.mary_track("mary")])
+    assert report.dead_lettered == 0
+    account = await proc.store.get("mary")
+    assert account is not None
+    rows = [(r.academic_year, r.start / 4, r.balance / 4) for r in statement(account, 2019)]
+    assert rows == [(2016, 140, 200), (2017, 200, 200), (2018, 200, 200)]
+    changes = [m for m in report.outputs if m.topic == BALANCE_CHANGED_TOPIC]
+    assert len(changes) == 3 + 30
+
+
+async def test_duplicate_delivery_applies_once_and_republishes_identical_outputs(
+    redis_client: Redis,
+) -> None:
+    proc = processor(redis_client)
+    registration = record(ev.registration("s1", 2016, {"A": 6}))
+    first = await proc.process([registration])
+    again = await proc.process([registration])
+    assert again.duplicates == 1
+    assert [m.value for m in again.outputs] == [m.value for m in first.outputs]
+    account = await proc.store.get("s1")
+    assert account is not None and account.balance == 134 * 4
+
+
+async def test_duplicate_within_one_batch_is_absorbed(redis_client: Redis) -> None:
+    proc = processor(redis_client)
+    registration = record(ev.registration("s1", 2016, {"A": 6}))
+    report = await proc.process([registration, registration])
+    assert report.duplicates == 1
+    assert report.outputs[0].value == report.outputs[1].value
+    account = await proc.store.get("s1")
+    assert account is not None and account.balance == 134 * 4
+
+
+async def test_malformed_message_is_dead_lettered_and_the_rest_applied(
+    redis_client: Redis,
+) -> None:
+    proc = processor(redis_client)
+    bad = record(b"{not json", topic="learning-account.registrations.v1")
+    good = record(ev.registration("s2", 2016, {"A": 6}))
+    report = await proc.process([bad, good])
+    assert [m.topic for m in report.outputs] == [DEAD_LETTER_TOPIC, BALANCE_CHANGED_TOPIC]
+    letter = data(report.outputs[0].value)
+    assert letter["payload"] == "{not json"
+    assert letter["error"].startswith("not JSON")
+    assert (letter["topic"], letter["partition"], letter["offset"]) == (
+        bad.topic,
+        0,
+        bad.offset,
+    )
+
+
+async def test_refusal_is_published_as_event_rejected(redis_client: Redis) -> None:
+    proc = processor(redis_client)
+    report = await proc.process([record(ev.deregistration("s3", 2016, ["A"], date(2016, 10, 1)))])
+    assert [m.topic for m in report.outputs] == [REJECTIONS_TOPIC]
+    assert data(report.outputs[0].value)["reason"] == "not_registered"
+
+
+async def test_concurrent_writer_makes_the_commit_retry_on_fresh_state(
+    redis_client: Redis,
+) -> None:
+    store = AccountStore(redis_client)
+    proc = processor(redis_client)
+    await proc.process([record(ev.registration("s4", 2016, {"A": 6}))])
+    loaded = (await store.load({"s4": []}))["s4"]
+    stale = AccountWrite("s4", "", loaded.account, ())
+    assert await store.commit([stale]) == {"s4": False}
+    fresh = AccountWrite("s4", loaded.version, loaded.account, ())
+    assert await store.commit([fresh]) == {"s4": True}
+
+
+async def test_held_result_applies_when_its_registration_arrives(redis_client: Redis) -> None:
+    proc = processor(redis_client)
+    result = ev.exam_result("s5", 2016, "A")
+    first = await proc.process([record(result)])
+    assert first.outputs == [] and first.held == 1
+    report = await proc.process([record(ev.registration("s5", 2016, {"A": 6}))])
+    causes = [data(m.value)["caused_by"]["id"] for m in report.outputs]
+    assert causes[-1] == result["id"]
+    account = await proc.store.get("s5")
+    assert account is not None and account.balance == 146 * 4
+
+
+async def test_sweeper_refuses_a_held_result_after_the_holding_time(redis_client: Redis) -> None:
+    clock = [1_700_000_000.0]
+    proc = processor(redis_client, clock, result_hold_seconds=60)
+    result = ev.exam_result("s6", 2016, "A")
+    await proc.process([record(result)])
+    published: list[Any] = []
+
+    async def publish(messages: list[Any]) -> None:
+        published.extend(messages)
+
+    assert await proc.sweep_held(publish) == 0
+    clock[0] += 61
+    assert await proc.sweep_held(publish) == 1
+    assert [data(m.value)["reason"] for m in published] == ["unknown_registration"]
+    assert await proc.sweep_held(publish) == 0
+    account = await proc.store.get("s6")
+    assert account is not None and account.held == ()
