@@ -1,0 +1,89 @@
+"""Configuration from `LA_*` environment variables (contracts.md lists them with defaults)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .domain.model import Policy, credits_to_quarters
+
+
+def _thresholds(text: str) -> tuple[int, ...]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    return tuple(sorted({credits_to_quarters(value) for value in values}, reverse=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    consumer_group: str = "learning-account"
+    low_balance_thresholds: tuple[int, ...] = (240,)
+    """In quarter-credits (60 credits = 240)."""
+    result_hold_seconds: float = 604800.0
+    batch_max_records: int = 500
+    batch_timeout_ms: int = 50
+    outbox_retention_seconds: float = 7 * 24 * 3600
+    held_sweep_interval_seconds: float = 5.0
+    graceful_timeout_seconds: float = 30.0
+    log_level: str = "INFO"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    http_token: str | None = field(default=None, repr=False)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            low_balance_thresholds=self.low_balance_thresholds,
+            result_hold_seconds=self.result_hold_seconds,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def get(name: str, default: str) -> str:
+            return env.get(f"LA_{name}", default)
+
+        def optional(name: str) -> str | None:
+            value = env.get(f"LA_{name}")
+            return value or None
+
+        return cls(
+            kafka_bootstrap_servers=get(
+                "KAFKA_BOOTSTRAP_SERVERS", defaults.kafka_bootstrap_servers
+            ),
+            redis_url=get("REDIS_URL", defaults.redis_url),
+            http_host=get("HTTP_HOST", defaults.http_host),
+            http_port=int(get("HTTP_PORT", str(defaults.http_port))),
+            consumer_group=get("CONSUMER_GROUP", defaults.consumer_group),
+            low_balance_thresholds=_thresholds(get("LOW_BALANCE_THRESHOLDS", "60")),
+            result_hold_seconds=float(
+                get("RESULT_HOLD_SECONDS", str(int(defaults.result_hold_seconds)))
+            ),
+            batch_max_records=int(get("BATCH_MAX_RECORDS", str(defaults.batch_max_records))),
+            batch_timeout_ms=int(get("BATCH_TIMEOUT_MS", str(defaults.batch_timeout_ms))),
+            outbox_retention_seconds=float(
+                get("OUTBOX_RETENTION_SECONDS", str(int(defaults.outbox_retention_seconds)))
+            ),
+            held_sweep_interval_seconds=float(
+                get("HELD_SWEEP_INTERVAL_SECONDS", str(defaults.held_sweep_interval_seconds))
+            ),
+            graceful_timeout_seconds=float(
+                get("GRACEFUL_TIMEOUT_SECONDS", str(defaults.graceful_timeout_seconds))
+            ),
+            log_level=get("LOG_LEVEL", defaults.log_level).upper(),
+            kafka_security_protocol=get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            kafka_sasl_mechanism=optional("KAFKA_SASL_MECHANISM"),
+            kafka_sasl_username=optional("KAFKA_SASL_USERNAME"),
+            kafka_sasl_password=optional("KAFKA_SASL_PASSWORD"),
+            kafka_ssl_cafile=optional("KAFKA_SSL_CAFILE"),
+            http_token=optional("HTTP_TOKEN"),
+        )
