@@ -1,0 +1,179 @@
+"""The read API of contracts.md "HTTP API": a student's balance and statement, health, metrics.
+
+Reads only: everything shown comes from the account state in Redis, plus the rebuild years
+completed by today (R6.3), which are projected here and not written.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .clock import current_academic_year, today_in_brussels
+from .domain.model import Account, format_academic_year
+from .domain.statement import StatementRow, account_view, statement
+from .metrics import Metrics
+from .outputs import amount
+from .store import AccountStore
+from .wire import _STUDENT_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+_STUDENT_ID = re.compile(_STUDENT_ID_PATTERN)
+_OPEN_PATH_PREFIX = "/health/"
+
+
+class _NoAccount(Exception):
+    pass
+
+
+class _StoreUnavailable(Exception):
+    pass
+
+
+def create_http_app(
+    store: AccountStore,
+    *,
+    ready: Callable[[], Awaitable[bool]],
+    metrics: Metrics,
+    token: str | None = None,
+    today: Callable[[], date] = today_in_brussels,
+) -> Starlette:
+    """The Starlette app; `today` is the Brussels date the projection (R6.3) is made for."""
+
+    async def load(student_id: str) -> Account:
+        if not _STUDENT_ID.fullmatch(student_id):
+            raise HTTPException(400, "student id must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        try:
+            account = await store.get(student_id)
+        except (RedisError, OSError) as error:
+            log.warning("reading account %s failed: %r", student_id, error)
+            raise _StoreUnavailable from error
+        if account is None or account.balance is None:
+            raise _NoAccount
+        return account
+
+    async def get_account(request: Request) -> Response:
+        account = await load(request.path_params["student_id"])
+        view = account_view(account, current_academic_year(today()))
+        return JSONResponse(
+            {
+                "student_id": view.student_id,
+                "balance": amount(view.balance),
+                "bonus_granted": amount(view.bonus_granted),
+                "exhausted": view.exhausted,
+                "master_degree": view.master_degree,
+                "as_of_academic_year": format_academic_year(view.as_of_academic_year),
+            }
+        )
+
+    async def get_statement(request: Request) -> Response:
+        account = await load(request.path_params["student_id"])
+        rows = statement(account, current_academic_year(today()))
+        return JSONResponse(
+            {"student_id": account.student_id, "years": [_row_json(row) for row in rows]}
+        )
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def readiness(request: Request) -> Response:
+        try:
+            is_ready = await ready()
+        except Exception as error:  # a failing probe means "not ready", never a 500
+            log.warning("readiness check failed: %r", error)
+            is_ready = False
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    async def render_metrics(request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    async def no_account(request: Request, error: Exception) -> Response:
+        student_id = request.path_params.get("student_id", "")
+        return _error(404, f"student {student_id} has no learning account")
+
+    async def store_unavailable(request: Request, error: Exception) -> Response:
+        return _error(503, "account store unavailable, try again later")
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        return _error(error.status_code, error.detail, error.headers)
+
+    app = Starlette(
+        routes=[
+            Route("/accounts/{student_id}", get_account, methods=["GET"]),
+            Route("/accounts/{student_id}/statement", get_statement, methods=["GET"]),
+            Route("/health/live", live, methods=["GET"]),
+            Route("/health/ready", readiness, methods=["GET"]),
+            Route("/metrics", render_metrics, methods=["GET"]),
+        ],
+        exception_handlers={
+            _NoAccount: no_account,
+            _StoreUnavailable: store_unavailable,
+            HTTPException: http_error,
+        },
+    )
+    if token:
+        app.add_middleware(_BearerTokenMiddleware, token=token)
+    return app
+
+
+def _row_json(row: StatementRow) -> dict[str, Any]:
+    return {
+        "academic_year": format_academic_year(row.academic_year),
+        "start": amount(row.start),
+        "invested": amount(row.invested),
+        "acquired": amount(row.acquired),
+        "bonus": amount(row.bonus),
+        "refunded": amount(row.refunded),
+        "degree_deduction": amount(row.degree_deduction),
+        "rebuilt": amount(row.rebuilt),
+        "balance": amount(row.balance),
+        "projected": row.projected,
+    }
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _BearerTokenMiddleware:
+    """Every route but /health/* needs `Authorization: Bearer <token>` (probes stay open)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(_OPEN_PATH_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, credentials = header.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        # constant time, so the token cannot be guessed byte by byte from response times
+        return hmac.compare_digest(credentials.strip(), self.expected)

@@ -1,0 +1,292 @@
+"""The read API against a real Redis, with accounts written by the real pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from learning_account import events as ev
+from learning_account.domain.model import Policy
+from learning_account.http_api import create_http_app
+from learning_account.metrics import Metrics
+from learning_account.pipeline import InputRecord, Processor
+from learning_account.store import AccountStore
+
+OCTOBER_2019 = date(2019, 10, 1)
+
+
+async def always_ready() -> bool:
+    return True
+
+
+async def never_ready() -> bool:
+    return False
+
+
+async def apply(redis_client: Redis, events: list[dict[str, Any]]) -> None:
+    offsets: dict[str, int] = {}
+    records = []
+    for event in events:
+        topic = ev.topic_of(event)
+        offsets[topic] = offsets.get(topic, -1) + 1
+        key = event["data"]["student_id"].encode()
+        records.append(InputRecord(topic, 0, offsets[topic], key, ev.to_bytes(event)))
+    report = await Processor(AccountStore(redis_client), Policy()).process(records)
+    assert report.dead_lettered == 0
+
+
+def client_for(
+    store: AccountStore,
+    *,
+    today: date = OCTOBER_2019,
+    ready: Callable[[], Awaitable[bool]] = always_ready,
+    token: str | None = None,
+    metrics: Metrics | None = None,
+) -> httpx.AsyncClient:
+    app = create_http_app(
+        store, ready=ready, metrics=metrics or Metrics(), token=token, today=lambda: today
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.fixture
+async def client(redis_client: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(AccountStore(redis_client)) as http:
+        yield http
+
+
+async def test_account_of_mary_after_three_years(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    response = await client.get("/accounts/mary")
+    assert response.status_code == 200
+    assert response.json() == {
+        "student_id": "mary",
+        "balance": 200,
+        "bonus_granted": 60,
+        "exhausted": False,
+        "master_degree": False,
+        "as_of_academic_year": "2019-2020",
+    }
+
+
+async def test_statement_of_mary_is_the_seed_table(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    response = await client.get("/accounts/mary/statement")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    zeros = {"refunded": 0, "degree_deduction": 0, "rebuilt": 0, "projected": False}
+    assert response.json() == {
+        "student_id": "mary",
+        "years": [
+            {"academic_year": "2016-2017", "start": 140, "invested": -60, "acquired": 60,
+             "bonus": 60, **zeros, "balance": 200},
+            {"academic_year": "2017-2018", "start": 200, "invested": -60, "acquired": 60,
+             "bonus": 0, **zeros, "balance": 200},
+            {"academic_year": "2018-2019", "start": 200, "invested": -60, "acquired": 60,
+             "bonus": 0, **zeros, "balance": 200},
+        ],
+    }  # fmt: skip
+
+
+async def test_statement_of_thomas_is_the_seed_table(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.thomas_track("thomas"))
+    years = (await client.get("/accounts/thomas/statement")).json()["years"]
+    table = [(y["start"], y["invested"], y["acquired"], y["bonus"], y["balance"]) for y in years]
+    assert table == [
+        (140, -60, 36, 36, 152),
+        (152, -63, 42, 24, 155),
+        (155, -60, 45, 0, 140),
+        (140, -57, 57, 0, 140),
+    ]
+
+
+async def test_fractional_amounts_are_json_numbers_without_trailing_zero(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, [ev.registration("frac", 2019, {"HALF": 2.5, "WHOLE": 3})])
+    account = (await client.get("/accounts/frac")).json()
+    assert account["balance"] == 134.5
+    row = (await client.get("/accounts/frac/statement")).json()["years"][0]
+    assert row["invested"] == -5.5
+    assert row["start"] == 140 and isinstance(row["start"], int)
+
+
+async def test_unknown_student_is_404_with_a_json_error(client: httpx.AsyncClient) -> None:
+    for path in ("/accounts/nobody", "/accounts/nobody/statement"):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert "error" in response.json()
+
+
+async def test_student_known_only_by_a_degree_has_no_account(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, [ev.degree("grad", 2016, "master")])
+    assert (await client.get("/accounts/grad")).status_code == 404
+    assert (await client.get("/accounts/grad/statement")).status_code == 404
+
+
+@pytest.mark.parametrize("student_id", ["bad%20id", "a%2Bb", "x" * 65, "%C3%A9"])
+async def test_invalid_student_id_is_400(client: httpx.AsyncClient, student_id: str) -> None:
+    for path in (f"/accounts/{student_id}", f"/accounts/{student_id}/statement"):
+        response = await client.get(path)
+        assert response.status_code == 400
+        assert "error" in response.json()
+
+
+async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/accounts")
+    assert response.status_code == 404
+    assert "error" in response.json()
+
+
+async def left_at_30_credits_in_2016(redis_client: Redis) -> None:
+    """110 credits invested in 2016-2017, nothing passed, no enrolment since: balance 30."""
+    await apply(redis_client, [ev.registration("gap", 2016, ev.package("U", 11, 10))])
+
+
+async def test_years_completed_without_enrolment_are_projected_in_the_statement(
+    redis_client: Redis,
+) -> None:
+    await left_at_30_credits_in_2016(redis_client)
+    async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
+        years = (await client.get("/accounts/gap/statement")).json()["years"]
+    zeros = {"invested": 0, "acquired": 0, "bonus": 0, "refunded": 0, "degree_deduction": 0}
+    assert years == [
+        {"academic_year": "2016-2017", "start": 140, "invested": -110, "acquired": 0,
+         "bonus": 0, "refunded": 0, "degree_deduction": 0, "rebuilt": 0, "balance": 30,
+         "projected": False},
+        {"academic_year": "2017-2018", "start": 30, **zeros, "rebuilt": 10, "balance": 40,
+         "projected": True},
+        {"academic_year": "2018-2019", "start": 40, **zeros, "rebuilt": 10, "balance": 50,
+         "projected": True},
+    ]  # fmt: skip
+
+
+async def test_account_balance_includes_the_projected_years(redis_client: Redis) -> None:
+    await left_at_30_credits_in_2016(redis_client)
+    async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
+        account = (await client.get("/accounts/gap")).json()
+    assert account["balance"] == 50
+    assert account["as_of_academic_year"] == "2019-2020"
+
+
+async def test_the_academic_year_turns_on_1_september(redis_client: Redis) -> None:
+    await left_at_30_credits_in_2016(redis_client)
+    store = AccountStore(redis_client)
+    async with client_for(store, today=date(2019, 8, 31)) as client:
+        before = (await client.get("/accounts/gap")).json()
+    async with client_for(store, today=date(2019, 9, 1)) as client:
+        after = (await client.get("/accounts/gap")).json()
+    assert (before["balance"], before["as_of_academic_year"]) == (40, "2018-2019")
+    assert (after["balance"], after["as_of_academic_year"]) == (50, "2019-2020")
+
+
+async def test_exhausted_account(redis_client: Redis, client: httpx.AsyncClient) -> None:
+    await apply(redis_client, [ev.registration("spent", 2019, ev.package("U", 15, 10))])
+    account = (await client.get("/accounts/spent")).json()
+    assert (account["balance"], account["exhausted"]) == (-10, True)
+
+
+async def test_liveness_and_readiness(redis_client: Redis) -> None:
+    store = AccountStore(redis_client)
+    async with client_for(store) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        ready = await client.get("/health/ready")
+        assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    async with client_for(store, ready=never_ready) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        not_ready = await client.get("/health/ready")
+        assert (not_ready.status_code, not_ready.json()) == (503, {"ready": False})
+
+
+async def test_a_failing_readiness_probe_means_not_ready(redis_client: Redis) -> None:
+    async def broken() -> bool:
+        raise ConnectionError("kafka is gone")
+
+    async with client_for(AccountStore(redis_client), ready=broken) as client:
+        assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_redis_down_is_503_json_not_a_stack_trace() -> None:
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:
+        async with client_for(AccountStore(unreachable)) as client:
+            for path in ("/accounts/mary", "/accounts/mary/statement"):
+                response = await client.get(path)
+                assert response.status_code == 503
+                assert set(response.json()) == {"error"}
+            assert (await client.get("/health/live")).status_code == 200
+    finally:
+        await unreachable.aclose()
+
+
+async def test_token_protects_everything_but_health(redis_client: Redis) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    async with client_for(AccountStore(redis_client), token="s3cret") as client:
+        for path in ("/accounts/mary", "/accounts/mary/statement", "/metrics"):
+            assert (await client.get(path)).status_code == 401
+            wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            basic = await client.get(path, headers={"Authorization": "Basic s3cret"})
+            assert basic.status_code == 401
+            right = await client.get(path, headers={"Authorization": "Bearer s3cret"})
+            assert right.status_code == 200
+        unauthorized = await client.get("/accounts/mary")
+        assert unauthorized.headers["www-authenticate"] == "Bearer"
+        assert "error" in unauthorized.json()
+        assert (await client.get("/health/live")).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_no_token_configured_means_open(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    assert (await client.get("/accounts/mary")).status_code == 200
+    assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_metrics_are_prometheus_text_with_every_metric(redis_client: Redis) -> None:
+    metrics = Metrics()
+    metrics.events_applied.labels(type="registration").inc()
+    metrics.consumer_lag.labels(topic="t", partition="0").set(3)
+    metrics.redis_seconds.labels(operation="load").observe(0.002)
+    async with client_for(AccountStore(redis_client), metrics=metrics) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for name in (
+        'la_events_applied_total{type="registration"} 1.0',
+        "la_events_rejected_total",
+        "la_dead_letters_total",
+        "la_duplicates_total",
+        "la_outputs_published_total",
+        "la_batches_total",
+        "la_held_results",
+        'la_consumer_lag{partition="0",topic="t"} 3.0',
+        "la_ready",
+        "la_batch_seconds_bucket",
+        "la_event_latency_seconds_bucket",
+        'la_redis_seconds_count{operation="load"} 1.0',
+    ):
+        assert name in text, name
+
+
+def test_two_metrics_instances_do_not_collide() -> None:
+    first, second = Metrics(), Metrics()
+    first.batches.inc()
+    assert b"la_batches_total 1.0" in first.render()
+    assert b"la_batches_total 0.0" in second.render()
