@@ -1,0 +1,280 @@
+"""The `learning-account` console script: serve, dev, demo, statement, send, asyncapi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .settings import Settings
+from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+
+log = logging.getLogger("learning_account.cli")
+
+DEV_TOPIC_PARTITIONS = 3
+
+
+def dev_topics() -> dict[str, int]:
+    return {topic: DEV_TOPIC_PARTITIONS for topic in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
+
+
+# --- serve / dev --------------------------------------------------------------------------
+
+
+async def serve(settings: Settings) -> None:
+    from .app import Service
+
+    await Service(settings).run()
+
+
+async def dev(settings: Settings, state_dir: Path) -> None:
+    """Start Tansu and Redis where none is reachable, create the topics, then serve."""
+    from .devstack import DevStack
+
+    async with DevStack(
+        settings.kafka_bootstrap_servers,
+        settings.redis_url,
+        state_dir=state_dir,
+        topics=dev_topics(),
+    ) as stack:
+        if stack.started:
+            log.info("dev stack started: %s", ", ".join(stack.started))
+        await serve(settings)
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def _http_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def _service_is_up(settings: Settings) -> bool:
+    try:
+        _http_json(f"http://{settings.http_host}:{settings.http_port}/health/live", timeout=1)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+    return True
+
+
+def demo_events() -> list[dict[str, Any]]:
+    """Mary's and Thomas's tracks with fixed event ids: a second run is absorbed as duplicates."""
+    tracks = ev.mary_track("mary") + ev.thomas_track("thomas")
+    for number, event in enumerate(tracks):
+        event["source"] = "urn:learning-account:demo"
+        event["id"] = f"demo-{event['subject']}-{number:03d}"
+    return tracks
+
+
+async def send_events(bootstrap: str, events: Sequence[dict[str, Any]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
+    await producer.start()
+    try:
+        pending = [
+            await producer.send(
+                ev.topic_of(event), ev.to_bytes(event), key=event["data"]["student_id"].encode()
+            )
+            for event in events
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def wait_for_outputs(bootstrap: str, caused_by_ids: set[str], within: float) -> None:
+    """Read balance-changed from the start until outputs caused by all given ids were seen."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        BALANCE_CHANGED_TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    missing = set(caused_by_ids)
+    deadline = time.monotonic() + within
+    try:
+        while missing and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    with_cause = json.loads(record.value)["data"]["caused_by"]["id"]
+                    missing.discard(with_cause)
+    finally:
+        await consumer.stop()
+    if missing:
+        raise TimeoutError(f"no balance-changed seen for {sorted(missing)} in {within:.0f}s")
+
+
+def print_statement(settings: Settings, student_id: str) -> None:
+    from .domain.statement import StatementRow
+    from .tables import render_statement_text
+
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    document = _http_json(f"{base}/accounts/{student_id}/statement")
+    rows = [
+        StatementRow(
+            academic_year=int(row["academic_year"][:4]),
+            **{
+                name: round(row[name] * 4)
+                for name in (
+                    "start",
+                    "invested",
+                    "acquired",
+                    "bonus",
+                    "refunded",
+                    "degree_deduction",
+                    "rebuilt",
+                    "balance",
+                )
+            },
+            projected=row["projected"],
+        )
+        for row in document["years"]
+    ]
+    print(render_statement_text(student_id, rows, color=sys.stdout.isatty()))
+
+
+async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
+    """Send Mary's and Thomas's tracks through the real topics and print their statements."""
+    stack = None
+    service = None
+    if not _service_is_up(settings):
+        from .app import Service
+        from .devstack import DevStack
+
+        print("No service answering: starting the dev stack (Tansu + Redis) and the service.")
+        stack = await DevStack(
+            settings.kafka_bootstrap_servers,
+            settings.redis_url,
+            state_dir=state_dir,
+            topics=dev_topics(),
+        ).astart()
+        service = Service(settings)
+        await service.start()
+    try:
+        events = demo_events()
+        print(
+            f"Sending {len(events)} events for mary and thomas"
+            f" to {settings.kafka_bootstrap_servers}"
+        )
+        await send_events(settings.kafka_bootstrap_servers, events)
+        last_ids = {
+            [e for e in events if e["subject"] == student][-1]["id"]
+            for student in ("mary", "thomas")
+        }
+        await wait_for_outputs(settings.kafka_bootstrap_servers, last_ids, within=60)
+        for student in ("mary", "thomas"):
+            print()
+            await asyncio.to_thread(print_statement, settings, student)
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        if service is None or keep_running:
+            print(f"\nTry: curl {base}/accounts/mary   curl {base}/accounts/thomas/statement")
+        if keep_running and service is not None:
+            print("The service keeps running; Ctrl-C stops it.")
+            await asyncio.Event().wait()
+    finally:
+        if service is not None:
+            await service.stop()
+        if stack is not None:
+            await stack.astop()
+
+
+# --- statement / send / asyncapi ----------------------------------------------------------
+
+
+async def statement_from_redis(settings: Settings, student_id: str) -> int:
+    from redis.asyncio import Redis
+
+    from .clock import current_academic_year
+    from .domain.statement import statement
+    from .store import AccountStore
+    from .tables import render_statement_text
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        account = await AccountStore(redis).get(student_id)
+    finally:
+        await redis.aclose()
+    if account is None or account.balance is None:
+        print(f"{student_id}: no learning account", file=sys.stderr)
+        return 1
+    rows = statement(account, current_academic_year())
+    print(render_statement_text(student_id, rows, color=sys.stdout.isatty()))
+    return 0
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"{path}:{number}: not JSON ({error.msg})") from None
+    return events
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="learning-account", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the consumer and the HTTP API until SIGTERM/SIGINT")
+    dev_parser = sub.add_parser("dev", help="start a local broker and Redis if needed, then serve")
+    demo_parser = sub.add_parser("demo", help="send Mary's and Thomas's tracks, print statements")
+    for p in (dev_parser, demo_parser):
+        p.add_argument("--state-dir", type=Path, default=Path(".devstack"))
+    demo_parser.add_argument("--keep-running", action="store_true")
+    statement_parser = sub.add_parser("statement", help="print a student's statement")
+    statement_parser.add_argument("student_id")
+    send_parser = sub.add_parser("send", help="publish the events of a JSON-lines file")
+    send_parser.add_argument("file", type=Path)
+    sub.add_parser("asyncapi", help="print the AsyncAPI document")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    from .logs import configure
+
+    configure(settings.log_level, json_lines=args.command in ("serve", "dev"))
+    if args.command == "demo":
+        logging.getLogger().setLevel(logging.WARNING)
+
+    try:
+        if args.command == "serve":
+            asyncio.run(serve(settings))
+        elif args.command == "dev":
+            asyncio.run(dev(settings, args.state_dir))
+        elif args.command == "demo":
+            asyncio.run(demo(settings, args.state_dir, args.keep_running))
+        elif args.command == "statement":
+            return asyncio.run(statement_from_redis(settings, args.student_id))
+        elif args.command == "send":
+            events = read_jsonl(args.file)
+            asyncio.run(send_events(settings.kafka_bootstrap_servers, events))
+            print(f"sent {len(events)} events")
+        elif args.command == "asyncapi":
+            from .app import asyncapi_document
+
+            print(asyncapi_document(settings))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

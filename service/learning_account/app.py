@@ -1,0 +1,429 @@
+"""The one place that wires the service: broker, subscriber, publishers, Redis, HTTP, sweeper.
+
+Nothing connects at import time. `Service(settings)` builds everything; `run()` serves until
+stopped. Delivery is at-least-once with effectively-once effects:
+
+    fetch a batch -> Processor (Redis: load, decide, atomic write per student)
+                  -> publish every output, await all acks -> commit the batch's offsets
+
+A batch that fails anywhere is rewound (every partition in it seeks back to its first record) and
+retried with backoff; nothing is committed past it. A re-delivered batch is absorbed by the
+idempotency digests and re-publishes the stored outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import uvicorn
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.specification import AsyncAPI
+from redis.asyncio import Redis
+
+from . import __version__
+from .devstack import leave_group_if_first_generation
+from .http_api import create_http_app
+from .metrics import Metrics
+from .outputs import OutputMessage
+from .pipeline import BatchReport, InputRecord, Processor
+from .settings import Settings
+from .store import AccountStore
+from .wire import (
+    BALANCE_CHANGED_TOPIC,
+    CREDIT_EXHAUSTED_TOPIC,
+    CREDIT_LOW_TOPIC,
+    DEAD_LETTER_TOPIC,
+    INPUT_TOPICS,
+    REJECTIONS_TOPIC,
+    BalanceChangedEvent,
+    CreditExhaustedEvent,
+    CreditLowEvent,
+    DeadLetteredEvent,
+    EventRejectedEvent,
+    InputEvent,
+)
+
+log = logging.getLogger("learning_account")
+
+OUTPUT_DOCS: dict[str, tuple[Any, str]] = {
+    BALANCE_CHANGED_TOPIC: (BalanceChangedEvent, "An input event changed a balance"),
+    CREDIT_EXHAUSTED_TOPIC: (CreditExhaustedEvent, "A balance went from above 0 to 0 or below"),
+    CREDIT_LOW_TOPIC: (CreditLowEvent, "A balance went below a low-balance threshold"),
+    REJECTIONS_TOPIC: (EventRejectedEvent, "A valid input event was refused by a rule"),
+    DEAD_LETTER_TOPIC: (DeadLetteredEvent, "An input message could not be read or validated"),
+}
+
+
+def create_broker(settings: Settings) -> KafkaBroker:
+    """The Kafka broker of FastStream, with the security settings of LA_KAFKA_*."""
+    security: Any = None
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol != "PLAINTEXT":
+        import ssl
+
+        from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
+
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        use_ssl = protocol in ("SSL", "SASL_SSL")
+        mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+        if protocol.startswith("SASL"):
+            kind = {
+                "PLAIN": SASLPlaintext,
+                "SCRAM-SHA-256": SASLScram256,
+                "SCRAM-SHA-512": SASLScram512,
+            }[mechanism]
+            security = kind(
+                username=settings.kafka_sasl_username or "",
+                password=settings.kafka_sasl_password or "",
+                use_ssl=use_ssl,
+                ssl_context=context if use_ssl else None,
+            )
+        else:
+            from faststream.security import BaseSecurity
+
+            security = BaseSecurity(ssl_context=context, use_ssl=True)
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        # the broker acknowledges a record only once all in-sync replicas have it
+        acks="all",
+        # an idempotent producer is not needed: outputs carry derived ids, consumers dedupe
+        enable_idempotence=False,
+        graceful_timeout=settings.graceful_timeout_seconds,
+        client_id=f"learning-account-{__version__}",
+        security=security,
+        logger=logging.getLogger("learning_account.kafka"),
+    )
+
+
+async def _raw_records(message: Any) -> list[Any]:
+    """Keep FastStream from decoding: the pipeline decodes, and dead-letters what it can't."""
+    return []
+
+
+async def _tolerant_parser(records: tuple[ConsumerRecord[Any, Any], ...], original: Any) -> Any:
+    """FastStream's batch parser decodes every header as UTF-8; drop headers that are not."""
+    cleaned = []
+    for record in records:
+        headers = []
+        for name, value in record.headers or ():
+            try:
+                (value or b"").decode()
+            except UnicodeDecodeError:
+                continue
+            headers.append((name, value))
+        cleaned.append(dataclasses.replace(record, headers=headers))
+    message = await original(tuple(cleaned))
+    message.raw_message = records
+    return message
+
+
+class Service:
+    """The running service: one consumer group member, its HTTP API and its held-result sweeper."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.redis: Redis = Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10
+        )
+        self.store = AccountStore(
+            self.redis, outbox_retention_seconds=settings.outbox_retention_seconds
+        )
+        self.processor = Processor(self.store, settings.policy)
+        self.broker = create_broker(settings)
+        self.subscriber = self.broker.subscriber(
+            *INPUT_TOPICS,
+            group_id=settings.consumer_group,
+            batch=True,
+            max_records=settings.batch_max_records,
+            batch_timeout_ms=settings.batch_timeout_ms,
+            auto_offset_reset="earliest",
+            # offsets are committed by hand, only after Redis and the output acks (below)
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_records,
+            parser=_tolerant_parser,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            title="learning-account-inputs",
+            description=(
+                "Registrations, exam results and degrees, deregistrations (CloudEvents 1.0, "
+                "structured JSON, keyed by student id)."
+            ),
+        )
+        self.subscriber(self._handle_batch)
+        self.publishers = {
+            topic: self.broker.publisher(topic, schema=schema, description=text, title=topic)
+            for topic, (schema, text) in OUTPUT_DOCS.items()
+        }
+        self.http = create_http_app(
+            self.store,
+            ready=self.is_ready,
+            metrics=self.metrics,
+            token=settings.http_token,
+        )
+        self._stopping = False
+        self._in_flight = asyncio.Lock()
+        self._failures = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._server: uvicorn.Server | None = None
+
+    # --- the consumer -------------------------------------------------------------------------
+
+    async def _handle_batch(self, body: list[InputEvent], msg: KafkaMessage) -> None:
+        records: tuple[ConsumerRecord[Any, Any], ...] = msg.raw_message
+        consumer = msg.consumer
+        if self._stopping:
+            self._rewind(consumer, records)
+            return
+        async with self._in_flight:
+            started = time.perf_counter()
+            try:
+                report = await self.processor.process([_input_record(r) for r in records])
+                await self.publish(report.outputs)
+            except Exception as error:  # Redis or Kafka unavailable, or a bug: retry the batch
+                self._failures += 1
+                self.metrics.ready.set(0)
+                delay = min(5.0, 0.1 * 2 ** min(self._failures, 6))
+                log.warning(
+                    "batch of %d records failed (%r); rewinding and retrying in %.1fs",
+                    len(records),
+                    error,
+                    delay,
+                )
+                self._rewind(consumer, records)
+                await asyncio.sleep(delay)
+                return
+            self._failures = 0
+            await self._commit(consumer, records)
+            self._observe(report, records, started, consumer)
+
+    async def publish(self, messages: Sequence[OutputMessage]) -> None:
+        """Send every output without waiting for each, then wait for all acknowledgements.
+
+        One by one (not publish_batch) so each record goes to its key's partition, in order.
+        """
+        pending = [
+            await self.publishers[message.topic].publish(
+                message.value, key=message.key, no_confirm=True
+            )
+            for message in messages
+        ]
+        if pending:
+            await asyncio.gather(*pending)
+        for message in messages:
+            self.metrics.outputs_published.labels(topic=message.topic).inc()
+
+    async def _commit(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as error:
+            # partitions moved during a rebalance: their new owner re-reads and dedupes
+            log.warning("offset commit failed (%r); the records will be re-delivered", error)
+
+    def _rewind(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            first[partition] = min(first.get(partition, record.offset), record.offset)
+        for partition, offset in first.items():
+            try:
+                consumer.seek(partition, offset)
+            except Exception as error:  # no longer assigned: the new owner reads it
+                log.info("cannot rewind %s (%r)", partition, error)
+
+    def _observe(
+        self,
+        report: BatchReport,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        started: float,
+        consumer: Any,
+    ) -> None:
+        metrics = self.metrics
+        metrics.ready.set(1)
+        metrics.batches.inc()
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        for kind, count in report.applied.items():
+            metrics.events_applied.labels(type=kind).inc(count)
+        for reason, count in report.rejected.items():
+            metrics.events_rejected.labels(reason=reason).inc(count)
+        metrics.dead_letters.inc(report.dead_lettered)
+        metrics.duplicates.inc(report.duplicates)
+        now_ms = time.time() * 1000
+        last: dict[TopicPartition, int] = {}
+        for record in records:
+            if record.timestamp and record.timestamp > 0:
+                metrics.event_latency_seconds.observe(max(0.0, (now_ms - record.timestamp) / 1000))
+            last[TopicPartition(record.topic, record.partition)] = record.offset
+        for partition, offset in last.items():
+            with contextlib.suppress(Exception):
+                highwater = consumer.highwater(partition)
+                if highwater is not None:
+                    metrics.consumer_lag.labels(
+                        topic=partition.topic, partition=str(partition.partition)
+                    ).set(max(0, highwater - offset - 1))
+        log.info(
+            "batch applied",
+            extra={
+                "records": len(records),
+                "applied": sum(report.applied.values()),
+                "duplicates": report.duplicates,
+                "dead_lettered": report.dead_lettered,
+                "rejected": sum(report.rejected.values()),
+                "outputs": len(report.outputs),
+                "conflicts": report.conflicts,
+                "seconds": round(time.perf_counter() - started, 4),
+            },
+        )
+
+    # --- held exam results --------------------------------------------------------------------
+
+    async def _sweep_held_results(self) -> None:
+        interval = self.settings.held_sweep_interval_seconds
+        while not self._stopping:
+            try:
+                refused = await self.processor.sweep_held(self.publish)
+                if refused:
+                    log.info("held exam results refused", extra={"refused": refused})
+                self.metrics.held_results.set(await self.redis.zcard("la:held"))
+            except Exception as error:
+                log.warning("held-result sweep failed (%r)", error)
+            await asyncio.sleep(interval)
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def is_ready(self) -> bool:
+        if self._stopping or self._failures:
+            return False
+        try:
+            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
+        except Exception:
+            return False
+        try:
+            kafka_ok = await self.broker.ping(timeout=2)
+        except Exception:
+            return False
+        return redis_ok and kafka_ok
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._start_broker()
+        self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
+        config = uvicorn.Config(
+            self.http,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = _QuietServer(config)
+        self._tasks.append(asyncio.create_task(self._server.serve(), name="http"))
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+            if self._tasks[-1].done():
+                await self._tasks[-1]  # raises the reason the server did not start
+        self.metrics.ready.set(1)
+        log.info(
+            "learning-account serving",
+            extra={
+                "kafka": self.settings.kafka_bootstrap_servers,
+                "http": f"{self.settings.http_host}:{self.settings.http_port}",
+                "group": self.settings.consumer_group,
+            },
+        )
+
+    async def _start_broker(self) -> None:
+        """Wait for Kafka (with backoff) instead of exiting when it is not up yet."""
+        delay = 0.5
+        while True:
+            try:
+                await self.broker.start()
+                return
+            except Exception as error:
+                log.warning("Kafka not reachable yet (%r); retrying in %.1fs", error, delay)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit it, leave the group, close everything."""
+        self._stopping = True
+        self.metrics.ready.set(0)
+        try:
+            await asyncio.wait_for(
+                self._in_flight.acquire(), timeout=self.settings.graceful_timeout_seconds
+            )
+        except TimeoutError:
+            log.warning("in-flight batch did not finish in time; it will be re-delivered")
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is not None:
+            await leave_group_if_first_generation(consumer)
+        await self.broker.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        for task in self._tasks:
+            if task.get_name() != "http":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+        log.info("learning-account stopped")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+def asyncapi_document(settings: Settings | None = None) -> str:
+    """The AsyncAPI 3.0 document of the service, generated by FastStream from the code."""
+    service = Service(settings or Settings())
+    spec = AsyncAPI(
+        service.broker,
+        title="learning-account",
+        version=__version__,
+        description="The Flemish learning account (leerkrediet) as a message-driven service.",
+    )
+    return spec.to_specification().to_json()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside our own loop: the service handles the signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:
+    return InputRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        timestamp_ms=record.timestamp,
+    )
