@@ -145,11 +145,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[Any]:
-    """A ``redis.asyncio.Redis`` on the session Redis, FLUSHALLed before the test."""
+    """A ``redis.asyncio.Redis`` on the session Redis, its database 0 flushed before the test.
+
+    Only database 0: end-to-end service processes keep their state in other databases.
+    """
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url)
-    await client.flushall()
+    await client.flushdb()
     try:
         yield client
     finally:

@@ -171,15 +171,13 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
     try:
         events = demo_events()
         print(
-            f"Sending {len(events)} events for mary and thomas"
+            f"Sending {len(events)} events for mary and thomas, year by year,"
             f" to {settings.kafka_bootstrap_servers}"
         )
-        await send_events(settings.kafka_bootstrap_servers, events)
-        last_ids = {
-            [e for e in events if e["subject"] == student][-1]["id"]
-            for student in ("mary", "thomas")
-        }
-        await wait_for_outputs(settings.kafka_bootstrap_servers, last_ids, within=60)
+        for round_events in ev.rounds_by_year(events):
+            await send_events(settings.kafka_bootstrap_servers, round_events)
+            expected = {e["id"] for e in round_events if ev.expects_balance_change(e)}
+            await wait_for_outputs(settings.kafka_bootstrap_servers, expected, within=60)
         for student in ("mary", "thomas"):
             print()
             await asyncio.to_thread(print_statement, settings, student)

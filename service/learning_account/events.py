@@ -188,3 +188,25 @@ def thomas_track(student_id: str = "thomas") -> list[dict[str, Any]]:
                 exam_result(student_id, year, code, "passed" if code in passed else "failed")
             )
     return events
+
+
+def rounds_by_year(*tracks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Events grouped by academic year, all tracks together, each track's order kept.
+
+    Registrations and results travel on different topics, so only sending a year's events after
+    the previous year's were applied reproduces the seed's chronology.
+    """
+    years: dict[str, list[dict[str, Any]]] = {}
+    for track in tracks:
+        for event in track:
+            years.setdefault(event["data"]["academic_year"], []).append(event)
+    return [years[year] for year in sorted(years)]
+
+
+def expects_balance_change(event: dict[str, Any]) -> bool:
+    """True for the seed tracks' events that change a balance (registrations, passed results)."""
+    if event["type"] == COURSE_UNITS_REGISTERED_TYPE:
+        return True
+    return bool(
+        event["type"] == EXAM_RESULT_RECORDED_TYPE and event["data"]["outcome"] == "passed"
+    )

@@ -9,6 +9,7 @@ publishes the outputs and only then commits the input offsets.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -68,6 +69,7 @@ class Processor:
         self.clock = clock
 
     async def process(self, records: Sequence[InputRecord]) -> BatchReport:
+        records = arrival_order(records)
         report = BatchReport()
         outputs: list[list[OutputMessage]] = [[] for _ in records]
         by_student: dict[str, list[_Item]] = {}
@@ -206,6 +208,21 @@ class Processor:
                 refused += len(decision.events)
             await self.store.reschedule_held(student_id, self.held_deadline(decision.account))
         return refused
+
+
+def arrival_order(records: Sequence[InputRecord]) -> list[InputRecord]:
+    """The batch in the order the broker received it, as far as record timestamps tell.
+
+    A fetched batch lists partition after partition; a student's registration and result sit on
+    different topics. Merging the partitions by record timestamp (each partition's own order kept;
+    ties keep the fetched order) restores arrival order across topics within the batch.
+    """
+    partitions: dict[tuple[str, int], list[InputRecord]] = {}
+    for record in records:
+        partitions.setdefault((record.topic, record.partition), []).append(record)
+    if len(partitions) < 2:
+        return list(records)
+    return list(heapq.merge(*partitions.values(), key=lambda record: record.timestamp_ms or 0))
 
 
 def _ms_text(timestamp_ms: int) -> str:

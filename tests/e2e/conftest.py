@@ -1,0 +1,61 @@
+"""The real service process on the session's broker, with a Redis database of its own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from learning_account.devstack import ensure_topics
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from support.service import OutputCollector, ServiceProcess
+
+HOLD_SECONDS = 3
+
+
+def service_redis_url(redis_url: str, database: int) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{database}"
+
+
+@pytest.fixture(scope="session")
+async def service_topics(kafka_bootstrap: str) -> str:
+    await ensure_topics(kafka_bootstrap, {t: 3 for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+    return kafka_bootstrap
+
+
+@pytest.fixture(scope="module")
+def service(
+    service_topics: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(
+        Path(tmp_path_factory.mktemp("service")),
+        KAFKA_BOOTSTRAP_SERVERS=service_topics,
+        REDIS_URL=service_redis_url(redis_url, 1),
+        CONSUMER_GROUP=f"e2e-{uuid.uuid4().hex[:8]}",
+        RESULT_HOLD_SECONDS=str(HOLD_SECONDS),
+        HELD_SWEEP_INTERVAL_SECONDS="0.5",
+        LOG_LEVEL="INFO",
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+async def outputs(service_topics: str) -> AsyncIterator[OutputCollector]:
+    collector = OutputCollector(service_topics)
+    await collector.start()
+    try:
+        yield collector
+    finally:
+        await collector.stop()
+
+
+@pytest.fixture
+def student() -> str:
+    """A student id of this test only: tests share the broker and the service."""
+    return f"s-{uuid.uuid4().hex[:10]}"
