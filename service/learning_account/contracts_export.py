@@ -252,8 +252,12 @@ def _dump(document: Any) -> str:
 
 
 def render_asyncapi() -> str | None:
-    """The AsyncAPI document, or None while it is not generated yet (hook for a later change)."""
-    return None
+    """The AsyncAPI 3.0 document FastStream generates from the service's own wiring."""
+    from .app import asyncapi_document
+    from .settings import Settings
+
+    document = json.loads(asyncapi_document(Settings()))
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def render_contracts() -> dict[str, str]:

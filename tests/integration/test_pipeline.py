@@ -159,3 +159,26 @@ def test_batch_is_merged_across_partitions_by_arrival_time() -> None:
         ("reg", 0),
         ("reg", 1),
     ]
+
+
+async def test_every_output_kind_validates_against_the_contract(redis_client: Redis) -> None:
+    from learning_account.wire import decode
+
+    proc = processor(redis_client)
+    report = await proc.process(
+        [
+            record(ev.registration("s7", 2016, {"A": 60, "B": 60, "C": 22.5})),  # low, exhausted
+            record(ev.exam_result("s7", 2016, "A")),
+            record(ev.deregistration("s7", 2016, ["Z"], date(2016, 10, 1))),  # rejected
+            record(b"\xff", topic="learning-account.exam-results.v1"),  # dead letter
+        ]
+    )
+    kinds = set()
+    for message in report.outputs:
+        decoded = decode(message.topic, message.value, message.key)
+        assert decoded.id == message.event_id
+        kinds.add(message.topic)
+    assert len(kinds) == 5
+    changed = data(report.outputs[0].value)
+    # the first change carries the opening: previous 0, delta = +140 - 142.5
+    assert (changed["previous_balance"], changed["delta"], changed["balance"]) == (0, -2.5, -2.5)
