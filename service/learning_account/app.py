@@ -173,6 +173,7 @@ class Service:
             token=settings.http_token,
         )
         self._stopping = False
+        self._broker_started = False
         self._in_flight = asyncio.Lock()
         self._failures = 0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -307,7 +308,7 @@ class Service:
     # --- health -------------------------------------------------------------------------------
 
     async def is_ready(self) -> bool:
-        if self._stopping or self._failures:
+        if self._stopping or self._failures or not self._broker_started:
             return False
         try:
             redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
@@ -322,8 +323,7 @@ class Service:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._start_broker()
-        self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
+        """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,
@@ -333,11 +333,15 @@ class Service:
             lifespan="off",
         )
         self._server = _QuietServer(config)
-        self._tasks.append(asyncio.create_task(self._server.serve(), name="http"))
+        http_task = asyncio.create_task(self._server.serve(), name="http")
+        self._tasks.append(http_task)
         while not self._server.started:
             await asyncio.sleep(0.02)
-            if self._tasks[-1].done():
-                await self._tasks[-1]  # raises the reason the server did not start
+            if http_task.done():
+                await http_task  # raises the reason the server did not start
+        await self._start_broker()
+        self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
+        self._broker_started = True
         self.metrics.ready.set(1)
         log.info(
             "learning-account serving",
@@ -391,10 +395,19 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                await starting  # raises if the start failed
+                await stopping
         finally:
+            if not starting.done():  # stopped while still waiting for Kafka
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+            stopping.cancel()
             await self.stop()
 
 

@@ -217,12 +217,14 @@ def arrival_order(records: Sequence[InputRecord]) -> list[InputRecord]:
     different topics. Merging the partitions by record timestamp (each partition's own order kept;
     ties keep the fetched order) restores arrival order across topics within the batch.
     """
-    partitions: dict[tuple[str, int], list[InputRecord]] = {}
-    for record in records:
-        partitions.setdefault((record.topic, record.partition), []).append(record)
+    partitions: dict[tuple[str, int], list[tuple[int, int, InputRecord]]] = {}
+    for position, record in enumerate(records):
+        partitions.setdefault((record.topic, record.partition), []).append(
+            (record.timestamp_ms or 0, position, record)
+        )
     if len(partitions) < 2:
         return list(records)
-    return list(heapq.merge(*partitions.values(), key=lambda record: record.timestamp_ms or 0))
+    return [record for _, _, record in heapq.merge(*partitions.values())]
 
 
 def _ms_text(timestamp_ms: int) -> str:
