@@ -218,6 +218,22 @@ async def statement_from_redis(settings: Settings, student_id: str) -> int:
     return 0
 
 
+async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
+    from rich.progress import Progress
+
+    from .rebuild import rebuild
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("rebuilding", total=None)
+        report = await rebuild(
+            settings,
+            redis_url=redis_url,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    print(json.dumps(report.__dict__))
+    return 0
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     events = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -243,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     send_parser = sub.add_parser("send", help="publish the events of a JSON-lines file")
     send_parser.add_argument("file", type=Path)
     sub.add_parser("asyncapi", help="print the AsyncAPI document")
+    rebuild_parser = sub.add_parser(
+        "rebuild", help="rebuild all accounts from the input topics' history into Redis"
+    )
+    rebuild_parser.add_argument(
+        "--redis-url", help="target Redis (default LA_REDIS_URL); should be empty"
+    )
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -265,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             events = read_jsonl(args.file)
             asyncio.run(send_events(settings.kafka_bootstrap_servers, events))
             print(f"sent {len(events)} events")
+        elif args.command == "rebuild":
+            return asyncio.run(rebuild_command(settings, args.redis_url))
         elif args.command == "asyncapi":
             from .app import asyncapi_document
 
