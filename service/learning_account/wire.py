@@ -202,11 +202,21 @@ Code = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
 
 
+FIRST_ACADEMIC_YEAR: Final = 1900
+LAST_ACADEMIC_YEAR: Final = 9998
+
+
 def _consecutive_years(value: str) -> str:
     first, second = value.split("-")
     if int(second) != int(first) + 1:
         raise PydanticCustomError(
             "academic_year", "academic year must be two consecutive years, like 2016-2017"
+        )
+    if not FIRST_ACADEMIC_YEAR <= int(first) <= LAST_ACADEMIC_YEAR:
+        raise PydanticCustomError(
+            "academic_year",
+            "academic year must start between {first} and {last}",
+            {"first": FIRST_ACADEMIC_YEAR, "last": LAST_ACADEMIC_YEAR},
         )
     return value
 

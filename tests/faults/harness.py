@@ -129,6 +129,14 @@ class Feed:
                 await during(index)
             await self.wait_committed()
 
+    async def wait_for_advance(self, within: float = 60) -> float:
+        """Seconds until the group commits anything new (the time a recovery takes)."""
+        started = time.monotonic()
+        before = await self.progress()
+        while await self.progress() <= before and time.monotonic() - started < within:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        return round(time.monotonic() - started, 2)
+
     async def wait_progress(self, fraction: float, timeout: float = 60) -> float:  # noqa: ASYNC109
         """Wait until the group committed `fraction` of what was sent so far."""
         deadline = time.monotonic() + timeout

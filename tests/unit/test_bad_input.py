@@ -589,3 +589,11 @@ async def test_a_huge_utf8_message_cut_inside_a_character_stays_text(redis_clien
         DEAD_LETTER_PAYLOAD_LIMIT,
         DEAD_LETTER_PAYLOAD_LIMIT - 1,
     )
+
+
+@pytest.mark.parametrize("year", ["0000-0001", "1899-1900", "9999-10000"])
+def test_rejects_academic_years_outside_the_calendar_the_rules_can_compute(year: str) -> None:
+    event = registration()
+    event["data"]["academic_year"] = year
+    with pytest.raises(InvalidMessage):
+        decode(REGISTRATIONS_TOPIC, ev.to_bytes(event))

@@ -288,12 +288,15 @@ def test_every_decodable_event_can_be_applied(
 ) -> None:
     """Whatever decode accepts must not make the rules raise (else: an 'internal error' letter).
 
-    Academic years 0000-0001 .. 9998-9999 and any ISO date are accepted by the decoder today.
+    Decode refuses academic years outside 1900-1901 .. 9998-9999; any ISO date is accepted.
     """
     setup, follow = events
     account = Account(STUDENT)
     for event in [*setup, follow]:
-        decoded = decode(ev.topic_of(event), ev.to_bytes(event))
+        try:
+            decoded = decode(ev.topic_of(event), ev.to_bytes(event))
+        except InvalidMessage:
+            continue  # refused at the edge: dead-lettered, never reaches the rules
         account = decide(account, to_command(decoded), now=0.0, policy=POLICY).account
 
 

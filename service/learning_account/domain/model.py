@@ -135,6 +135,8 @@ class UnitRegistration:
         if self.starts_on is None:
             raise ValueError(f"course unit {self.code} has neither border_date nor starts_on")
         days = FIRST_TERM_BORDER_DAYS if self.first_term_of_first_track else STANDARD_BORDER_DAYS
+        if self.starts_on > date.max - timedelta(days=days):
+            return date.max  # a unit starting in the last days of year 9999
         return self.starts_on + timedelta(days=days)
 
 
