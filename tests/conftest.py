@@ -176,3 +176,27 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
         yield server
     finally:
         server.kill()
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster from local redis-server processes (any backend)."""
+    from learning_account.devstack import start_redis_cluster
+
+    try:
+        redis_server_binary()
+    except DevStackError as exc:
+        pytest.skip(str(exc))
+    ports = [free_port() for _ in range(3)]
+    try:
+        nodes = start_redis_cluster(ports, tmp_path_factory.mktemp("redis-cluster"))
+    except DevStackError as exc:
+        pytest.fail(f"cannot start a Redis Cluster: {exc}")
+    try:
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for node in nodes:
+            node.kill()

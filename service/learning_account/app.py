@@ -29,7 +29,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from . import __version__
 from .devstack import leave_group_if_first_generation
@@ -37,6 +37,7 @@ from .http_api import create_http_app
 from .metrics import Metrics
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
+from .redis_connect import is_cluster, redis_client
 from .settings import Settings
 from .store import AccountStore
 from .wire import (
@@ -134,11 +135,15 @@ class Service:
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.redis: Redis = Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10
+        self.redis: Redis | RedisCluster = redis_client(
+            settings.redis_url, cluster=settings.redis_cluster == "true"
         )
         self.store = AccountStore(
-            self.redis, outbox_retention_seconds=settings.outbox_retention_seconds
+            self.redis,
+            outbox_retention_seconds=settings.outbox_retention_seconds,
+            observe=lambda operation, seconds: self.metrics.redis_seconds.labels(
+                operation=operation
+            ).observe(seconds),
         )
         self.processor = Processor(self.store, settings.policy)
         self.broker = create_broker(settings)
@@ -311,7 +316,7 @@ class Service:
         if self._stopping or self._failures or not self._broker_started:
             return False
         try:
-            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
+            redis_ok = bool(await asyncio.wait_for(self.store.ping(), timeout=2))
         except Exception:
             return False
         try:
@@ -324,6 +329,10 @@ class Service:
 
     async def start(self) -> None:
         """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
+        if self.settings.redis_cluster == "auto" and await is_cluster(self.settings.redis_url):
+            await self.redis.aclose()
+            self.redis = self.store.redis = redis_client(self.settings.redis_url, cluster=True)
+            log.info("Redis runs in cluster mode")
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,

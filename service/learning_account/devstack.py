@@ -672,3 +672,65 @@ class DevStack:
         tb: TracebackType | None,
     ) -> None:
         await self.astop()
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+def start_redis_cluster(
+    ports: Sequence[int],
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+) -> list[LocalProcess]:
+    """A Redis Cluster of one master per port (no replicas), from plain redis-server processes.
+
+    Slots are assigned with `redis-cli --cluster create`; returns once the cluster says ok.
+    """
+    nodes: list[LocalProcess] = []
+    try:
+        for port in ports:
+            node_dir = Path(data_dir) / f"node-{port}"
+            nodes.append(
+                start_redis(
+                    port,
+                    node_dir,
+                    host=host,
+                    timeout=timeout,
+                    extra_args=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node_dir.resolve() / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "5000",
+                    ),
+                )
+            )
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise DevStackError("redis-cli is needed to create a Redis Cluster")
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"{host}:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            info = subprocess.run(
+                [cli, "-h", host, "-p", str(ports[0]), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            if "cluster_state:ok" in info:
+                return nodes
+            if time.monotonic() > deadline:
+                raise DevStackError(f"Redis Cluster not ok within {timeout}s:\n{info}")
+            time.sleep(0.2)
+    except BaseException:
+        for node in nodes:
+            node.kill()
+        raise

@@ -14,10 +14,19 @@ def _thresholds(text: str) -> tuple[int, ...]:
     return tuple(sorted({credits_to_quarters(value) for value in values}, reverse=True))
 
 
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: str = "auto"
+    """`auto` asks the server at start; `true` / `false` force a cluster or a single server."""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     consumer_group: str = "learning-account"
@@ -61,6 +70,7 @@ class Settings:
                 "KAFKA_BOOTSTRAP_SERVERS", defaults.kafka_bootstrap_servers
             ),
             redis_url=get("REDIS_URL", defaults.redis_url),
+            redis_cluster=_choice(get("REDIS_CLUSTER", "auto"), ("auto", "true", "false")),
             http_host=get("HTTP_HOST", defaults.http_host),
             http_port=int(get("HTTP_PORT", str(defaults.http_port))),
             consumer_group=get("CONSUMER_GROUP", defaults.consumer_group),

@@ -15,11 +15,13 @@ state, records the digests and stores the outputs together).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
 
 from .domain.model import Account, EventRef
 from .state_codec import decode_account, encode_account
@@ -88,14 +90,32 @@ class AccountWrite:
 
 
 class AccountStore:
-    def __init__(self, redis: Redis, *, outbox_retention_seconds: float = 7 * 24 * 3600) -> None:
+    """Works the same on a single Redis and on a Redis Cluster (`redis.asyncio.RedisCluster`)."""
+
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        outbox_retention_seconds: float = 7 * 24 * 3600,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
-        self._commit = redis.register_script(_COMMIT_SCRIPT)
+        self._commit_sha = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()
+        self._observe = observe
+
+    @property
+    def _cluster(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
+
+    def _timed(self, operation: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(operation, time.perf_counter() - started)
 
     async def load(self, digests_by_student: dict[str, Sequence[str]]) -> dict[str, LoadedAccount]:
         """Read every touched student in one pipelined round trip."""
         students = list(digests_by_student)
+        started = time.perf_counter()
         async with self.redis.pipeline(transaction=False) as pipe:
             for student_id in students:
                 digests = list(digests_by_student[student_id])
@@ -105,6 +125,7 @@ class AccountStore:
                     for digest in digests:
                         pipe.get(outputs_key(student_id, digest))
             replies: list[Any] = await pipe.execute()
+        self._timed("load", started)
         loaded: dict[str, LoadedAccount] = {}
         position = 0
         for student_id in students:
@@ -129,6 +150,22 @@ class AccountStore:
         writes = list(writes)
         if not writes:
             return {}
+        started = time.perf_counter()
+        try:
+            replies = await self._execute_commit(writes)
+        except NoScriptError:
+            # a restarted (or new cluster) node lost the script cache: load it and redo; a
+            # write that did go through now fails its version check and is reloaded as seen
+            await self.redis.script_load(_COMMIT_SCRIPT)
+            replies = await self._execute_commit(writes)
+        self._timed("commit", started)
+        script_replies = _script_replies(writes, replies)
+        return {
+            write.student_id: bool(reply)
+            for write, reply in zip(writes, script_replies, strict=True)
+        }
+
+    async def _execute_commit(self, writes: list[AccountWrite]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for write in writes:
                 if write.held_deadline is not None:
@@ -143,13 +180,20 @@ class AccountStore:
                 for step in write.steps:
                     keys.append(outputs_key(write.student_id, step.digest))
                     args.extend((step.digest, step.outputs))
-                await self._commit(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
-        script_replies = _script_replies(writes, replies)
-        return {
-            write.student_id: bool(reply)
-            for write, reply in zip(writes, script_replies, strict=True)
-        }
+                if self._cluster:
+                    # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
+                    pipe.eval(_COMMIT_SCRIPT, len(keys), *keys, *args)
+                else:
+                    pipe.evalsha(self._commit_sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, NoScriptError) or (
+                isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+            ):
+                raise NoScriptError(str(reply))
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     async def get(self, student_id: str) -> Account | None:
         state = await self.redis.hget(account_key(student_id), "s")

@@ -25,14 +25,22 @@ async def service_topics(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
 def service(
-    service_topics: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    service_topics: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
+    """The service on a single Redis, then the same tests on a 3-master Redis Cluster."""
+    if request.param == "redis-cluster":
+        target = request.getfixturevalue("redis_cluster_url")  # detected as a cluster
+    else:
+        target = service_redis_url(redis_url, 1)
     process = ServiceProcess(
         Path(tmp_path_factory.mktemp("service")),
         KAFKA_BOOTSTRAP_SERVERS=service_topics,
-        REDIS_URL=service_redis_url(redis_url, 1),
+        REDIS_URL=target,
         CONSUMER_GROUP=f"e2e-{uuid.uuid4().hex[:8]}",
         RESULT_HOLD_SECONDS=str(HOLD_SECONDS),
         HELD_SWEEP_INTERVAL_SECONDS="0.5",
