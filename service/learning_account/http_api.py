@@ -2,6 +2,10 @@
 
 Reads only: everything shown comes from the account state in Redis, plus the rebuild years
 completed by today (R6.3), which are projected here and not written.
+
+`GET /accounts/{student_id}/view` shows the same account as an HTML page for people; as a browser
+cannot send a bearer header from a link, that route alone also takes the token as `?token=`.
+`GET /asyncapi.json` serves the AsyncAPI document when the app is given one.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date
 from typing import Any
+from urllib.parse import parse_qsl
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,12 +32,22 @@ from .domain.statement import StatementRow, account_view, statement
 from .metrics import Metrics
 from .outputs import amount
 from .store import AccountStore
+from .view import render_account_page, render_error_page
 from .wire import _STUDENT_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
 _STUDENT_ID = re.compile(_STUDENT_ID_PATTERN)
 _OPEN_PATH_PREFIX = "/health/"
+_VIEW_PATH = re.compile(r"/accounts/[^/]+/view")
+# the page is self-contained: no script, no external asset, inline style only; the token of
+# `?token=` must not travel in a Referer header nor stay in a shared cache
+_VIEW_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class _NoAccount(Exception):
@@ -50,8 +65,13 @@ def create_http_app(
     metrics: Metrics,
     token: str | None = None,
     today: Callable[[], date] = today_in_brussels,
+    asyncapi: Callable[[], str] | None = None,
 ) -> Starlette:
-    """The Starlette app; `today` is the Brussels date the projection (R6.3) is made for."""
+    """The Starlette app; `today` is the Brussels date the projection (R6.3) is made for.
+
+    `asyncapi`, when given, renders the AsyncAPI document served at /asyncapi.json (once: the
+    result is kept for the life of the app).
+    """
 
     async def load(student_id: str) -> Account:
         if not _STUDENT_ID.fullmatch(student_id):
@@ -86,6 +106,32 @@ def create_http_app(
             {"student_id": account.student_id, "years": [_row_json(row) for row in rows]}
         )
 
+    async def get_view(request: Request) -> Response:
+        try:
+            account = await load(request.path_params["student_id"])
+        except HTTPException as error:
+            return _html_error(error.status_code, str(error.detail))
+        except _NoAccount:
+            student_id = request.path_params["student_id"]
+            return _html_error(404, f"student {student_id} has no learning account")
+        except _StoreUnavailable:
+            return _html_error(503, "account store unavailable, try again later")
+        current_year = current_academic_year(today())
+        page = render_account_page(
+            account.student_id,
+            account_view(account, current_year),
+            statement(account, current_year),
+        )
+        return HTMLResponse(page, headers=_VIEW_HEADERS)
+
+    asyncapi_document: list[str] = []
+
+    async def get_asyncapi(request: Request) -> Response:
+        assert asyncapi is not None
+        if not asyncapi_document:
+            asyncapi_document.append(asyncapi())
+        return Response(asyncapi_document[0], media_type="application/json")
+
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
@@ -111,14 +157,18 @@ def create_http_app(
         assert isinstance(error, HTTPException)
         return _error(error.status_code, error.detail, error.headers)
 
+    routes = [
+        Route("/accounts/{student_id}", get_account, methods=["GET"]),
+        Route("/accounts/{student_id}/statement", get_statement, methods=["GET"]),
+        Route("/accounts/{student_id}/view", get_view, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", readiness, methods=["GET"]),
+        Route("/metrics", render_metrics, methods=["GET"]),
+    ]
+    if asyncapi is not None:
+        routes.append(Route("/asyncapi.json", get_asyncapi, methods=["GET"]))
     app = Starlette(
-        routes=[
-            Route("/accounts/{student_id}", get_account, methods=["GET"]),
-            Route("/accounts/{student_id}/statement", get_statement, methods=["GET"]),
-            Route("/health/live", live, methods=["GET"]),
-            Route("/health/ready", readiness, methods=["GET"]),
-            Route("/metrics", render_metrics, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={
             _NoAccount: no_account,
             _StoreUnavailable: store_unavailable,
@@ -149,8 +199,19 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _html_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return HTMLResponse(
+        render_error_page(status, message),
+        status_code=status,
+        headers={**_VIEW_HEADERS, **(headers or {})},
+    )
+
+
 class _BearerTokenMiddleware:
-    """Every route but /health/* needs `Authorization: Bearer <token>` (probes stay open)."""
+    """Every route but /health/* needs `Authorization: Bearer <token>` (probes stay open).
+
+    The HTML view alone also takes `?token=<token>`: a link in a browser cannot carry a header.
+    """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -160,11 +221,25 @@ class _BearerTokenMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(_OPEN_PATH_PREFIX):
             await self.app(scope, receive, send)
             return
-        if self._authorized(scope):
+        is_view = _VIEW_PATH.fullmatch(scope["path"]) is not None
+        if self._authorized(scope) or (is_view and self._token_in_query(scope)):
             await self.app(scope, receive, send)
             return
-        response = _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        message = "missing or wrong bearer token"
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if is_view:
+            response = _html_error(401, f"{message} (or ?token=)", challenge)
+        else:
+            response = _error(401, message, challenge)
         await response(scope, receive, send)
+
+    def _token_in_query(self, scope: Scope) -> bool:
+        query = scope.get("query_string", b"").decode("latin-1")
+        given = [value for name, value in parse_qsl(query) if name == "token"]
+        if len(given) != 1:
+            return False
+        # constant time, like the header
+        return hmac.compare_digest(given[0].encode(), self.expected)
 
     def _authorized(self, scope: Scope) -> bool:
         header = b""
