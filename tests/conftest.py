@@ -181,6 +181,27 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
 # --------------------------------------------------------------------------- Redis Cluster
 
 
+def cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (port + 10000) is free and valid too."""
+    import random
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(20000, 29999)
+        if port not in ports and free(port) and free(port + 10000):
+            ports.append(port)
+    return ports
+
+
 @pytest.fixture(scope="session")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A 3-master Redis Cluster from local redis-server processes (any backend)."""
@@ -190,7 +211,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         redis_server_binary()
     except DevStackError as exc:
         pytest.skip(str(exc))
-    ports = [free_port() for _ in range(3)]
+    ports = cluster_ports(3)
     try:
         nodes = start_redis_cluster(ports, tmp_path_factory.mktemp("redis-cluster"))
     except DevStackError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
+from .redrive import add_arguments as add_redrive_arguments
 from .settings import Settings
 from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
@@ -265,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild_parser.add_argument(
         "--redis-url", help="target Redis (default LA_REDIS_URL); should be empty"
     )
+    redrive_parser = sub.add_parser(
+        "redrive", help="re-publish dead-lettered input messages to their topics after a fix"
+    )
+    add_redrive_arguments(redrive_parser)
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -287,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             events = read_jsonl(args.file)
             asyncio.run(send_events(settings.kafka_bootstrap_servers, events))
             print(f"sent {len(events)} events")
+        elif args.command == "redrive":
+            from .redrive import redrive_command
+
+            return asyncio.run(redrive_command(settings, args))
         elif args.command == "rebuild":
             return asyncio.run(rebuild_command(settings, args.redis_url))
         elif args.command == "asyncapi":

@@ -66,7 +66,14 @@ def _caused_by(cause: EventRef) -> dict[str, str]:
     return {"source": cause.source, "id": cause.id, "type": cause.type}
 
 
-def _envelope(event_id: str, event_type: str, subject: str | None, time: str, data: Any) -> bytes:
+def _envelope(
+    event_id: str,
+    event_type: str,
+    subject: str | None,
+    time: str,
+    data: Any,
+    traceparent: str | None = None,
+) -> bytes:
     document: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id,
@@ -77,6 +84,8 @@ def _envelope(event_id: str, event_type: str, subject: str | None, time: str, da
     if subject is not None:
         document["subject"] = subject
     document["datacontenttype"] = "application/json"
+    if traceparent is not None:
+        document["traceparent"] = traceparent  # CloudEvents distributed-tracing extension
     document["data"] = data
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -85,7 +94,7 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_message(event: DomainEvent, time: str) -> OutputMessage:
+def to_message(event: DomainEvent, time: str, traceparent: str | None = None) -> OutputMessage:
     """One domain event as the CloudEvent of contracts.md, keyed by student id."""
     topic: str
     event_type: str
@@ -142,7 +151,7 @@ def to_message(event: DomainEvent, time: str) -> OutputMessage:
                 "detail": event.detail,
                 "caused_by": _caused_by(event.caused_by),
             }
-    value = _envelope(event_id, event_type, event.student_id, time, data)
+    value = _envelope(event_id, event_type, event.student_id, time, data, traceparent)
     return OutputMessage(topic, event.student_id.encode(), value, event_id, event_type)
 
 

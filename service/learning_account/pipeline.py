@@ -15,11 +15,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Tracer
+
 from .commands import to_command
 from .domain.model import Account, Command, Decision, Policy
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
 from .store import AccountStore, AccountWrite, AppliedStep, LoadedAccount, event_digest
+from .tracing import applying
 from .wire import InvalidMessage, decode
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,12 @@ class Processor:
         policy: Policy,
         *,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
+        self.tracer = tracer
 
     async def process(self, records: Sequence[InputRecord]) -> BatchReport:
         records = arrival_order(records)
@@ -145,18 +150,36 @@ class Processor:
                 produced.append((item.index, in_batch[item.digest]))
                 tally.duplicates += 1
                 continue
-            try:
-                decision = decide(account, item.command, now=now, policy=self.policy)
-            except Exception as error:  # a bug must not stop the consumer: park the record
-                log.exception(
-                    "rules failed on %s/%s", item.command.event.source, item.command.event.id
-                )
-                produced.append(
-                    (item.index, [self._dead_letter(item.record, f"internal error: {error!r}")])
-                )
-                tally.dead_lettered += 1
-                continue
-            messages = [to_message(event, stamp) for event in decision.events]
+            event = item.command.event
+            with applying(
+                self.tracer,
+                item.record.value,
+                event_type=event.type,
+                event_id=event.id,
+                source=event.source,
+                topic=item.record.topic,
+                partition=item.record.partition,
+                offset=item.record.offset,
+            ) as traceparent:
+                try:
+                    decision = decide(account, item.command, now=now, policy=self.policy)
+                except Exception as error:  # a bug must not stop the consumer: park the record
+                    log.exception("rules failed on %s/%s", event.source, event.id)
+                    produced.append(
+                        (item.index, [self._dead_letter(item.record, f"internal error: {error!r}")])
+                    )
+                    tally.dead_lettered += 1
+                    continue
+                messages = [to_message(out, stamp, traceparent) for out in decision.events]
+            log.debug(
+                "event applied",
+                extra={
+                    "event_source": event.source,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "outputs": [message.event_id for message in messages],
+                },
+            )
             _count(tally, item.command, decision)
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account

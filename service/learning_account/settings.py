@@ -45,6 +45,8 @@ class Settings:
     kafka_sasl_password: str | None = field(default=None, repr=False)
     kafka_ssl_cafile: str | None = None
     http_token: str | None = field(default=None, repr=False)
+    tracing: str = "off"
+    """OpenTelemetry: `off`, `console` or `otlp` (OTEL_EXPORTER_OTLP_* configure the exporter)."""
 
     @property
     def policy(self) -> Policy:
@@ -96,4 +98,5 @@ class Settings:
             kafka_sasl_password=optional("KAFKA_SASL_PASSWORD"),
             kafka_ssl_cafile=optional("KAFKA_SSL_CAFILE"),
             http_token=optional("HTTP_TOKEN"),
+            tracing=_choice(get("TRACING", "off"), ("off", "console", "otlp")),
         )

@@ -330,6 +330,14 @@ class EventEnvelope(WireModel):
     datacontenttype: str | None = Field(
         default=None, description="Media type of `data`", examples=[JSON_CONTENT_TYPE]
     )
+    traceparent: str | None = Field(
+        default=None,
+        description=(
+            "CloudEvents distributed-tracing extension (W3C trace context). On an input it is "
+            "continued; outputs carry the span that applied their input (when tracing is on)."
+        ),
+        examples=["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+    )
 
 
 class StudentEventEnvelope(EventEnvelope):
