@@ -207,6 +207,4 @@ def expects_balance_change(event: dict[str, Any]) -> bool:
     """True for the seed tracks' events that change a balance (registrations, passed results)."""
     if event["type"] == COURSE_UNITS_REGISTERED_TYPE:
         return True
-    return bool(
-        event["type"] == EXAM_RESULT_RECORDED_TYPE and event["data"]["outcome"] == "passed"
-    )
+    return bool(event["type"] == EXAM_RESULT_RECORDED_TYPE and event["data"]["outcome"] == "passed")
