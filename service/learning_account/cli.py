@@ -235,15 +235,53 @@ async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
     return 0
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise SystemExit(f"{path}:{number}: not JSON ({error.msg})") from None
-    return events
+def read_feed(path: Path, topic: str | None) -> list[tuple[str, bytes | None, bytes]]:
+    """(topic, key, value) per non-empty line; the line's bytes are sent exactly as written."""
+    from .wire import TYPE_TOPIC
+
+    records: list[tuple[str, bytes | None, bytes]] = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        key: bytes | None = None
+        target = topic
+        try:
+            document = json.loads(line)
+        except ValueError:
+            document = None
+        if isinstance(document, dict):
+            data = document.get("data")
+            student = data.get("student_id") if isinstance(data, dict) else None
+            student = student or document.get("subject")
+            key = student.encode() if isinstance(student, str) else None
+            target = target or TYPE_TOPIC.get(str(document.get("type")))
+        if target is None:
+            raise SystemExit(
+                f"{path}:{number}: no topic for this line (unknown `type`): pass --topic"
+            )
+        records.append((target, key, line))
+    return records
+
+
+async def send_feed(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+    from rich.progress import Progress
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
+    await producer.start()
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("sending", total=len(records))
+            pending = []
+            for topic, key, value in records:
+                future = await producer.send(topic, value, key=key)
+                future.add_done_callback(lambda _: bar.advance(task))
+                pending.append(future)
+            await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     statement_parser.add_argument("student_id")
     send_parser = sub.add_parser("send", help="publish the events of a JSON-lines file")
     send_parser.add_argument("file", type=Path)
+    send_parser.add_argument("--topic", help="send every line to this topic (default: by type)")
     sub.add_parser("asyncapi", help="print the AsyncAPI document")
     rebuild_parser = sub.add_parser(
         "rebuild", help="rebuild all accounts from the input topics' history into Redis"
@@ -289,9 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "statement":
             return asyncio.run(statement_from_redis(settings, args.student_id))
         elif args.command == "send":
-            events = read_jsonl(args.file)
-            asyncio.run(send_events(settings.kafka_bootstrap_servers, events))
-            print(f"sent {len(events)} events")
+            records = read_feed(args.file, args.topic)
+            asyncio.run(send_feed(settings.kafka_bootstrap_servers, records))
+            print(f"sent {len(records)} messages")
         elif args.command == "redrive":
             from .redrive import redrive_command
 
