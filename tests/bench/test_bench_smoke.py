@@ -1,0 +1,74 @@
+"""Smoke run of the benchmark (bench/run.py --quick): it runs end to end and reports every figure.
+
+No assertion on speed: only that the JSON has every field and the service drained the backlog.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+RUN_FIELDS = {
+    "name",
+    "events",
+    "seconds",
+    "events_per_s",
+    "cpu_seconds",
+    "cpu_s_per_10k_events",
+    "committed",
+    "backlog",
+    "completed",
+}
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "| service / naive |" in completed.stdout  # the markdown table is printed
+
+    results = json.loads(output.read_text())
+    throughput = results["throughput"]
+    for name in ("service", "naive", "ceiling", "service_2_instances"):
+        assert RUN_FIELDS <= set(throughput[name]), name
+        assert throughput[name]["events"] > 0, name
+
+    service = throughput["service"]
+    backlog = results["load"]["events"]
+    assert service["completed"] and service["committed"] == backlog == service["backlog"]
+    assert throughput["service_2_instances"]["committed"] == backlog
+    assert throughput["ceiling"]["committed"] == backlog
+    assert results["all_events_processed"] is True
+
+    assert set(results["ratios"]) >= {"service_vs_naive", "service_vs_ceiling", "scaling_2_vs_1"}
+    latency = results["latency"]
+    assert latency["balance_changed_matched"] == latency["balance_changed_expected"] > 0
+    assert latency["p50_ms"] is not None and latency["p99_ms"] is not None
+    memory = results["memory"]
+    assert memory["bytes_per_student"] > 0 and memory["bytes_per_student_with_outbox"] > 0
+    history = results["history"]
+    assert set(history["us_per_event_at"]) == {"1", "100", "250", "500"}
+    assert history["ratio_500_vs_1"] > 0
+    assert set(results["targets"]) == {
+        "service_vs_naive",
+        "service_vs_ceiling",
+        "p99_latency",
+        "redis_per_student",
+        "history_cost",
+    }
+    assert all(isinstance(t["met"], bool) for t in results["targets"].values())
+    assert results["table_markdown"] in completed.stdout
