@@ -115,19 +115,23 @@ async def _raw_records(message: Any) -> list[Any]:
 
 async def _tolerant_parser(records: tuple[ConsumerRecord[Any, Any], ...], original: Any) -> Any:
     """FastStream's batch parser decodes every header as UTF-8; drop headers that are not."""
-    cleaned = []
-    for record in records:
-        headers = []
-        for name, value in record.headers or ():
-            try:
-                (value or b"").decode()
-            except UnicodeDecodeError:
-                continue
-            headers.append((name, value))
-        cleaned.append(dataclasses.replace(record, headers=headers))
-    message = await original(tuple(cleaned))
+    cleaned = tuple(_utf8_headers_only(record) if record.headers else record for record in records)
+    message = await original(cleaned)
     message.raw_message = records
     return message
+
+
+def _utf8_headers_only(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    headers = []
+    for name, value in record.headers:
+        try:
+            (value or b"").decode()
+        except UnicodeDecodeError:
+            continue
+        headers.append((name, value))
+    if len(headers) == len(record.headers):
+        return record
+    return dataclasses.replace(record, headers=headers)
 
 
 class Service:
@@ -222,17 +226,32 @@ class Service:
         """Send every output without waiting for each, then wait for all acknowledgements.
 
         One by one (not publish_batch) so each record goes to its key's partition, in order.
+        The outputs are finished CloudEvents: they go straight to the broker's aiokafka
+        producer (FastStream's publishers document them, in the AsyncAPI document).
         """
-        pending = [
-            await self.publishers[message.topic].publish(
-                message.value, key=message.key, no_confirm=True
-            )
-            for message in messages
-        ]
+        producer = self._aiokafka_producer()
+        if producer is not None:
+            pending = [
+                await producer.send(message.topic, message.value, key=message.key)
+                for message in messages
+            ]
+        else:
+            pending = [
+                await self.publishers[message.topic].publish(
+                    message.value, key=message.key, no_confirm=True
+                )
+                for message in messages
+            ]
         if pending:
             await asyncio.gather(*pending)
         for message in messages:
             self.metrics.outputs_published.labels(topic=message.topic).inc()
+
+    def _aiokafka_producer(self) -> Any:
+        """The producer FastStream connected (a private path: None if a release moves it)."""
+        config = getattr(self.broker, "config", None)
+        state = getattr(getattr(config, "producer", None), "_producer", None)
+        return getattr(state, "producer", None)
 
     async def _commit(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -372,6 +391,7 @@ class Service:
                 "kafka": self.settings.kafka_bootstrap_servers,
                 "http": f"{self.settings.http_host}:{self.settings.http_port}",
                 "group": self.settings.consumer_group,
+                "publisher": "aiokafka" if self._aiokafka_producer() else "faststream",
             },
         )
 

@@ -1,10 +1,17 @@
-"""Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals)."""
+"""Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals).
+
+Course units are decoded lazily: a batch touches a few units of a student with years of history,
+so the rest stay raw rows that are written back as they were read, never turned into objects.
+"""
 
 from __future__ import annotations
 
-import json
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any
+
+import orjson
 
 from .domain.model import (
     Account,
@@ -23,22 +30,76 @@ _CONTRACT_BACK = {code: contract for contract, code in _CONTRACT.items()}
 _OUTCOME = {ResultOutcome.PASSED: "p", ResultOutcome.FAILED: "f", ResultOutcome.TOLERATED: "t"}
 _OUTCOME_BACK = {code: outcome for outcome, code in _OUTCOME.items()}
 
+UnitKey = tuple[int, str]
+
+
+class RawUnits(Mapping[UnitKey, CourseUnit]):
+    """The stored unit rows of an account, turned into CourseUnit objects only when read."""
+
+    __slots__ = ("_cache", "rows")
+
+    def __init__(self, rows: dict[UnitKey, list[Any]]) -> None:
+        self.rows = rows
+        self._cache: dict[UnitKey, CourseUnit] = {}
+
+    def __getitem__(self, key: UnitKey) -> CourseUnit:
+        unit = self._cache.get(key)
+        if unit is None:
+            unit = self._cache[key] = _unit_from_row(self.rows[key])
+        return unit
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows
+
+    def __iter__(self) -> Iterator[UnitKey]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
+    year, code = key
+    return [
+        year,
+        code,
+        unit.credits,
+        _CONTRACT[unit.contract],
+        int(unit.uses_account),
+        unit.border_date.toordinal(),
+        None if unit.generation_student is None else int(unit.generation_student),
+        None if unit.result is None else _OUTCOME[unit.result],
+        int(unit.deregistered),
+    ]
+
+
+def _unit_from_row(row: list[Any]) -> CourseUnit:
+    _, _, credits, contract, uses, border, generation, result, deregistered = row
+    return CourseUnit(
+        credits=credits,
+        contract=_CONTRACT_BACK[contract],
+        uses_account=bool(uses),
+        border_date=date.fromordinal(border),
+        generation_student=None if generation is None else bool(generation),
+        result=None if result is None else _OUTCOME_BACK[result],
+        deregistered=bool(deregistered),
+    )
+
+
+def _unit_rows(units: Mapping[UnitKey, CourseUnit]) -> list[list[Any]]:
+    """Rows in (year, code) order; untouched stored rows are reused as they are."""
+    if isinstance(units, ChainMap) and len(units.maps) == 2 and isinstance(units.maps[1], RawUnits):
+        changes, base = units.maps[0], units.maps[1]
+        merged = {key: row for key, row in base.rows.items() if key not in changes}
+        merged.update((key, _unit_row(key, unit)) for key, unit in changes.items())
+    elif isinstance(units, RawUnits):
+        merged = dict(units.rows)
+    else:
+        merged = {key: _unit_row(key, unit) for key, unit in units.items()}
+    return [merged[key] for key in sorted(merged)]
+
 
 def encode_account(account: Account) -> bytes:
-    units = [
-        [
-            year,
-            code,
-            unit.credits,
-            _CONTRACT[unit.contract],
-            int(unit.uses_account),
-            unit.border_date.toordinal(),
-            None if unit.generation_student is None else int(unit.generation_student),
-            None if unit.result is None else _OUTCOME[unit.result],
-            int(unit.deregistered),
-        ]
-        for (year, code), unit in account.units.items()
-    ]
     held = [
         [
             h.held_at,
@@ -63,35 +124,21 @@ def encode_account(account: Account) -> bytes:
         "n": account.generation_year,
         "y": {
             str(year): [t.invested, t.acquired, t.bonus, t.refunded, t.degree_deduction, t.rebuilt]
-            for year, t in account.years.items()
+            for year, t in sorted(account.years.items())
         },
-        "u": units,
+        "u": _unit_rows(account.units),
     }
     if held:
         document["h"] = held
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(document)
 
 
 def decode_account(student_id: str, blob: bytes | None) -> Account:
     if not blob:
         return Account(student_id)
-    document = json.loads(blob)
+    document = orjson.loads(blob)
     if document.get("f") != FORMAT:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
-    units = {
-        (year, code): CourseUnit(
-            credits=credits,
-            contract=_CONTRACT_BACK[contract],
-            uses_account=bool(uses),
-            border_date=date.fromordinal(border),
-            generation_student=None if generation is None else bool(generation),
-            result=None if result is None else _OUTCOME_BACK[result],
-            deregistered=bool(deregistered),
-        )
-        for (year, code, credits, contract, uses, border, generation, result, deregistered) in (
-            document["u"]
-        )
-    }
     held = tuple(
         HeldResult(
             command=RecordResult(
@@ -118,6 +165,6 @@ def decode_account(student_id: str, blob: bytes | None) -> Account:
         last_rebuilt_year=document["x"],
         generation_year=document["n"],
         years={int(year): YearTotals(*totals) for year, totals in document["y"].items()},
-        units=units,
+        units=RawUnits({(row[0], row[1]): row for row in document["u"]}),
         held=held,
     )

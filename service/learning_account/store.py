@@ -48,6 +48,20 @@ return version
 """
 
 
+_LOAD_SCRIPT = """
+local state = redis.call('HMGET', KEYS[1], 's', 'v')
+local reply = {state[1], state[2]}
+for i = 3, #KEYS do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i - 2]) == 1 then
+    reply[i] = redis.call('GET', KEYS[i]) or ''
+  else
+    reply[i] = 0
+  end
+end
+return reply
+"""
+
+
 def event_digest(event: EventRef) -> str:
     """The idempotency key: CloudEvents `source` + `id`, hashed to a short fixed size."""
     raw = f"{len(event.source)}:{event.source}{event.id}".encode()
@@ -102,6 +116,7 @@ class AccountStore:
         self.redis = redis
         self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
         self._commit_sha = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()
+        self._load_sha = hashlib.sha1(_LOAD_SCRIPT.encode()).hexdigest()
         self._observe = observe
 
     @property
@@ -113,37 +128,37 @@ class AccountStore:
             self._observe(operation, time.perf_counter() - started)
 
     async def load(self, digests_by_student: dict[str, Sequence[str]]) -> dict[str, LoadedAccount]:
-        """Read every touched student in one pipelined round trip."""
+        """Read every touched student in one pipelined round trip (one script call each)."""
         students = list(digests_by_student)
         started = time.perf_counter()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for student_id in students:
-                digests = list(digests_by_student[student_id])
-                pipe.hmget(account_key(student_id), ["s", "v"])
-                if digests:
-                    pipe.smismember(seen_key(student_id), digests)
-                    for digest in digests:
-                        pipe.get(outputs_key(student_id, digest))
-            replies: list[Any] = await pipe.execute()
+        try:
+            replies = await self._execute_load(digests_by_student)
+        except NoScriptError:
+            await self.redis.script_load(_LOAD_SCRIPT)
+            replies = await self._execute_load(digests_by_student)
         self._timed("load", started)
         loaded: dict[str, LoadedAccount] = {}
-        position = 0
-        for student_id in students:
-            digests = list(digests_by_student[student_id])
-            state, version = replies[position]
-            position += 1
+        for student_id, reply in zip(students, replies, strict=True):
+            state, version, *outputs = reply
             entry = LoadedAccount(
                 decode_account(student_id, state), version.decode() if version else ""
             )
-            if digests:
-                flags = replies[position]
-                outputs = replies[position + 1 : position + 1 + len(digests)]
-                position += 1 + len(digests)
-                for digest, flag, stored in zip(digests, flags, outputs, strict=True):
-                    if flag:
-                        entry.seen[digest] = stored
+            for digest, stored in zip(digests_by_student[student_id], outputs, strict=True):
+                if stored != 0:
+                    entry.seen[digest] = stored or None
             loaded[student_id] = entry
         return loaded
+
+    async def _execute_load(self, digests_by_student: dict[str, Sequence[str]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for student_id, digests in digests_by_student.items():
+                keys = [account_key(student_id), seen_key(student_id)]
+                keys.extend(outputs_key(student_id, digest) for digest in digests)
+                if self._cluster:
+                    pipe.eval(_LOAD_SCRIPT, len(keys), *keys, *digests)
+                else:
+                    pipe.evalsha(self._load_sha, len(keys), *keys, *digests)
+            return await self._checked(pipe)
 
     async def commit(self, writes: Iterable[AccountWrite]) -> dict[str, bool]:
         """Write each student atomically; False for a student whose version moved meanwhile."""
@@ -157,6 +172,7 @@ class AccountStore:
             # a restarted (or new cluster) node lost the script cache: load it and redo; a
             # write that did go through now fails its version check and is reloaded as seen
             await self.redis.script_load(_COMMIT_SCRIPT)
+            await self.redis.script_load(_LOAD_SCRIPT)
             replies = await self._execute_commit(writes)
         self._timed("commit", started)
         script_replies = _script_replies(writes, replies)
@@ -185,7 +201,11 @@ class AccountStore:
                     pipe.eval(_COMMIT_SCRIPT, len(keys), *keys, *args)
                 else:
                     pipe.evalsha(self._commit_sha, len(keys), *keys, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return await self._checked(pipe)
+
+    @staticmethod
+    async def _checked(pipe: Any) -> list[Any]:
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, NoScriptError) or (
                 isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")

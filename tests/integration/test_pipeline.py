@@ -182,3 +182,16 @@ async def test_every_output_kind_validates_against_the_contract(redis_client: Re
     changed = data(report.outputs[0].value)
     # the first change carries the opening: previous 0, delta = +140 - 142.5
     assert (changed["previous_balance"], changed["delta"], changed["balance"]) == (0, -2.5, -2.5)
+
+
+def test_output_ids_are_uuid5_of_the_cause() -> None:
+    import uuid
+
+    from learning_account.domain.model import EventRef
+    from learning_account.outputs import OUTPUT_ID_NAMESPACE, output_id
+
+    cause = EventRef("urn:institution:kuleuven:sis", "7f1c2e4a", "t")
+    expected = uuid.uuid5(
+        OUTPUT_ID_NAMESPACE, "urn:institution:kuleuven:sis\n7f1c2e4a\ncredit-low\n60"
+    )
+    assert output_id(cause, "credit-low", 60) == str(expected)

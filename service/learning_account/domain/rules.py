@@ -6,8 +6,11 @@ exam results, R3.6) and the policy.
 
 from __future__ import annotations
 
+from collections import ChainMap
+from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from datetime import date
+from typing import cast
 
 from .model import (
     BONUS_CAP,
@@ -45,14 +48,25 @@ from .model import (
 
 DEFAULT_POLICY = Policy()
 
-_TOTALS_FIELD = {
-    EntryKind.INVESTED: "invested",
-    EntryKind.ACQUIRED: "acquired",
-    EntryKind.BONUS: "bonus",
-    EntryKind.REFUNDED: "refunded",
-    EntryKind.DEGREE_DEDUCTION: "degree_deduction",
-    EntryKind.REBUILT: "rebuilt",
+_TOTALS_COLUMN = {
+    EntryKind.INVESTED: 0,
+    EntryKind.ACQUIRED: 1,
+    EntryKind.BONUS: 2,
+    EntryKind.REFUNDED: 3,
+    EntryKind.DEGREE_DEDUCTION: 4,
+    EntryKind.REBUILT: 5,
 }
+
+
+def _columns(totals: YearTotals) -> tuple[int, int, int, int, int, int]:
+    return (
+        totals.invested,
+        totals.acquired,
+        totals.bonus,
+        totals.refunded,
+        totals.degree_deduction,
+        totals.rebuilt,
+    )
 
 
 def decide(
@@ -98,8 +112,29 @@ def rebuild_entries(balance: int, last_counted_year: int | None, until_year: int
 
 def last_counted_year(account: Account) -> int | None:
     """The last year of enrolment or already rebuilt: rebuilding counts from the year after."""
-    years = [y for y in (account.last_enrolment_year, account.last_rebuilt_year) if y is not None]
-    return max(years) if years else None
+    return _latest(account.last_enrolment_year, account.last_rebuilt_year)
+
+
+def _latest(first: int | None, second: int | None) -> int | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return max(first, second)
+
+
+def _overlay(
+    units: Mapping[tuple[int, str], CourseUnit],
+) -> ChainMap[tuple[int, str], CourseUnit]:
+    """Copy-on-write units: a step writes its changes on top of the account's units.
+
+    A step of a step keeps two layers (all changes so far, the original units), so applying n
+    events costs O(changes), not O(n x units): history does not make events slower.
+    """
+    if isinstance(units, ChainMap) and len(units.maps) == 2:
+        return ChainMap(dict(units.maps[0]), units.maps[1])
+    # ChainMap writes only to its first map: the account's own units are never changed
+    return ChainMap({}, cast(MutableMapping[tuple[int, str], CourseUnit], units))
 
 
 def deregistration_refund(
@@ -137,8 +172,9 @@ class _Step:
         self.last_enrolment_year = account.last_enrolment_year
         self.last_rebuilt_year = account.last_rebuilt_year
         self.generation_year = account.generation_year
-        self.years = dict(account.years)
-        self.units = dict(account.units)
+        self.years = account.years
+        self.year_sums: dict[int, list[int]] = {}  # the years this step books to
+        self.units = _overlay(account.units)
         self.held = list(account.held)
         self.events: list[DomainEvent] = []
 
@@ -147,8 +183,13 @@ class _Step:
         return self.account.student_id
 
     def decision(self) -> Decision:
-        account = replace(
-            self.account,
+        years = self.years
+        if self.year_sums:
+            years = dict(years)
+            for year, sums in self.year_sums.items():
+                years[year] = YearTotals(*sums)
+        account = Account(
+            student_id=self.account.student_id,
             balance=self.balance,
             bonus_granted=self.bonus_granted,
             rebuilt_credits=self.rebuilt_credits,
@@ -156,7 +197,7 @@ class _Step:
             last_enrolment_year=self.last_enrolment_year,
             last_rebuilt_year=self.last_rebuilt_year,
             generation_year=self.generation_year,
-            years=self.years,
+            years=years,
             units=self.units,
             held=tuple(self.held),
         )
@@ -168,11 +209,15 @@ class _Step:
         if self.balance is None:
             raise AssertionError("an entry can only be booked to an open account")
         self.balance += entry.amount
-        totals = self.years.get(entry.academic_year, YearTotals())
-        field_name = _TOTALS_FIELD.get(entry.kind)
-        if field_name is not None:
-            totals = replace(totals, **{field_name: getattr(totals, field_name) + entry.amount})
-        self.years[entry.academic_year] = totals
+        column = _TOTALS_COLUMN.get(entry.kind)
+        sums = self.year_sums.get(entry.academic_year)
+        if sums is None:
+            totals = self.years.get(entry.academic_year)
+            sums = self.year_sums[entry.academic_year] = (
+                [0] * 6 if totals is None else list(_columns(totals))
+            )
+        if column is not None:
+            sums[column] += entry.amount
         return entry
 
     def announce_change(
@@ -214,7 +259,7 @@ class _Step:
 
     def rebuild_until(self, academic_year: int) -> list[Entry]:
         """R6.2: rebuild the years without enrolment before the event's year, once each."""
-        counted = last_counted_year(self.account_view())
+        counted = _latest(self.last_enrolment_year, self.last_rebuilt_year)
         if counted is None or academic_year <= counted + 1:
             return []
         entries: list[Entry] = []
@@ -224,13 +269,6 @@ class _Step:
                 self.rebuilt_credits = True
         self.last_rebuilt_year = academic_year - 1
         return entries
-
-    def account_view(self) -> Account:
-        return replace(
-            self.account,
-            last_enrolment_year=self.last_enrolment_year,
-            last_rebuilt_year=self.last_rebuilt_year,
-        )
 
     def mark_enrolment(self, academic_year: int) -> None:
         if self.last_enrolment_year is None or academic_year > self.last_enrolment_year:
