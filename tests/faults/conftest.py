@@ -38,14 +38,13 @@ class Stack:
     log_dir: Path
 
     def service(self, **settings: str) -> ServiceProcess:
+        defaults = {"BATCH_MAX_RECORDS": "200", "GRACEFUL_TIMEOUT_SECONDS": "10"}
         return ServiceProcess(
             self.log_dir,
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             REDIS_URL=self.redis.url,
             CONSUMER_GROUP=GROUP,
-            BATCH_MAX_RECORDS="200",
-            GRACEFUL_TIMEOUT_SECONDS="10",
-            **settings,
+            **{**defaults, **settings},
         )
 
     async def start_broker(self) -> None:

@@ -62,23 +62,25 @@ async def test_instances_join_and_die_while_batches_are_in_flight(
     started_stack: Stack, workload: Workload
 ) -> None:
     report = FaultReport("rebalance")
-    first, second = started_stack.service(), started_stack.service()
+    # small batches: many commits in flight while partitions move
+    first, second = (started_stack.service(BATCH_MAX_RECORDS="50") for _ in range(2))
     first.start()
     second.start()
-    third = started_stack.service()
+    third = started_stack.service(BATCH_MAX_RECORDS="50")
     started = time.monotonic()
     async with Feed(started_stack.bootstrap, GROUP, workload) as feed:
 
         async def churn(phase: int) -> None:
-            if phase != BIG_PHASE:
-                return
-            await asyncio.sleep(0.2)
-            third.start(wait_ready=False)
-            await asyncio.sleep(1.0)
-            done = await feed.progress()
-            first.kill()
-            report.notes.append(f"third joined, first SIGKILLed at {done:.0%} committed")
-            report.recovery_seconds.append(await feed.wait_for_advance())
+            if phase == BIG_PHASE:  # a third instance joins: partitions move mid-phase
+                third.start(wait_ready=False)
+                report.notes.append(f"third joined at {await feed.progress():.0%} committed")
+            if phase == BIG_PHASE + 1:
+                await feed.wait_progress(0.97)
+            if phase == 4:  # one of the first two dies while its batches are in flight
+                done = await feed.progress()
+                first.kill()
+                report.notes.append(f"first SIGKILLed at {done:.0%} committed")
+                report.recovery_seconds.append(await feed.wait_for_advance())
 
         await feed.run(churn)
     report.total_seconds = round(time.monotonic() - started, 2)
