@@ -160,6 +160,7 @@ class Service:
             batch=True,
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             auto_offset_reset="earliest",
             # offsets are committed by hand, only after Redis and the output acks (below)
             ack_policy=AckPolicy.MANUAL,

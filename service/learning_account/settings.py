@@ -35,6 +35,8 @@ class Settings:
     result_hold_seconds: float = 604800.0
     batch_max_records: int = 500
     batch_timeout_ms: int = 50
+    fetch_max_wait_ms: int = 20
+    """How long a fetch may wait at the broker for data: the latency floor when traffic is light."""
     outbox_retention_seconds: float = 7 * 24 * 3600
     held_sweep_interval_seconds: float = 5.0
     graceful_timeout_seconds: float = 30.0
@@ -82,6 +84,7 @@ class Settings:
             ),
             batch_max_records=int(get("BATCH_MAX_RECORDS", str(defaults.batch_max_records))),
             batch_timeout_ms=int(get("BATCH_TIMEOUT_MS", str(defaults.batch_timeout_ms))),
+            fetch_max_wait_ms=int(get("FETCH_MAX_WAIT_MS", str(defaults.fetch_max_wait_ms))),
             outbox_retention_seconds=float(
                 get("OUTBOX_RETENTION_SECONDS", str(int(defaults.outbox_retention_seconds)))
             ),
