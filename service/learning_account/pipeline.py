@@ -97,7 +97,11 @@ class Processor:
             if not pending:
                 break
             loaded = await self.store.load(
-                {sid: [item.digest for item in items] for sid, items in pending.items()}
+                {sid: [item.digest for item in items] for sid, items in pending.items()},
+                {
+                    sid: {item.command.academic_year for item in items}
+                    for sid, items in pending.items()
+                },
             )
             writes: list[AccountWrite] = []
             decided: dict[str, list[tuple[int, list[OutputMessage]]]] = {}

@@ -1,7 +1,8 @@
 """Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals).
 
-Course units are decoded lazily: a batch touches a few units of a student with years of history,
-so the rest stay raw rows that are written back as they were read, never turned into objects.
+Two parts: the core (balance, flags, year totals, held results) and, per academic year, the
+course units of that year. Units are decoded lazily and only the years a step changed are
+written back, so a student's history is never turned into objects again and again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .domain.model import (
     YearTotals,
 )
 
-FORMAT = 1
+FORMAT = 2
 _CONTRACT = {Contract.DIPLOMA: "d", Contract.CREDIT: "c", Contract.EXAM: "e"}
 _CONTRACT_BACK = {code: contract for contract, code in _CONTRACT.items()}
 _OUTCOME = {ResultOutcome.PASSED: "p", ResultOutcome.FAILED: "f", ResultOutcome.TOLERATED: "t"}
@@ -34,12 +35,12 @@ UnitKey = tuple[int, str]
 
 
 class RawUnits(Mapping[UnitKey, CourseUnit]):
-    """The stored unit rows of an account, turned into CourseUnit objects only when read."""
+    """The stored unit rows of the loaded years, turned into CourseUnit objects only when read."""
 
     __slots__ = ("_cache", "rows")
 
     def __init__(self, rows: dict[UnitKey, list[Any]]) -> None:
-        self.rows = rows
+        self.rows = rows  # (year, code) -> [code, credits, contract, uses, border, gen, ...]
         self._cache: dict[UnitKey, CourseUnit] = {}
 
     def __getitem__(self, key: UnitKey) -> CourseUnit:
@@ -59,10 +60,8 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
 
 
 def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
-    year, code = key
     return [
-        year,
-        code,
+        key[1],
         unit.credits,
         _CONTRACT[unit.contract],
         int(unit.uses_account),
@@ -74,7 +73,7 @@ def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
 
 
 def _unit_from_row(row: list[Any]) -> CourseUnit:
-    _, _, credits, contract, uses, border, generation, result, deregistered = row
+    _, credits, contract, uses, border, generation, result, deregistered = row
     return CourseUnit(
         credits=credits,
         contract=_CONTRACT_BACK[contract],
@@ -86,20 +85,26 @@ def _unit_from_row(row: list[Any]) -> CourseUnit:
     )
 
 
-def _unit_rows(units: Mapping[UnitKey, CourseUnit]) -> list[list[Any]]:
-    """Rows in (year, code) order; untouched stored rows are reused as they are."""
+def encode_units(account: Account) -> dict[int, bytes]:
+    """The course units per academic year, for the years this account's steps changed."""
+    units = account.units
     if isinstance(units, ChainMap) and len(units.maps) == 2 and isinstance(units.maps[1], RawUnits):
         changes, base = units.maps[0], units.maps[1]
-        merged = {key: row for key, row in base.rows.items() if key not in changes}
-        merged.update((key, _unit_row(key, unit)) for key, unit in changes.items())
+        years = {year for year, _ in changes}
+        rows = {key: row for key, row in base.rows.items() if key[0] in years}
+        rows.update((key, _unit_row(key, unit)) for key, unit in changes.items())
     elif isinstance(units, RawUnits):
-        merged = dict(units.rows)
-    else:
-        merged = {key: _unit_row(key, unit) for key, unit in units.items()}
-    return [merged[key] for key in sorted(merged)]
+        return {}
+    else:  # an account built in memory: every year
+        rows = {key: _unit_row(key, unit) for key, unit in units.items()}
+    by_year: dict[int, list[list[Any]]] = {}
+    for key in sorted(rows):
+        by_year.setdefault(key[0], []).append(rows[key])
+    return {year: orjson.dumps(year_rows) for year, year_rows in by_year.items()}
 
 
-def encode_account(account: Account) -> bytes:
+def encode_core(account: Account) -> bytes:
+    """Everything but the course units."""
     held = [
         [
             h.held_at,
@@ -126,18 +131,26 @@ def encode_account(account: Account) -> bytes:
             str(year): [t.invested, t.acquired, t.bonus, t.refunded, t.degree_deduction, t.rebuilt]
             for year, t in sorted(account.years.items())
         },
-        "u": _unit_rows(account.units),
     }
     if held:
         document["h"] = held
     return orjson.dumps(document)
 
 
-def decode_account(student_id: str, blob: bytes | None) -> Account:
+def decode_account(
+    student_id: str, blob: bytes | None, units: Mapping[int, bytes] | None = None
+) -> Account:
+    """The core, with the course units of the years given (the rest of history stays away)."""
+    rows = {
+        (year, row[0]): row for year, blob_ in (units or {}).items() for row in orjson.loads(blob_)
+    }
     if not blob:
-        return Account(student_id)
+        return Account(student_id, units=RawUnits(rows))
     document = orjson.loads(blob)
-    if document.get("f") != FORMAT:
+    loaded_units: Mapping[UnitKey, CourseUnit] = RawUnits(rows)
+    if document.get("f") == 1:  # units inside the core: every year is written out again
+        loaded_units = {(row[0], row[1]): _unit_from_row(row[1:]) for row in document["u"]}
+    elif document.get("f") != FORMAT:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
     held = tuple(
         HeldResult(
@@ -165,6 +178,21 @@ def decode_account(student_id: str, blob: bytes | None) -> Account:
         last_rebuilt_year=document["x"],
         generation_year=document["n"],
         years={int(year): YearTotals(*totals) for year, totals in document["y"].items()},
-        units=RawUnits({(row[0], row[1]): row for row in document["u"]}),
+        units=loaded_units,
         held=held,
     )
+
+
+def encode_account(account: Account) -> dict[str, Any]:
+    """The whole account as one document (core plus every loaded year's units), to compare."""
+    document: dict[str, Any] = orjson.loads(encode_core(account))
+    document["u"] = {
+        str(year): orjson.loads(rows) for year, rows in sorted(_all_units(account).items())
+    }
+    return document
+
+
+def _all_units(account: Account) -> dict[int, bytes]:
+    units = account.units
+    plain = {key: units[key] for key in units}
+    return encode_units(Account(account.student_id, units=plain))

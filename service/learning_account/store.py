@@ -1,22 +1,25 @@
 """Each student's learning account in Redis.
 
 Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
-- `la:{sid}:account`   hash: `s` the encoded state, `v` its version (optimistic concurrency)
-- `la:{sid}:seen`      set of idempotency digests (CloudEvents source + id) already applied
+- `la:{sid}:account`   hash: `s` the account without its course units, `v` its version
+                       (optimistic concurrency), `d` the idempotency digests already applied
+                       (8 bytes each, CloudEvents source + id), `u:<year>` the course units of
+                       one academic year
 - `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
                        duplicate delivery re-publishes them identically
 - `la:held`            sorted set: students with held exam results, by earliest deadline
 
 Applying a batch is two round trips whatever its size: one pipelined read of every touched
 student, one pipelined atomic write per student (a Lua script that checks the version, writes the
-state, records the digests and stores the outputs together).
+state, records the digests and stores the outputs together). Only the academic years a batch
+names are read and written, so a student's long history does not make an event dearer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +27,11 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from .domain.model import Account, EventRef
-from .state_codec import decode_account, encode_account
+from .state_codec import decode_account, encode_core, encode_units
 
 HELD_INDEX_KEY = "la:held"
+
+DIGEST_BYTES = 8
 
 _COMMIT_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'v')
@@ -35,45 +40,74 @@ if (current or '') ~= ARGV[1] then
 end
 local version = (tonumber(current) or 0) + 1
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', version)
+local at = 5
+for i = 1, tonumber(ARGV[4]) do
+  redis.call('HSET', KEYS[1], ARGV[at], ARGV[at + 1])
+  at = at + 2
+end
 local retention = tonumber(ARGV[3])
-for i = 3, #KEYS do
-  local digest = ARGV[2 + (i - 2) * 2]
-  local outputs = ARGV[3 + (i - 2) * 2]
-  redis.call('SADD', KEYS[2], digest)
-  if outputs ~= '' then
-    redis.call('SET', KEYS[i], outputs, 'PX', retention)
+local digests = {}
+for i = 2, #KEYS do
+  digests[#digests + 1] = ARGV[at]
+  if ARGV[at + 1] ~= '' then
+    redis.call('SET', KEYS[i], ARGV[at + 1], 'PX', retention)
   end
+  at = at + 2
+end
+if #digests > 0 then
+  local seen = redis.call('HGET', KEYS[1], 'd') or ''
+  redis.call('HSET', KEYS[1], 'd', seen .. table.concat(digests))
 end
 return version
 """
 
-
 _LOAD_SCRIPT = """
-local state = redis.call('HMGET', KEYS[1], 's', 'v')
-local reply = {state[1], state[2]}
-for i = 3, #KEYS do
-  if redis.call('SISMEMBER', KEYS[2], ARGV[i - 2]) == 1 then
-    reply[i] = redis.call('GET', KEYS[i]) or ''
-  else
-    reply[i] = 0
+local n = tonumber(ARGV[1])
+local fields = {'s', 'v', 'd'}
+for i = n + 2, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+local values = redis.call('HMGET', KEYS[1], unpack(fields))
+local seen = values[3] or ''
+local reply = {values[1], values[2]}
+for i = 1, n do
+  local digest = ARGV[i + 1]
+  local found = false
+  local start = 1
+  while true do
+    local at = string.find(seen, digest, start, true)
+    if not at then break end
+    if (at - 1) % 8 == 0 then
+      found = true
+      break
+    end
+    start = at + 1
   end
+  if found then
+    reply[#reply + 1] = redis.call('GET', KEYS[i + 1]) or ''
+  else
+    reply[#reply + 1] = 0
+  end
+end
+for i = 4, #values do
+  reply[#reply + 1] = values[i]
 end
 return reply
 """
 
 
 def event_digest(event: EventRef) -> str:
-    """The idempotency key: CloudEvents `source` + `id`, hashed to a short fixed size."""
+    """The idempotency key: CloudEvents `source` + `id`, hashed to 8 bytes (16 hex digits)."""
     raw = f"{len(event.source)}:{event.source}{event.id}".encode()
-    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+    return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
+
+
+def units_field(year: int) -> str:
+    return f"u:{year}"
 
 
 def account_key(student_id: str) -> str:
     return f"la:{{{student_id}}}:account"
-
-
-def seen_key(student_id: str) -> str:
-    return f"la:{{{student_id}}}:seen"
 
 
 def outputs_key(student_id: str, digest: str) -> str:
@@ -127,37 +161,61 @@ class AccountStore:
         if self._observe is not None:
             self._observe(operation, time.perf_counter() - started)
 
-    async def load(self, digests_by_student: dict[str, Sequence[str]]) -> dict[str, LoadedAccount]:
-        """Read every touched student in one pipelined round trip (one script call each)."""
-        students = list(digests_by_student)
+    async def load(
+        self,
+        digests_by_student: Mapping[str, Sequence[str]],
+        years_by_student: Mapping[str, Iterable[int]] | None = None,
+    ) -> dict[str, LoadedAccount]:
+        """Read every touched student in one pipelined round trip (one script call each).
+
+        Only the course units of the given academic years are read: the rules look up units of
+        the event's own year only.
+        """
+        requests = [
+            (
+                student_id,
+                list(digests),
+                sorted(set((years_by_student or {}).get(student_id, ()))),
+            )
+            for student_id, digests in digests_by_student.items()
+        ]
         started = time.perf_counter()
         try:
-            replies = await self._execute_load(digests_by_student)
+            replies = await self._execute_load(requests)
         except NoScriptError:
             await self.redis.script_load(_LOAD_SCRIPT)
-            replies = await self._execute_load(digests_by_student)
+            replies = await self._execute_load(requests)
         self._timed("load", started)
         loaded: dict[str, LoadedAccount] = {}
-        for student_id, reply in zip(students, replies, strict=True):
-            state, version, *outputs = reply
+        for (student_id, digests, years), reply in zip(requests, replies, strict=True):
+            state, version = reply[0], reply[1]
+            outputs = reply[2 : 2 + len(digests)]
+            units = {
+                year: blob
+                for year, blob in zip(years, reply[2 + len(digests) :], strict=True)
+                if blob
+            }
             entry = LoadedAccount(
-                decode_account(student_id, state), version.decode() if version else ""
+                decode_account(student_id, state, units), version.decode() if version else ""
             )
-            for digest, stored in zip(digests_by_student[student_id], outputs, strict=True):
+            for digest, stored in zip(digests, outputs, strict=True):
                 if stored != 0:
                     entry.seen[digest] = stored or None
             loaded[student_id] = entry
         return loaded
 
-    async def _execute_load(self, digests_by_student: dict[str, Sequence[str]]) -> list[Any]:
+    async def _execute_load(self, requests: list[tuple[str, list[str], list[int]]]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for student_id, digests in digests_by_student.items():
-                keys = [account_key(student_id), seen_key(student_id)]
+            for student_id, digests, years in requests:
+                keys = [account_key(student_id)]
                 keys.extend(outputs_key(student_id, digest) for digest in digests)
+                args: list[Any] = [len(digests)]
+                args.extend(bytes.fromhex(digest) for digest in digests)
+                args.extend(units_field(year) for year in years)
                 if self._cluster:
-                    pipe.eval(_LOAD_SCRIPT, len(keys), *keys, *digests)
+                    pipe.eval(_LOAD_SCRIPT, len(keys), *keys, *args)
                 else:
-                    pipe.evalsha(self._load_sha, len(keys), *keys, *digests)
+                    pipe.evalsha(self._load_sha, len(keys), *keys, *args)
             return await self._checked(pipe)
 
     async def commit(self, writes: Iterable[AccountWrite]) -> dict[str, bool]:
@@ -187,15 +245,19 @@ class AccountStore:
                 if write.held_deadline is not None:
                     # an index entry ahead of the state is harmless: the sweeper re-checks
                     pipe.zadd(HELD_INDEX_KEY, {write.student_id: write.held_deadline}, lt=True)
-                keys = [account_key(write.student_id), seen_key(write.student_id)]
+                keys = [account_key(write.student_id)]
+                units = encode_units(write.account)
                 args: list[Any] = [
                     write.expected_version,
-                    encode_account(write.account),
+                    encode_core(write.account),
                     self.outbox_retention_ms,
+                    len(units),
                 ]
+                for year, rows in units.items():
+                    args.extend((units_field(year), rows))
                 for step in write.steps:
                     keys.append(outputs_key(write.student_id, step.digest))
-                    args.extend((step.digest, step.outputs))
+                    args.extend((bytes.fromhex(step.digest), step.outputs))
                 if self._cluster:
                     # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
                     pipe.eval(_COMMIT_SCRIPT, len(keys), *keys, *args)
@@ -215,11 +277,16 @@ class AccountStore:
                 raise reply
         return replies
 
-    async def get(self, student_id: str) -> Account | None:
-        state = await self.redis.hget(account_key(student_id), "s")
-        if state is None:
+    async def get(self, student_id: str, *, with_units: bool = False) -> Account | None:
+        """The account for reading (no course units unless asked), None if never written."""
+        if not with_units:
+            state: Any = await self.redis.hget(account_key(student_id), "s")
+            return None if state is None else decode_account(student_id, state)
+        fields: Any = await self.redis.hgetall(account_key(student_id))
+        if b"s" not in fields:
             return None
-        return decode_account(student_id, state if isinstance(state, bytes) else state.encode())
+        units = {int(name[2:]): blob for name, blob in fields.items() if name.startswith(b"u:")}
+        return decode_account(student_id, fields[b"s"], units)
 
     async def due_held(self, now: float, limit: int = 500) -> list[str]:
         members = await self.redis.zrangebyscore(HELD_INDEX_KEY, "-inf", now, start=0, num=limit)

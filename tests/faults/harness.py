@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 from workload import Workload
 
-from learning_account.state_codec import decode_account, encode_account
-from learning_account.store import account_key
+from learning_account.state_codec import encode_account
+from learning_account.store import AccountStore
 from learning_account.wire import DEAD_LETTER_TOPIC, OUTPUT_TOPICS
 from support.kafka import consume_to_end
 
@@ -159,15 +159,12 @@ async def verify(
 
     redis = Redis.from_url(redis_url)
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for sid in workload.students:
-                pipe.hget(account_key(sid), "s")
-            blobs = await pipe.execute()
+        store = AccountStore(redis)
+        actual_accounts = [await store.get(sid, with_units=True) for sid in workload.students]
     finally:
         await redis.aclose()
-    for sid, blob in zip(workload.students, blobs, strict=True):
+    for sid, actual in zip(workload.students, actual_accounts, strict=True):
         expected = workload.accounts.get(sid)
-        actual = decode_account(sid, blob) if blob else None
         if (expected is None) != (actual is None) or (
             expected is not None
             and actual is not None
@@ -218,7 +215,7 @@ def _payload_text(value: bytes) -> str:
         return base64.b64encode(value).decode()
 
 
-def _comparable(blob: bytes) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(blob)
+def _comparable(document: dict[str, Any]) -> dict[str, Any]:
+    document = dict(document)
     document.pop("h", None)  # held results carry the wall-clock time they were held
     return document

@@ -13,7 +13,7 @@ from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.pipeline import InputRecord, Processor
 from learning_account.redis_connect import is_cluster
-from learning_account.store import AccountStore, account_key, outputs_key, seen_key
+from learning_account.store import AccountStore, account_key, outputs_key
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ async def test_the_service_detects_a_cluster(redis_cluster_url: str, redis_url: 
 
 
 async def test_one_students_keys_share_a_slot(cluster: RedisCluster) -> None:
-    keys = [account_key("r0123456"), seen_key("r0123456"), outputs_key("r0123456", "ab")]
+    keys = [account_key("r0123456"), outputs_key("r0123456", "ab")]
     slots = {await cluster.cluster_keyslot(key) for key in keys}
     assert len(slots) == 1
 
