@@ -14,6 +14,12 @@ def _thresholds(text: str) -> tuple[int, ...]:
     return tuple(sorted({credits_to_quarters(value) for value in values}, reverse=True))
 
 
+def _sweep_interval(env: Mapping[str, str]) -> float:
+    """By default a sweep every 5 s, or more often when the holding time is short."""
+    hold = float(env.get("LA_RESULT_HOLD_SECONDS", "604800"))
+    return min(5.0, max(0.2, hold / 4))
+
+
 def _choice(value: str, allowed: tuple[str, ...]) -> str:
     value = value.strip().lower()
     if value not in allowed:
@@ -89,7 +95,7 @@ class Settings:
                 get("OUTBOX_RETENTION_SECONDS", str(int(defaults.outbox_retention_seconds)))
             ),
             held_sweep_interval_seconds=float(
-                get("HELD_SWEEP_INTERVAL_SECONDS", str(defaults.held_sweep_interval_seconds))
+                get("HELD_SWEEP_INTERVAL_SECONDS", str(_sweep_interval(env)))
             ),
             graceful_timeout_seconds=float(
                 get("GRACEFUL_TIMEOUT_SECONDS", str(defaults.graceful_timeout_seconds))

@@ -59,6 +59,53 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
         return len(self.rows)
 
 
+class RawYears(Mapping[int, YearTotals]):
+    """The stored year totals, turned into YearTotals objects only when read."""
+
+    __slots__ = ("_cache", "rows")
+
+    def __init__(self, rows: dict[str, list[int]]) -> None:
+        self.rows = rows  # "2016" -> [invested, acquired, bonus, refunded, deduction, rebuilt]
+        self._cache: dict[int, YearTotals] = {}
+
+    def __getitem__(self, year: int) -> YearTotals:
+        totals = self._cache.get(year)
+        if totals is None:
+            totals = self._cache[year] = YearTotals(*self.rows[str(year)])
+        return totals
+
+    def __contains__(self, year: object) -> bool:
+        return str(year) in self.rows
+
+    def __iter__(self) -> Iterator[int]:
+        return (int(year) for year in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
+    """Year totals by year text; stored rows of untouched years are reused as they are."""
+    changes: Mapping[int, YearTotals]
+    if isinstance(years, ChainMap) and len(years.maps) == 2 and isinstance(years.maps[1], RawYears):
+        rows = dict(years.maps[1].rows)
+        changes = years.maps[0]
+    elif isinstance(years, RawYears):
+        return years.rows
+    else:
+        rows, changes = {}, years
+    for year, t in changes.items():
+        rows[str(year)] = [
+            t.invested,
+            t.acquired,
+            t.bonus,
+            t.refunded,
+            t.degree_deduction,
+            t.rebuilt,
+        ]
+    return rows
+
+
 def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
     return [
         key[1],
@@ -127,10 +174,7 @@ def encode_core(account: Account) -> bytes:
         "e": account.last_enrolment_year,
         "x": account.last_rebuilt_year,
         "n": account.generation_year,
-        "y": {
-            str(year): [t.invested, t.acquired, t.bonus, t.refunded, t.degree_deduction, t.rebuilt]
-            for year, t in sorted(account.years.items())
-        },
+        "y": _year_rows(account.years),
     }
     if held:
         document["h"] = held
@@ -177,7 +221,7 @@ def decode_account(
         last_enrolment_year=document["e"],
         last_rebuilt_year=document["x"],
         generation_year=document["n"],
-        years={int(year): YearTotals(*totals) for year, totals in document["y"].items()},
+        years=RawYears(document["y"]),
         units=loaded_units,
         held=held,
     )
@@ -186,6 +230,7 @@ def decode_account(
 def encode_account(account: Account) -> dict[str, Any]:
     """The whole account as one document (core plus every loaded year's units), to compare."""
     document: dict[str, Any] = orjson.loads(encode_core(account))
+    document["y"] = dict(sorted(document["y"].items()))
     document["u"] = {
         str(year): orjson.loads(rows) for year, rows in sorted(_all_units(account).items())
     }

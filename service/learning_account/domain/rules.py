@@ -10,7 +10,7 @@ from collections import ChainMap
 from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from datetime import date
-from typing import cast
+from typing import TypeVar, cast
 
 from .model import (
     BONUS_CAP,
@@ -47,6 +47,9 @@ from .model import (
 )
 
 DEFAULT_POLICY = Policy()
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _TOTALS_COLUMN = {
     EntryKind.INVESTED: 0,
@@ -123,18 +126,16 @@ def _latest(first: int | None, second: int | None) -> int | None:
     return max(first, second)
 
 
-def _overlay(
-    units: Mapping[tuple[int, str], CourseUnit],
-) -> ChainMap[tuple[int, str], CourseUnit]:
-    """Copy-on-write units: a step writes its changes on top of the account's units.
+def _overlay(mapping: Mapping[K, V]) -> ChainMap[K, V]:
+    """Copy-on-write: a step writes its changes on top of the account's units or year totals.
 
-    A step of a step keeps two layers (all changes so far, the original units), so applying n
-    events costs O(changes), not O(n x units): history does not make events slower.
+    A step of a step keeps two layers (all changes so far, the original), so applying n events
+    costs O(changes), not O(n x history): a long history does not make events slower.
     """
-    if isinstance(units, ChainMap) and len(units.maps) == 2:
-        return ChainMap(dict(units.maps[0]), units.maps[1])
-    # ChainMap writes only to its first map: the account's own units are never changed
-    return ChainMap({}, cast(MutableMapping[tuple[int, str], CourseUnit], units))
+    if isinstance(mapping, ChainMap) and len(mapping.maps) == 2:
+        return ChainMap(dict(mapping.maps[0]), mapping.maps[1])
+    # ChainMap writes only to its first map: the account's own mapping is never changed
+    return ChainMap({}, cast(MutableMapping[K, V], mapping))
 
 
 def deregistration_refund(
@@ -183,11 +184,12 @@ class _Step:
         return self.account.student_id
 
     def decision(self) -> Decision:
-        years = self.years
+        years: Mapping[int, YearTotals] = self.years
         if self.year_sums:
-            years = dict(years)
+            changed = _overlay(self.years)
             for year, sums in self.year_sums.items():
-                years[year] = YearTotals(*sums)
+                changed[year] = YearTotals(*sums)
+            years = changed
         account = Account(
             student_id=self.account.student_id,
             balance=self.balance,
