@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Iterator, Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
     def __getitem__(self, key: UnitKey) -> CourseUnit:
         unit = self._cache.get(key)
         if unit is None:
-            unit = self._cache[key] = _unit_from_row(self.rows[key])
+            unit = self._cache[key] = _unit_from_row(key[0], self.rows[key])
         return unit
 
     def __contains__(self, key: object) -> bool:
@@ -106,29 +106,52 @@ def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
     return rows
 
 
+_CONTRACT_BITS = {Contract.DIPLOMA: 0, Contract.CREDIT: 1, Contract.EXAM: 2}
+_CONTRACT_OF_BITS = {bits: contract for contract, bits in _CONTRACT_BITS.items()}
+_RESULT_BITS = {
+    None: 0,
+    ResultOutcome.PASSED: 1,
+    ResultOutcome.FAILED: 2,
+    ResultOutcome.TOLERATED: 3,
+}
+_RESULT_OF_BITS = {bits: result for result, bits in _RESULT_BITS.items()}
+_GENERATION_BITS = {None: 0, False: 1, True: 2}
+_GENERATION_OF_BITS = {bits: flag for flag, bits in _GENERATION_BITS.items()}
+
+
 def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
-    return [
-        key[1],
-        unit.credits,
-        _CONTRACT[unit.contract],
-        int(unit.uses_account),
-        unit.border_date.toordinal(),
-        None if unit.generation_student is None else int(unit.generation_student),
-        None if unit.result is None else _OUTCOME[unit.result],
-        int(unit.deregistered),
-    ]
+    """[code, credits, flags, border date as days from 1 September of the year]."""
+    flags = (
+        _CONTRACT_BITS[unit.contract]
+        | unit.uses_account << 2
+        | _GENERATION_BITS[unit.generation_student] << 3
+        | _RESULT_BITS[unit.result] << 5
+        | unit.deregistered << 7
+    )
+    return [key[1], unit.credits, flags, (unit.border_date - date(key[0], 9, 1)).days]
 
 
-def _unit_from_row(row: list[Any]) -> CourseUnit:
-    _, credits, contract, uses, border, generation, result, deregistered = row
+def _unit_from_row(year: int, row: list[Any]) -> CourseUnit:
+    if len(row) == 8:  # the wider row of the first storage formats
+        _, credits, contract, uses, border, generation, result, deregistered = row
+        return CourseUnit(
+            credits=credits,
+            contract=_CONTRACT_BACK[contract],
+            uses_account=bool(uses),
+            border_date=date.fromordinal(border),
+            generation_student=None if generation is None else bool(generation),
+            result=None if result is None else _OUTCOME_BACK[result],
+            deregistered=bool(deregistered),
+        )
+    _, credits, flags, border_days = row
     return CourseUnit(
         credits=credits,
-        contract=_CONTRACT_BACK[contract],
-        uses_account=bool(uses),
-        border_date=date.fromordinal(border),
-        generation_student=None if generation is None else bool(generation),
-        result=None if result is None else _OUTCOME_BACK[result],
-        deregistered=bool(deregistered),
+        contract=_CONTRACT_OF_BITS[flags & 3],
+        uses_account=bool(flags >> 2 & 1),
+        border_date=date(year, 9, 1) + timedelta(days=border_days),
+        generation_student=_GENERATION_OF_BITS[flags >> 3 & 3],
+        result=_RESULT_OF_BITS[flags >> 5 & 3],
+        deregistered=bool(flags >> 7 & 1),
     )
 
 
@@ -193,7 +216,7 @@ def decode_account(
     document = orjson.loads(blob)
     loaded_units: Mapping[UnitKey, CourseUnit] = RawUnits(rows)
     if document.get("f") == 1:  # units inside the core: every year is written out again
-        loaded_units = {(row[0], row[1]): _unit_from_row(row[1:]) for row in document["u"]}
+        loaded_units = {(row[0], row[1]): _unit_from_row(row[0], row[1:]) for row in document["u"]}
     elif document.get("f") != FORMAT:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
     held = tuple(
