@@ -33,67 +33,99 @@ HELD_INDEX_KEY = "la:held"
 
 DIGEST_BYTES = 8
 
-_COMMIT_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], 'v')
-if (current or '') ~= ARGV[1] then
-  return 0
-end
-local version = (tonumber(current) or 0) + 1
-redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', version)
-local at = 5
-for i = 1, tonumber(ARGV[4]) do
-  redis.call('HSET', KEYS[1], ARGV[at], ARGV[at + 1])
-  at = at + 2
-end
-local retention = tonumber(ARGV[3])
-local digests = {}
-for i = 2, #KEYS do
-  digests[#digests + 1] = ARGV[at]
-  if ARGV[at + 1] ~= '' then
-    redis.call('SET', KEYS[i], ARGV[at + 1], 'PX', retention)
+_COMMIT_ONE = """
+local function commit_one(keys, argv)
+  local current = redis.call('HGET', keys[1], 'v')
+  if (current or '') ~= argv[1] then
+    return 0
   end
-  at = at + 2
+  local version = (tonumber(current) or 0) + 1
+  redis.call('HSET', keys[1], 's', argv[2], 'v', version)
+  local at = 5
+  for i = 1, tonumber(argv[4]) do
+    redis.call('HSET', keys[1], argv[at], argv[at + 1])
+    at = at + 2
+  end
+  local retention = tonumber(argv[3])
+  local digests = {}
+  for i = 2, #keys do
+    digests[#digests + 1] = argv[at]
+    if argv[at + 1] ~= '' then
+      redis.call('SET', keys[i], argv[at + 1], 'PX', retention)
+    end
+    at = at + 2
+  end
+  if #digests > 0 then
+    local seen = redis.call('HGET', keys[1], 'd') or ''
+    redis.call('HSET', keys[1], 'd', seen .. table.concat(digests))
+  end
+  return version
 end
-if #digests > 0 then
-  local seen = redis.call('HGET', KEYS[1], 'd') or ''
-  redis.call('HSET', KEYS[1], 'd', seen .. table.concat(digests))
-end
-return version
 """
 
-_LOAD_SCRIPT = """
-local n = tonumber(ARGV[1])
-local fields = {'s', 'v', 'd'}
-for i = n + 2, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-local values = redis.call('HMGET', KEYS[1], unpack(fields))
-local seen = values[3] or ''
-local reply = {values[1], values[2]}
-for i = 1, n do
-  local digest = ARGV[i + 1]
-  local found = false
-  local start = 1
-  while true do
-    local at = string.find(seen, digest, start, true)
-    if not at then break end
-    if (at - 1) % 8 == 0 then
-      found = true
-      break
+_LOAD_ONE = """
+local function load_one(keys, argv)
+  local n = tonumber(argv[1])
+  local fields = {'s', 'v', 'd'}
+  for i = n + 2, #argv do
+    fields[#fields + 1] = argv[i]
+  end
+  local values = redis.call('HMGET', keys[1], unpack(fields))
+  local seen = values[3] or ''
+  local reply = {values[1], values[2]}
+  for i = 1, n do
+    local digest = argv[i + 1]
+    local found = false
+    local start = 1
+    while true do
+      local at = string.find(seen, digest, start, true)
+      if not at then break end
+      if (at - 1) % 8 == 0 then
+        found = true
+        break
+      end
+      start = at + 1
     end
-    start = at + 1
+    if found then
+      reply[#reply + 1] = redis.call('GET', keys[i + 1]) or ''
+    else
+      reply[#reply + 1] = 0
+    end
   end
-  if found then
-    reply[#reply + 1] = redis.call('GET', KEYS[i + 1]) or ''
-  else
-    reply[#reply + 1] = 0
+  for i = 4, #values do
+    reply[#reply + 1] = values[i]
   end
+  return reply
 end
-for i = 4, #values do
-  reply[#reply + 1] = values[i]
-end
-return reply
 """
+
+
+def _for_each_student(function: str) -> str:
+    """Apply `function` to every student of the call: ARGV[1] students, then per student its
+    number of keys and of arguments, then all arguments; KEYS in the same student order."""
+    return f"""
+local count = tonumber(ARGV[1])
+local key_at, arg_at = 1, 2 + 2 * count
+local replies = {{}}
+for s = 1, count do
+  local nkeys, nargs = tonumber(ARGV[2 * s]), tonumber(ARGV[2 * s + 1])
+  local keys, argv = {{}}, {{}}
+  for i = 1, nkeys do keys[i] = KEYS[key_at + i - 1] end
+  for i = 1, nargs do argv[i] = ARGV[arg_at + i - 1] end
+  replies[s] = {function}(keys, argv)
+  key_at, arg_at = key_at + nkeys, arg_at + nargs
+end
+return replies
+"""
+
+
+# one call per student (a Redis Cluster: each student's keys on their own slot)
+_COMMIT_SCRIPT = _COMMIT_ONE + "return commit_one(KEYS, ARGV)\n"
+_LOAD_SCRIPT = _LOAD_ONE + "return load_one(KEYS, ARGV)\n"
+# one call per batch (a single Redis): the per-command cost of the client is paid once
+_COMMIT_MANY_SCRIPT = _COMMIT_ONE + _for_each_student("commit_one")
+_LOAD_MANY_SCRIPT = _LOAD_ONE + _for_each_student("load_one")
+_SCRIPTS = (_COMMIT_SCRIPT, _LOAD_SCRIPT, _COMMIT_MANY_SCRIPT, _LOAD_MANY_SCRIPT)
 
 
 def event_digest(event: EventRef) -> str:
@@ -149,9 +181,11 @@ class AccountStore:
     ) -> None:
         self.redis = redis
         self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
-        self._commit_sha = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()
-        self._load_sha = hashlib.sha1(_LOAD_SCRIPT.encode()).hexdigest()
         self._observe = observe
+
+    async def _load_scripts(self) -> None:
+        for script in _SCRIPTS:
+            await self.redis.script_load(script)
 
     @property
     def _cluster(self) -> bool:
@@ -183,7 +217,7 @@ class AccountStore:
         try:
             replies = await self._execute_load(requests)
         except NoScriptError:
-            await self.redis.script_load(_LOAD_SCRIPT)
+            await self._load_scripts()
             replies = await self._execute_load(requests)
         self._timed("load", started)
         loaded: dict[str, LoadedAccount] = {}
@@ -205,18 +239,45 @@ class AccountStore:
         return loaded
 
     async def _execute_load(self, requests: list[tuple[str, list[str], list[int]]]) -> list[Any]:
+        calls = []
+        for student_id, digests, years in requests:
+            keys = [account_key(student_id)]
+            keys.extend(outputs_key(student_id, digest) for digest in digests)
+            args: list[Any] = [len(digests)]
+            args.extend(bytes.fromhex(digest) for digest in digests)
+            args.extend(units_field(year) for year in years)
+            calls.append((keys, args))
+        return await self._run_scripts(calls, _LOAD_SCRIPT, _LOAD_MANY_SCRIPT)
+
+    async def _run_scripts(
+        self,
+        calls: list[tuple[list[str], list[Any]]],
+        one: str,
+        many: str,
+        extra: Callable[[Any], int] | None = None,
+    ) -> list[Any]:
+        """Each call's script reply; one EVALSHA for all on a single Redis, one each on a cluster.
+
+        `extra(pipe)` queues further commands ahead of the scripts and says how many (their
+        replies are dropped).
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
-            for student_id, digests, years in requests:
-                keys = [account_key(student_id)]
-                keys.extend(outputs_key(student_id, digest) for digest in digests)
-                args: list[Any] = [len(digests)]
-                args.extend(bytes.fromhex(digest) for digest in digests)
-                args.extend(units_field(year) for year in years)
-                if self._cluster:
-                    pipe.eval(_LOAD_SCRIPT, len(keys), *keys, *args)
-                else:
-                    pipe.evalsha(self._load_sha, len(keys), *keys, *args)
-            return await self._checked(pipe)
+            queued = extra(pipe) if extra is not None else 0
+            if self._cluster:
+                for keys, args in calls:
+                    # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
+                    pipe.eval(one, len(keys), *keys, *args)
+                return (await self._checked(pipe))[queued:]
+            all_keys: list[str] = []
+            header: list[Any] = [len(calls)]
+            all_args: list[Any] = []
+            for keys, args in calls:
+                all_keys.extend(keys)
+                header.extend((len(keys), len(args)))
+                all_args.extend(args)
+            pipe.evalsha(_sha(many), len(all_keys), *all_keys, *header, *all_args)
+            replies = await self._checked(pipe)
+            return list(replies[queued])
 
     async def commit(self, writes: Iterable[AccountWrite]) -> dict[str, bool]:
         """Write each student atomically; False for a student whose version moved meanwhile."""
@@ -229,41 +290,37 @@ class AccountStore:
         except NoScriptError:
             # a restarted (or new cluster) node lost the script cache: load it and redo; a
             # write that did go through now fails its version check and is reloaded as seen
-            await self.redis.script_load(_COMMIT_SCRIPT)
-            await self.redis.script_load(_LOAD_SCRIPT)
+            await self._load_scripts()
             replies = await self._execute_commit(writes)
         self._timed("commit", started)
-        script_replies = _script_replies(writes, replies)
-        return {
-            write.student_id: bool(reply)
-            for write, reply in zip(writes, script_replies, strict=True)
-        }
+        return {write.student_id: bool(reply) for write, reply in zip(writes, replies, strict=True)}
 
     async def _execute_commit(self, writes: list[AccountWrite]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for write in writes:
-                if write.held_deadline is not None:
-                    # an index entry ahead of the state is harmless: the sweeper re-checks
-                    pipe.zadd(HELD_INDEX_KEY, {write.student_id: write.held_deadline}, lt=True)
-                keys = [account_key(write.student_id)]
-                units = encode_units(write.account)
-                args: list[Any] = [
-                    write.expected_version,
-                    encode_core(write.account),
-                    self.outbox_retention_ms,
-                    len(units),
-                ]
-                for year, rows in units.items():
-                    args.extend((units_field(year), rows))
-                for step in write.steps:
-                    keys.append(outputs_key(write.student_id, step.digest))
-                    args.extend((bytes.fromhex(step.digest), step.outputs))
-                if self._cluster:
-                    # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
-                    pipe.eval(_COMMIT_SCRIPT, len(keys), *keys, *args)
-                else:
-                    pipe.evalsha(self._commit_sha, len(keys), *keys, *args)
-            return await self._checked(pipe)
+        calls = []
+        for write in writes:
+            keys = [account_key(write.student_id)]
+            units = encode_units(write.account)
+            args: list[Any] = [
+                write.expected_version,
+                encode_core(write.account),
+                self.outbox_retention_ms,
+                len(units),
+            ]
+            for year, rows in units.items():
+                args.extend((units_field(year), rows))
+            for step in write.steps:
+                keys.append(outputs_key(write.student_id, step.digest))
+                args.extend((bytes.fromhex(step.digest), step.outputs))
+            calls.append((keys, args))
+
+        def index_held(pipe: Any) -> int:
+            held = [write for write in writes if write.held_deadline is not None]
+            for write in held:
+                # an index entry ahead of the state is harmless: the sweeper re-checks
+                pipe.zadd(HELD_INDEX_KEY, {write.student_id: write.held_deadline}, lt=True)
+            return len(held)
+
+        return await self._run_scripts(calls, _COMMIT_SCRIPT, _COMMIT_MANY_SCRIPT, index_held)
 
     @staticmethod
     async def _checked(pipe: Any) -> list[Any]:
@@ -302,13 +359,5 @@ class AccountStore:
         return bool(await self.redis.ping())
 
 
-def _script_replies(writes: list[AccountWrite], replies: list[Any]) -> list[Any]:
-    """Pick the script's reply for each write out of the pipeline's replies."""
-    picked: list[Any] = []
-    position = 0
-    for write in writes:
-        if write.held_deadline is not None:
-            position += 1
-        picked.append(replies[position])
-        position += 1
-    return picked
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
