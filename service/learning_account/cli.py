@@ -17,7 +17,7 @@ from typing import Any
 from . import events as ev
 from .redrive import add_arguments as add_redrive_arguments
 from .settings import Settings
-from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS_TOPIC
 
 log = logging.getLogger("learning_account.cli")
 
@@ -96,12 +96,17 @@ async def send_events(bootstrap: str, events: Sequence[dict[str, Any]]) -> None:
         await producer.stop()
 
 
+class DemoError(RuntimeError):
+    """The demo's events were refused or not answered: the message says what to do."""
+
+
 async def wait_for_outputs(bootstrap: str, caused_by_ids: set[str], within: float) -> None:
-    """Read balance-changed from the start until outputs caused by all given ids were seen."""
+    """Read balance-changed and rejections until all given ids caused a balance change."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         BALANCE_CHANGED_TOPIC,
+        REJECTIONS_TOPIC,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -109,18 +114,32 @@ async def wait_for_outputs(bootstrap: str, caused_by_ids: set[str], within: floa
     )
     await consumer.start()
     missing = set(caused_by_ids)
+    refused: dict[str, str] = {}
     deadline = time.monotonic() + within
     try:
-        while missing and time.monotonic() < deadline:
+        while missing and not refused and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
-                    with_cause = json.loads(record.value)["data"]["caused_by"]["id"]
-                    missing.discard(with_cause)
+                    data = json.loads(record.value)["data"]
+                    cause = data["caused_by"]["id"]
+                    if record.topic == REJECTIONS_TOPIC and cause in missing:
+                        refused[cause] = f"{data['reason']}: {data['detail']}"
+                    missing.discard(cause)
     finally:
         await consumer.stop()
+    if refused:
+        first = next(iter(refused.items()))
+        raise DemoError(
+            f"the service refused demo event {first[0]} ({first[1]}). The Redis at LA_REDIS_URL"
+            " holds other accounts named mary or thomas: point LA_REDIS_URL at an empty database"
+            " (e.g. redis://127.0.0.1:6379/9) and run the demo again."
+        )
     if missing:
-        raise TimeoutError(f"no balance-changed seen for {sorted(missing)} in {within:.0f}s")
+        raise DemoError(
+            f"no balance change seen for {len(missing)} demo events within {within:.0f}s;"
+            " is the service consuming? (learning-account dev shows its log)"
+        )
 
 
 def print_statement(settings: Settings, student_id: str) -> None:
@@ -343,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(asyncapi_document(settings))
     except KeyboardInterrupt:
         return 130
+    except DemoError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

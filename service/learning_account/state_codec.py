@@ -214,10 +214,7 @@ def decode_account(
     if not blob:
         return Account(student_id, units=RawUnits(rows))
     document = orjson.loads(blob)
-    loaded_units: Mapping[UnitKey, CourseUnit] = RawUnits(rows)
-    if document.get("f") == 1:  # units inside the core: every year is written out again
-        loaded_units = {(row[0], row[1]): _unit_from_row(row[0], row[1:]) for row in document["u"]}
-    elif document.get("f") != FORMAT:
+    if document.get("f") != FORMAT:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
     held = tuple(
         HeldResult(
@@ -245,7 +242,7 @@ def decode_account(
         last_rebuilt_year=document["x"],
         generation_year=document["n"],
         years=RawYears(document["y"]),
-        units=loaded_units,
+        units=RawUnits(rows),
         held=held,
     )
 

@@ -196,23 +196,3 @@ def test_output_ids_are_uuid5_of_the_cause() -> None:
     )
     assert output_id(cause, "credit-low", 60) == str(expected)
 
-
-async def test_an_account_stored_in_the_first_format_is_read_and_moved_to_the_second(
-    redis_client: Redis,
-) -> None:
-    import orjson
-
-    from learning_account.store import account_key
-
-    first_format = {
-        "f": 1, "b": 536, "g": 0, "r": 0, "m": 0, "e": 2016, "x": None, "n": 2016,
-        "y": {"2016": [-24, 0, 0, 0, 0, 0]},
-        "u": [[2016, "A", 24, "d", 1, 736247, None, None, 0]],
-    }  # fmt: skip
-    await redis_client.hset(account_key("old"), mapping={"s": orjson.dumps(first_format), "v": 1})
-    proc = processor(redis_client)
-    await proc.process([record(ev.exam_result("old", 2016, "A"))])
-    account = await proc.store.get("old", with_units=True)
-    assert account is not None and account.balance == (134 + 12) * 4
-    assert account.units[(2016, "A")].result == "passed"
-    assert await redis_client.hexists(account_key("old"), "u:2016")
