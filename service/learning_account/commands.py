@@ -5,15 +5,11 @@ from __future__ import annotations
 from .domain.model import (
     AwardDegree,
     Command,
-    Contract,
-    Degree,
     Deregister,
     DeregistrationReason,
     EventRef,
-    ProgrammeKind,
     RecordResult,
     Register,
-    ResultOutcome,
     UnitRegistration,
     parse_academic_year,
 )
@@ -37,8 +33,8 @@ def to_command(decoded: DecodedEvent) -> Command:
                 student_id=data.student_id,
                 academic_year=parse_academic_year(data.academic_year),
                 programme_code=data.programme.code,
-                programme_kind=ProgrammeKind(data.programme.kind.value),
-                contract=Contract(data.contract.value),
+                programme_kind=data.programme.kind,
+                contract=data.contract,
                 registered_on=data.registered_on,
                 units=tuple(
                     UnitRegistration(
@@ -59,7 +55,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 student_id=data.student_id,
                 academic_year=parse_academic_year(data.academic_year),
                 unit_code=data.course_unit_code,
-                outcome=ResultOutcome(data.outcome.value),
+                outcome=data.outcome,
                 recorded_on=data.recorded_on,
             )
         case DegreeAwarded():
@@ -67,7 +63,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 event=event,
                 student_id=data.student_id,
                 academic_year=parse_academic_year(data.academic_year),
-                degree=Degree(data.degree.value),
+                degree=data.degree,
                 programme_code=data.programme_code,
                 awarded_on=data.awarded_on,
             )
@@ -78,10 +74,10 @@ def to_command(decoded: DecodedEvent) -> Command:
                 academic_year=parse_academic_year(data.academic_year),
                 unit_codes=tuple(data.course_unit_codes),
                 deregistered_on=data.deregistered_on,
-                reason=DeregistrationReason(data.reason.value),
+                reason=data.reason,
                 reenrolled_on=(
                     data.reenrolled_on
-                    if data.reason.value == DeregistrationReason.PROGRAMME_CHANGE
+                    if data.reason is DeregistrationReason.PROGRAMME_CHANGE
                     else None
                 ),
                 generation_student=data.generation_student,

@@ -35,6 +35,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .domain.model import (
+    Contract,
+    Degree,
+    DeregistrationReason,
+    EntryKind,
+    ProgrammeKind,
+    Refusal,
+    ResultOutcome,
+)
+
 # --- Topics -------------------------------------------------------------------------------------
 
 REGISTRATIONS_TOPIC: Final = "learning-account.registrations.v1"
@@ -124,52 +134,9 @@ MAX_REASON_CHARS: Final = 500
 # --- Enumerations -------------------------------------------------------------------------------
 
 
-class ProgrammeKind(StrEnum):
-    BACHELOR = "bachelor"
-    MASTER = "master"
-    PREPARATORY = "preparatory"
-    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
-    MASTER_AFTER_MASTER = "master_after_master"
-
-
-class Contract(StrEnum):
-    DIPLOMA = "diploma"
-    CREDIT = "credit"
-    EXAM = "exam"
-
-
-class Outcome(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    TOLERATED = "tolerated"
-
-
-class Degree(StrEnum):
-    BACHELOR = "bachelor"
-    MASTER = "master"
-
-
-class DeregistrationReason(StrEnum):
-    PROGRAMME_CHANGE = "programme_change"
-    WITHDRAWAL = "withdrawal"
-
-
-class EntryKind(StrEnum):
-    OPENED = "opened"
-    INVESTED = "invested"
-    ACQUIRED = "acquired"
-    BONUS = "bonus"
-    REFUNDED = "refunded"
-    DEGREE_DEDUCTION = "degree_deduction"
-    REBUILT = "rebuilt"
-
-
-class RejectionReason(StrEnum):
-    INSUFFICIENT_LEARNING_CREDIT = "insufficient_learning_credit"
-    ALREADY_REGISTERED = "already_registered"
-    NOT_REGISTERED = "not_registered"
-    RESULT_ALREADY_RECORDED = "result_already_recorded"
-    UNKNOWN_REGISTRATION = "unknown_registration"
+# The rules core owns these; the wire speaks the same values (the core imports nothing back).
+Outcome = ResultOutcome
+RejectionReason = Refusal
 
 
 class ExhaustionOption(StrEnum):
