@@ -195,4 +195,3 @@ def test_output_ids_are_uuid5_of_the_cause() -> None:
         OUTPUT_ID_NAMESPACE, "urn:institution:kuleuven:sis\n7f1c2e4a\ncredit-low\n60"
     )
     assert output_id(cause, "credit-low", 60) == str(expected)
-
