@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -27,11 +26,10 @@ from redis.asyncio import Redis
 
 from learning_account import events as ev
 from learning_account.devstack import free_port
-from learning_account.domain.model import Policy
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
-from learning_account.pipeline import InputRecord, Processor
 from learning_account.store import AccountStore
+from support.apply import apply
 
 from .page import AccountPage, parse_account_page
 
@@ -44,19 +42,6 @@ OCTOBER_2019 = date(2019, 10, 1)  # "today" of the projection: the page does not
 
 async def always_ready() -> bool:
     return True
-
-
-async def apply(redis_client: Redis, events: list[dict[str, Any]]) -> None:
-    """The events through the real Processor into Redis, as the consumer would apply them."""
-    offsets: dict[str, int] = {}
-    records = []
-    for event in events:
-        topic = ev.topic_of(event)
-        offsets[topic] = offsets.get(topic, -1) + 1
-        key = event["data"]["student_id"].encode()
-        records.append(InputRecord(topic, 0, offsets[topic], key, ev.to_bytes(event)))
-    report = await Processor(AccountStore(redis_client), Policy()).process(records)
-    assert report.dead_lettered == 0
 
 
 def chromium_binary() -> str:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
-from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from learning_account import events as ev
-from learning_account.domain.model import Policy
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
-from learning_account.pipeline import InputRecord, Processor
 from learning_account.store import AccountStore
+from support.apply import apply
 
 OCTOBER_2019 = date(2019, 10, 1)
 
@@ -26,18 +24,6 @@ async def always_ready() -> bool:
 
 async def never_ready() -> bool:
     return False
-
-
-async def apply(redis_client: Redis, events: list[dict[str, Any]]) -> None:
-    offsets: dict[str, int] = {}
-    records = []
-    for event in events:
-        topic = ev.topic_of(event)
-        offsets[topic] = offsets.get(topic, -1) + 1
-        key = event["data"]["student_id"].encode()
-        records.append(InputRecord(topic, 0, offsets[topic], key, ev.to_bytes(event)))
-    report = await Processor(AccountStore(redis_client), Policy()).process(records)
-    assert report.dead_lettered == 0
 
 
 def client_for(

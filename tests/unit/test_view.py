@@ -12,7 +12,7 @@ from datetime import date
 import httpx
 import pytest
 from redis.asyncio import Redis
-from test_http_api import OCTOBER_2019, always_ready, apply, client_for
+from test_http_api import OCTOBER_2019, always_ready, client_for
 
 from browser.page import AccountPage, parse_account_page
 from learning_account import events as ev
@@ -22,6 +22,7 @@ from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
 from learning_account.store import AccountStore
 from learning_account.view import render_account_page
+from support.apply import apply
 
 
 @pytest.fixture
