@@ -39,7 +39,7 @@ from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
 from .redis_connect import is_cluster, redis_client
 from .settings import Settings
-from .store import AccountStore
+from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
 from .wire import (
     BALANCE_CHANGED_TOPIC,
@@ -329,7 +329,7 @@ class Service:
                 refused = await self.processor.sweep_held(self.publish)
                 if refused:
                     log.info("held exam results refused", extra={"refused": refused})
-                self.metrics.held_results.set(await self.redis.zcard("la:held"))
+                self.metrics.held_results.set(await self.redis.zcard(HELD_INDEX_KEY))
             except Exception as error:
                 log.warning("held-result sweep failed (%r)", error)
             await asyncio.sleep(interval)

@@ -104,8 +104,14 @@ def _envelope(
     return orjson.dumps(document)
 
 
-def now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now_text(timestamp_ms: int | None = None) -> str:
+    """An RFC 3339 UTC time with milliseconds: now, or the given epoch milliseconds."""
+    moment = (
+        datetime.now(UTC)
+        if timestamp_ms is None
+        else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    )
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def to_message(event: DomainEvent, time: str, traceparent: str | None = None) -> OutputMessage:

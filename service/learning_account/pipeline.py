@@ -207,7 +207,7 @@ class Processor:
         return min(held.held_at for held in account.held) + self.policy.result_hold_seconds
 
     def _dead_letter(self, record: InputRecord, error: str) -> OutputMessage:
-        stamp = _ms_text(record.timestamp_ms) if record.timestamp_ms is not None else now_text()
+        stamp = now_text(record.timestamp_ms)
         return dead_letter(
             record.topic, record.partition, record.offset, record.key, record.value, error, stamp
         )
@@ -252,13 +252,6 @@ def arrival_order(records: Sequence[InputRecord]) -> list[InputRecord]:
     if len(partitions) < 2:
         return list(records)
     return [record for _, _, record in heapq.merge(*partitions.values())]
-
-
-def _ms_text(timestamp_ms: int) -> str:
-    from datetime import UTC, datetime
-
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _count(tally: BatchReport, command: Command, decision: Decision) -> None:
