@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from .domain.model import (
     EventRef,
     EventRejected,
     format_academic_year,
+    immutable,
 )
 from .wire import (
     BALANCE_CHANGED_TOPIC,
@@ -43,7 +43,7 @@ from .wire import (
 OUTPUT_ID_NAMESPACE = uuid.UUID("6f0f2f3e-9a54-5c1b-8d8e-6c1a0b7f4e21")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class OutputMessage:
     topic: str
     key: bytes | None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Tracer
 
 from .commands import to_command
-from .domain.model import Account, Command, Decision, Policy
+from .domain.model import Account, Command, Decision, Policy, immutable
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
 from .store import AccountStore, AccountWrite, AppliedStep, LoadedAccount, event_digest
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 20
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InputRecord:
     topic: str
     partition: int
@@ -51,7 +51,7 @@ class BatchReport:
     conflicts: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class _Item:
     index: int
     digest: str

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,33 @@ _OPTIONS: dict[str, Any] = {
 def redis_client(url: str, *, cluster: bool) -> Redis | RedisCluster:
     if cluster:
         return RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    return Redis.from_url(url, **_OPTIONS)
+    client = Redis.from_url(url, **_OPTIONS)
+    pool = client.connection_pool
+    pool.connection_class = _packing(pool.connection_class)  # TCP, TLS or unix socket alike
+    return client
+
+
+class _HiredisPacking(AbstractConnection):
+    """Commands packed by hiredis (C). redis-py's own packer re-joins a growing buffer for every
+    argument, and a batch's one script call carries thousands of them."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": one word per argument
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # a type hiredis does not take: redis-py's packer says what is wrong
+            return super().pack_command(*args)
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    if connection_class not in _PACKING:
+        name = f"Packing{connection_class.__name__}"
+        _PACKING[connection_class] = type(name, (_HiredisPacking, connection_class), {})
+    return _PACKING[connection_class]
 
 
 async def is_cluster(url: str) -> bool:

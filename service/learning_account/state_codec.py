@@ -7,7 +7,6 @@ written back, so a student's history is never turned into objects again and agai
 
 from __future__ import annotations
 
-from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from .domain.model import (
     CourseUnit,
     EventRef,
     HeldResult,
+    Overlay,
     RecordResult,
     ResultOutcome,
     YearTotals,
@@ -49,6 +49,9 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
             unit = self._cache[key] = _unit_from_row(key[0], self.rows[key])
         return unit
 
+    def get(self, key: UnitKey, default: CourseUnit | None = None) -> CourseUnit | None:  # type: ignore[override]
+        return self[key] if key in self.rows else default
+
     def __contains__(self, key: object) -> bool:
         return key in self.rows
 
@@ -74,6 +77,9 @@ class RawYears(Mapping[int, YearTotals]):
             totals = self._cache[year] = YearTotals(*self.rows[str(year)])
         return totals
 
+    def get(self, year: int, default: YearTotals | None = None) -> YearTotals | None:  # type: ignore[override]
+        return self[year] if str(year) in self.rows else default
+
     def __contains__(self, year: object) -> bool:
         return str(year) in self.rows
 
@@ -87,9 +93,9 @@ class RawYears(Mapping[int, YearTotals]):
 def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
     """Year totals by year text; stored rows of untouched years are reused as they are."""
     changes: Mapping[int, YearTotals]
-    if isinstance(years, ChainMap) and len(years.maps) == 2 and isinstance(years.maps[1], RawYears):
-        rows = dict(years.maps[1].rows)
-        changes = years.maps[0]
+    if isinstance(years, Overlay) and isinstance(years.base, RawYears):
+        rows = dict(years.base.rows)
+        changes = years.changes
     elif isinstance(years, RawYears):
         return years.rows
     else:
@@ -158,8 +164,8 @@ def _unit_from_row(year: int, row: list[Any]) -> CourseUnit:
 def encode_units(account: Account) -> dict[int, bytes]:
     """The course units per academic year, for the years this account's steps changed."""
     units = account.units
-    if isinstance(units, ChainMap) and len(units.maps) == 2 and isinstance(units.maps[1], RawUnits):
-        changes, base = units.maps[0], units.maps[1]
+    if isinstance(units, Overlay) and isinstance(units.base, RawUnits):
+        changes, base = units.changes, units.base
         years = {year for year, _ in changes}
         rows = {key: row for key, row in base.rows.items() if key[0] in years}
         rows.update((key, _unit_row(key, unit)) for key, unit in changes.items())

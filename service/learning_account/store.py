@@ -26,7 +26,7 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
-from .domain.model import Account, EventRef
+from .domain.model import Account, EventRef, immutable
 from .state_codec import decode_account, encode_core, encode_units
 
 HELD_INDEX_KEY = "la:held"
@@ -154,13 +154,13 @@ class LoadedAccount:
     """Digests already applied, with their stored outputs (None once the retention passed)."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AppliedStep:
     digest: str
     outputs: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AccountWrite:
     student_id: str
     expected_version: str

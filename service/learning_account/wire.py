@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -43,6 +42,7 @@ from .domain.model import (
     ProgrammeKind,
     Refusal,
     ResultOutcome,
+    immutable,
 )
 
 # --- Topics -------------------------------------------------------------------------------------
@@ -692,7 +692,7 @@ class InvalidMessage(ValueError):
         super().__init__(self.reason)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DecodedEvent:
     """A valid message: its CloudEvents attributes, its typed data and the whole model."""
 

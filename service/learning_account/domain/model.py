@@ -6,11 +6,27 @@ multiple of 0.25 credit, so integers keep them exact (140 credits == 560 quarter
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+
+    @dataclass_transform(frozen_default=True, field_specifiers=(field,))
+    def immutable(cls: type[Any]) -> type[Any]: ...
+else:
+
+    def immutable(cls):
+        """An immutable value class. mypy checks it as a frozen dataclass (no field is ever
+        assigned after construction). At run time it is a slotted dataclass hashed by value,
+        without frozen's per-field `object.__setattr__` in `__init__`: three times faster to
+        build, and the hot path builds about a dozen per event."""
+        return dataclass(slots=True, unsafe_hash=True)(cls)
+
 
 QUARTERS_PER_CREDIT = 4
 OPENING_BALANCE = 140 * QUARTERS_PER_CREDIT
@@ -111,7 +127,7 @@ EXHAUSTED_OPTIONS = (
 # --- commands -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EventRef:
     """The input event a command comes from: CloudEvents `source` + `id` identify it."""
 
@@ -120,7 +136,7 @@ class EventRef:
     type: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class UnitRegistration:
     code: str
     credits: int
@@ -140,7 +156,7 @@ class UnitRegistration:
         return self.starts_on + timedelta(days=days)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Register:
     event: EventRef
     student_id: str
@@ -162,7 +178,7 @@ class Register:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RecordResult:
     event: EventRef
     student_id: str
@@ -172,7 +188,7 @@ class RecordResult:
     recorded_on: date
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AwardDegree:
     event: EventRef
     student_id: str
@@ -182,7 +198,7 @@ class AwardDegree:
     awarded_on: date
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Deregister:
     event: EventRef
     student_id: str
@@ -200,7 +216,7 @@ Command = Register | RecordResult | AwardDegree | Deregister
 # --- state --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CourseUnit:
     """A course unit registered for one academic year (kept after deregistration, marked so)."""
 
@@ -213,7 +229,7 @@ class CourseUnit:
     deregistered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class HeldResult:
     """An exam result that arrived before its registration (R3.6), with when it was held."""
 
@@ -221,7 +237,7 @@ class HeldResult:
     held_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class YearTotals:
     """The entries booked to one academic year, summed per kind (quarters, signed)."""
 
@@ -246,8 +262,58 @@ class YearTotals:
 
 _EMPTY: Mapping[object, object] = MappingProxyType({})
 
+K = TypeVar("K")
+V = TypeVar("V")
+_MISSING = object()
 
-@dataclass(frozen=True, slots=True)
+
+class Overlay(MutableMapping[K, V], Generic[K, V]):
+    """Copy-on-write: writes go to `changes`, reads fall through to `base`, never changed.
+
+    A step of a step keeps two layers (all changes so far, the original), so applying n events
+    costs O(changes), not O(n x history). Removing a key is not supported (the rules never do).
+    """
+
+    __slots__ = ("base", "changes")
+
+    def __init__(self, changes: dict[K, V], base: Mapping[K, V]) -> None:
+        self.changes = changes
+        self.base = base
+
+    @classmethod
+    def over(cls, mapping: Mapping[K, V]) -> Overlay[K, V]:
+        if isinstance(mapping, Overlay):
+            return cls(dict(mapping.changes), mapping.base)
+        return cls({}, mapping)
+
+    def __getitem__(self, key: K) -> V:
+        value = self.changes.get(key, _MISSING)
+        return self.base[key] if value is _MISSING else value  # type: ignore[return-value]
+
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+        value = self.changes.get(key, _MISSING)
+        return self.base.get(key, default) if value is _MISSING else value  # type: ignore[return-value]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.changes or key in self.base
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.changes[key] = value
+
+    def __delitem__(self, key: K) -> None:
+        raise TypeError("an overlay does not remove keys")
+
+    def __iter__(self) -> Iterator[K]:
+        yield from self.changes
+        for key in self.base:
+            if key not in self.changes:
+                yield key
+
+    def __len__(self) -> int:
+        return len(self.changes) + sum(1 for key in self.base if key not in self.changes)
+
+
+@immutable
 class Account:
     """Everything the rules need to know of one student. `balance` is None until opened (R1.1)."""
 
@@ -271,7 +337,7 @@ class Account:
 # --- domain events ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Entry:
     kind: EntryKind
     amount: int
@@ -279,7 +345,7 @@ class Entry:
     course_unit_code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BalanceChanged:
     student_id: str
     academic_year: int
@@ -295,7 +361,7 @@ class BalanceChanged:
         return self.balance - self.previous_balance
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CreditExhausted:
     student_id: str
     academic_year: int
@@ -304,7 +370,7 @@ class CreditExhausted:
     options: tuple[str, ...] = EXHAUSTED_OPTIONS
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CreditLow:
     student_id: str
     academic_year: int
@@ -313,7 +379,7 @@ class CreditLow:
     caused_by: EventRef
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EventRejected:
     student_id: str
     reason: Refusal
@@ -324,7 +390,7 @@ class EventRejected:
 DomainEvent = BalanceChanged | CreditExhausted | CreditLow | EventRejected
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Decision:
     """The outcome of one step: the new state and the events it recorded, in publish order."""
 

@@ -6,11 +6,9 @@ exam results, R3.6) and the policy.
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date
-from typing import TypeVar, cast
 
 from .model import (
     BONUS_CAP,
@@ -36,6 +34,7 @@ from .model import (
     EventRef,
     EventRejected,
     HeldResult,
+    Overlay,
     Policy,
     ProgrammeKind,
     RecordResult,
@@ -47,9 +46,6 @@ from .model import (
 )
 
 DEFAULT_POLICY = Policy()
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 _TOTALS_COLUMN = {
     EntryKind.INVESTED: 0,
@@ -126,18 +122,6 @@ def _latest(first: int | None, second: int | None) -> int | None:
     return max(first, second)
 
 
-def _overlay(mapping: Mapping[K, V]) -> ChainMap[K, V]:
-    """Copy-on-write: a step writes its changes on top of the account's units or year totals.
-
-    A step of a step keeps two layers (all changes so far, the original), so applying n events
-    costs O(changes), not O(n x history): a long history does not make events slower.
-    """
-    if isinstance(mapping, ChainMap) and len(mapping.maps) == 2:
-        return ChainMap(dict(mapping.maps[0]), mapping.maps[1])
-    # ChainMap writes only to its first map: the account's own mapping is never changed
-    return ChainMap({}, cast(MutableMapping[K, V], mapping))
-
-
 def deregistration_refund(
     unit: CourseUnit, command: Deregister, *, generation_student: bool
 ) -> int:
@@ -175,7 +159,7 @@ class _Step:
         self.generation_year = account.generation_year
         self.years = account.years
         self.year_sums: dict[int, list[int]] = {}  # the years this step books to
-        self.units = _overlay(account.units)
+        self.units = Overlay.over(account.units)
         self.held = list(account.held)
         self.events: list[DomainEvent] = []
 
@@ -186,7 +170,7 @@ class _Step:
     def decision(self) -> Decision:
         years: Mapping[int, YearTotals] = self.years
         if self.year_sums:
-            changed = _overlay(self.years)
+            changed = Overlay.over(self.years)
             for year, sums in self.year_sums.items():
                 changed[year] = YearTotals(*sums)
             years = changed
