@@ -155,35 +155,38 @@ class Processor:
                 tally.duplicates += 1
                 continue
             event = item.command.event
-            with applying(
-                self.tracer,
-                item.record.value,
-                event_type=event.type,
-                event_id=event.id,
-                source=event.source,
-                topic=item.record.topic,
-                partition=item.record.partition,
-                offset=item.record.offset,
-            ) as traceparent:
-                try:
-                    decision = decide(account, item.command, now=now, policy=self.policy)
-                except Exception as error:  # a bug must not stop the consumer: park the record
-                    log.exception("rules failed on %s/%s", event.source, event.id)
-                    produced.append(
-                        (item.index, [self._dead_letter(item.record, f"internal error: {error!r}")])
-                    )
-                    tally.dead_lettered += 1
-                    continue
-                messages = [to_message(out, stamp, traceparent) for out in decision.events]
-            log.debug(
-                "event applied",
-                extra={
-                    "event_source": event.source,
-                    "event_id": event.id,
-                    "event_type": event.type,
-                    "outputs": [message.event_id for message in messages],
-                },
-            )
+            try:
+                if self.tracer is None:
+                    decision, messages = self._apply(account, item, now, stamp, None)
+                else:
+                    with applying(
+                        self.tracer,
+                        item.record.value,
+                        event_type=event.type,
+                        event_id=event.id,
+                        source=event.source,
+                        topic=item.record.topic,
+                        partition=item.record.partition,
+                        offset=item.record.offset,
+                    ) as traceparent:
+                        decision, messages = self._apply(account, item, now, stamp, traceparent)
+            except Exception as error:  # a bug must not stop the consumer: park the record
+                log.exception("rules failed on %s/%s", event.source, event.id)
+                produced.append(
+                    (item.index, [self._dead_letter(item.record, f"internal error: {error!r}")])
+                )
+                tally.dead_lettered += 1
+                continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "event applied",
+                    extra={
+                        "event_source": event.source,
+                        "event_id": event.id,
+                        "event_type": event.type,
+                        "outputs": [message.event_id for message in messages],
+                    },
+                )
             _count(tally, item.command, decision)
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account
@@ -200,6 +203,12 @@ class Processor:
             held_deadline=self.held_deadline(account),
         )
         return write, produced
+
+    def _apply(
+        self, account: Account, item: _Item, now: float, stamp: str, traceparent: str | None
+    ) -> tuple[Decision, list[OutputMessage]]:
+        decision = decide(account, item.command, now=now, policy=self.policy)
+        return decision, [to_message(out, stamp, traceparent) for out in decision.events]
 
     def held_deadline(self, account: Account) -> float | None:
         if not account.held:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from learning_account.domain.model import EventRef, Overlay
+from learning_account.domain.model import (
+    Contract,
+    CourseUnit,
+    EventRef,
+    Overlay,
+    ResultOutcome,
+)
 from learning_account.redis_connect import redis_client
 
 
@@ -66,3 +73,9 @@ def test_commands_are_packed_by_hiredis_and_byte_for_byte_the_same(url: str, kin
         assert b"".join(fast.pack_command(*args)) == b"".join(plain.pack_command(*args))
     with pytest.raises(DataError):  # what hiredis does not take, redis-py's packer refuses
         fast.pack_command("SET", "k", True)
+
+
+def test_a_unit_with_its_result_is_the_unit_replaced() -> None:
+    unit = CourseUnit(24, Contract.CREDIT, False, date(2023, 10, 9), True, None, True)
+    expected = dataclasses.replace(unit, result=ResultOutcome.TOLERATED)
+    assert unit.with_result(ResultOutcome.TOLERATED) == expected

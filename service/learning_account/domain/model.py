@@ -228,6 +228,18 @@ class CourseUnit:
     result: ResultOutcome | None = None
     deregistered: bool = False
 
+    def with_result(self, result: ResultOutcome) -> CourseUnit:
+        """This unit with its final result (`dataclasses.replace`, without its generic cost)."""
+        return CourseUnit(
+            self.credits,
+            self.contract,
+            self.uses_account,
+            self.border_date,
+            self.generation_student,
+            result,
+            self.deregistered,
+        )
+
 
 @immutable
 class HeldResult:

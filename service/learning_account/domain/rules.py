@@ -286,7 +286,8 @@ class _Step:
 
         uncovered = 0
         additional_fee = False
-        if command.uses_account:
+        uses_account = command.uses_account
+        if uses_account:
             available = self.balance if self.balance is not None else OPENING_BALANCE
             if available <= 0:
                 if command.programme_kind is ProgrammeKind.MASTER and not self.master_degree:
@@ -315,7 +316,7 @@ class _Step:
             self.units[(year, unit.code)] = CourseUnit(
                 credits=unit.credits,
                 contract=command.contract,
-                uses_account=command.uses_account,
+                uses_account=uses_account,
                 border_date=unit.effective_border_date(),
                 generation_student=command.generation_student,
             )
@@ -398,7 +399,7 @@ class _Step:
                 f" for {format_academic_year(year)}",
             )
             return
-        self.units[key] = replace(unit, result=command.outcome)
+        self.units[key] = unit.with_result(command.outcome)
         if unit.uses_account and command.outcome is ResultOutcome.PASSED:
             entries.append(
                 self.book(Entry(EntryKind.ACQUIRED, unit.credits, year, command.unit_code))
