@@ -37,29 +37,42 @@ UnitKey = tuple[int, str]
 class RawUnits(Mapping[UnitKey, CourseUnit]):
     """The stored unit rows of the loaded years, turned into CourseUnit objects only when read."""
 
-    __slots__ = ("_cache", "rows")
+    __slots__ = ("_cache", "by_year")
 
-    def __init__(self, rows: dict[UnitKey, list[Any]]) -> None:
-        self.rows = rows  # (year, code) -> [code, credits, contract, uses, border, gen, ...]
+    def __init__(self, by_year: dict[int, dict[str, list[Any]]]) -> None:
+        self.by_year = by_year  # year -> code -> [code, credits, flags, border days]
         self._cache: dict[UnitKey, CourseUnit] = {}
+
+    def _row(self, key: UnitKey) -> list[Any] | None:
+        rows = self.by_year.get(key[0])
+        return None if rows is None else rows.get(key[1])
 
     def __getitem__(self, key: UnitKey) -> CourseUnit:
         unit = self._cache.get(key)
         if unit is None:
-            unit = self._cache[key] = _unit_from_row(key[0], self.rows[key])
+            row = self._row(key)
+            if row is None:
+                raise KeyError(key)
+            unit = self._cache[key] = _unit_from_row(key[0], row)
         return unit
 
     def get(self, key: UnitKey, default: CourseUnit | None = None) -> CourseUnit | None:  # type: ignore[override]
-        return self[key] if key in self.rows else default
+        unit = self._cache.get(key)
+        if unit is not None:
+            return unit
+        return default if self._row(key) is None else self[key]
 
     def __contains__(self, key: object) -> bool:
-        return key in self.rows
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        rows = self.by_year.get(key[0])
+        return rows is not None and key[1] in rows
 
     def __iter__(self) -> Iterator[UnitKey]:
-        return iter(self.rows)
+        return ((year, code) for year, rows in self.by_year.items() for code in rows)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return sum(len(rows) for rows in self.by_year.values())
 
 
 class RawYears(Mapping[int, YearTotals]):
@@ -165,18 +178,22 @@ def encode_units(account: Account) -> dict[int, bytes]:
     """The course units per academic year, for the years this account's steps changed."""
     units = account.units
     if isinstance(units, Overlay) and isinstance(units.base, RawUnits):
-        changes, base = units.changes, units.base
-        years = {year for year, _ in changes}
-        rows = {key: row for key, row in base.rows.items() if key[0] in years}
-        rows.update((key, _unit_row(key, unit)) for key, unit in changes.items())
+        by_year: dict[int, dict[str, list[Any]]] = {}
+        for key, unit in units.changes.items():
+            rows = by_year.get(key[0])
+            if rows is None:
+                rows = by_year[key[0]] = dict(units.base.by_year.get(key[0], {}))
+            rows[key[1]] = _unit_row(key, unit)
     elif isinstance(units, RawUnits):
         return {}
     else:  # an account built in memory: every year
-        rows = {key: _unit_row(key, unit) for key, unit in units.items()}
-    by_year: dict[int, list[list[Any]]] = {}
-    for key in sorted(rows):
-        by_year.setdefault(key[0], []).append(rows[key])
-    return {year: orjson.dumps(year_rows) for year, year_rows in by_year.items()}
+        by_year = {}
+        for key, unit in units.items():
+            by_year.setdefault(key[0], {})[key[1]] = _unit_row(key, unit)
+    return {
+        year: orjson.dumps([rows[code] for code in sorted(rows)])
+        for year, rows in sorted(by_year.items())
+    }
 
 
 def encode_core(account: Account) -> bytes:
@@ -215,7 +232,7 @@ def decode_account(
 ) -> Account:
     """The core, with the course units of the years given (the rest of history stays away)."""
     rows = {
-        (year, row[0]): row for year, blob_ in (units or {}).items() for row in orjson.loads(blob_)
+        year: {row[0]: row for row in orjson.loads(blob_)} for year, blob_ in (units or {}).items()
     }
     if not blob:
         return Account(student_id, units=RawUnits(rows))
