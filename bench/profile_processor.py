@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 
 from pyinstrument import Profiler
-from redis.asyncio import Redis
 from run import RESULTS_DIR, Feeder, generate_load, history_track  # bench/ is sys.path[0]
 
 from learning_account.devstack import free_port, start_redis
 from learning_account.pipeline import Processor
+from learning_account.redis_connect import redis_client
 from learning_account.settings import Settings
 from learning_account.store import AccountStore
 from learning_account.wire import INPUT_TOPICS
@@ -31,7 +31,7 @@ async def main(args: argparse.Namespace) -> None:
     server = start_redis(port, work / "redis")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        redis = redis_client(f"redis://127.0.0.1:{port}/0", cluster=False)
         processor = Processor(AccountStore(redis), Settings().policy)
 
         # 1. the backlog mix
