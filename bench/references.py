@@ -11,8 +11,9 @@ ceiling: a bare pass-through: no Redis, no decoding, no logic. Each fetched batc
          --max-records) is re-published one output per input without awaiting each send, the
          acknowledgements are awaited together, then the batch's offsets are committed.
 
-Both stop cleanly on SIGTERM. Progress is observed from outside through committed offsets,
-the same way as for the service.
+Both tune Python's GC as the service does (LA_GC_THRESHOLD, runtime.tune_gc) once started, so
+the three differ only in what they do per event. Both stop cleanly on SIGTERM. Progress is
+observed from outside through committed offsets, the same way as for the service.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from learning_account.devstack import PRODUCER_KWARGS, leave_group_if_first_generation
+from learning_account.runtime import tune_gc
+from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS
 
 _NAIVE_SCRIPT = """
@@ -64,6 +67,7 @@ async def naive(args: argparse.Namespace, stop: asyncio.Event) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, **PRODUCER_KWARGS)
     await producer.start()
     await consumer.start()
+    tune_gc(Settings.from_env().gc_threshold)
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=100, max_records=args.max_records)
@@ -92,6 +96,7 @@ async def ceiling(args: argparse.Namespace, stop: asyncio.Event) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=5, **PRODUCER_KWARGS)
     await producer.start()
     await consumer.start()
+    tune_gc(Settings.from_env().gc_threshold)
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50, max_records=args.max_records)

@@ -38,6 +38,7 @@ from .metrics import Metrics
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
 from .redis_connect import is_cluster, redis_client
+from .runtime import tune_gc
 from .settings import Settings
 from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
@@ -384,6 +385,7 @@ class Service:
                 await http_task  # raises the reason the server did not start
         await self._start_broker()
         self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
+        tune_gc(self.settings.gc_threshold)
         self._broker_started = True
         self.metrics.ready.set(1)
         log.info(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .domain.model import Policy, credits_to_quarters
+from .runtime import parse_gc_threshold
 
 
 def _thresholds(text: str) -> tuple[int, ...]:
@@ -45,6 +46,8 @@ class Settings:
     """How long a fetch may wait at the broker for data: the latency floor when traffic is light."""
     outbox_retention_seconds: float = 7 * 24 * 3600
     held_sweep_interval_seconds: float = 5.0
+    gc_threshold: tuple[int, int, int] | None = (100_000, 50, 100)
+    """Python's cyclic GC thresholds once started (None: Python's own); see runtime.tune_gc."""
     graceful_timeout_seconds: float = 30.0
     log_level: str = "INFO"
     kafka_security_protocol: str = "PLAINTEXT"
@@ -97,6 +100,7 @@ class Settings:
             held_sweep_interval_seconds=float(
                 get("HELD_SWEEP_INTERVAL_SECONDS", str(_sweep_interval(env)))
             ),
+            gc_threshold=parse_gc_threshold(get("GC_THRESHOLD", "100000,50,100")),
             graceful_timeout_seconds=float(
                 get("GRACEFUL_TIMEOUT_SECONDS", str(defaults.graceful_timeout_seconds))
             ),

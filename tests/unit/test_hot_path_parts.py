@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 from datetime import date
 
 import pytest
@@ -17,6 +18,8 @@ from learning_account.domain.model import (
     ResultOutcome,
 )
 from learning_account.redis_connect import redis_client
+from learning_account.runtime import parse_gc_threshold, tune_gc
+from learning_account.settings import Settings
 
 
 def test_an_overlay_reads_through_and_writes_on_top() -> None:
@@ -79,3 +82,25 @@ def test_a_unit_with_its_result_is_the_unit_replaced() -> None:
     unit = CourseUnit(24, Contract.CREDIT, False, date(2023, 10, 9), True, None, True)
     expected = dataclasses.replace(unit, result=ResultOutcome.TOLERATED)
     assert unit.with_result(ResultOutcome.TOLERATED) == expected
+
+
+def test_gc_thresholds_are_three_counts_or_pythons_own() -> None:
+    assert parse_gc_threshold("100000,50,100") == (100_000, 50, 100)
+    assert parse_gc_threshold("python") is None
+    for wrong in ("1,2", "0,10,10", "a,b,c", "10,-1,10"):
+        with pytest.raises(ValueError):
+            parse_gc_threshold(wrong)
+    assert Settings.from_env({"LA_GC_THRESHOLD": "python"}).gc_threshold is None
+    assert Settings.from_env({}).gc_threshold == (100_000, 50, 100)
+
+
+def test_tuning_freezes_start_up_and_sets_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc((50_000, 20, 100))
+        assert gc.get_threshold() == (50_000, 20, 100) and gc.get_freeze_count() > 0
+        tune_gc(None)  # Python's own: left as it is
+        assert gc.get_threshold() == (50_000, 20, 100)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
