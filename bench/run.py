@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -450,14 +450,33 @@ def latency_stream(students: int, seed: int = 11) -> list[tuple[str, bytes, byte
     return stream
 
 
-async def measure_latency(stack: Stack, rate: int, seconds: float) -> dict[str, Any]:
-    """Pace the stream at `rate` events/s; time input -> matching balance-changed."""
+def _caused_by(document: dict[str, Any]) -> str:
+    return str(document["data"]["caused_by"]["id"])
+
+
+def _own_id(document: dict[str, Any]) -> str:
+    return str(document["id"])
+
+
+async def measure_latency(
+    stack: Stack,
+    rate: int,
+    seconds: float,
+    topic: str = BALANCE_CHANGED_TOPIC,
+    cause_of: Callable[[dict[str, Any]], str] = _caused_by,
+) -> dict[str, Any]:
+    """Pace the stream at `rate` events/s; time input -> matching output on `topic`.
+
+    For the service the output is the input's balance-changed; for the ceiling, the input
+    passed through (`cause_of=_own_id`). Both are timed over the same events: those that change
+    a balance.
+    """
     stream = latency_stream(max(100, int(rate * seconds / 11.5)))
     sent: dict[str, float] = {}
     expected = {event_id for *_, event_id, expects in stream if expects}
     seen: dict[str, float] = {}
     consumer = AIOKafkaConsumer(
-        BALANCE_CHANGED_TOPIC,
+        topic,
         bootstrap_servers=stack.bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -480,7 +499,7 @@ async def measure_latency(stack: Stack, rate: int, seconds: float) -> dict[str, 
                     value = record.value
                     if b'"lat-' not in value:
                         continue
-                    cause = json.loads(value)["data"]["caused_by"]["id"]
+                    cause = cause_of(json.loads(value))
                     if cause in sent and cause not in seen:
                         seen[cause] = now
 
@@ -767,6 +786,7 @@ def render(results: dict[str, Any]) -> str:
     svc, naive, ceiling = t["service"], t["naive"], t["ceiling"]
     two = t.get("service_2_instances") or {}
     lat = results["latency"]
+    base = results.get("latency_ceiling") or {"rate_target": lat["rate_target"]}
     mem = results["memory"]
     hist = results["history"]
     ratios = results["ratios"]
@@ -808,6 +828,8 @@ def render(results: dict[str, Any]) -> str:
         f"| latency p50 @ {lat['rate_target']:,}/s | {fmt(lat['p50_ms'], 1)} ms | | |",
         f"| latency p99 @ {lat['rate_target']:,}/s | {fmt(lat['p99_ms'], 1)} ms | <= 100 ms "
         f"| {mark('p99_latency')} |",
+        f"| ceiling latency p50 / p99 @ {base['rate_target']:,}/s (the broker's share) | "
+        f"{fmt(base.get('p50_ms'), 1)} / {fmt(base.get('p99_ms'), 1)} ms | | |",
         f"| Redis per student, 4 years (outbox expired, MEMORY USAGE of its keys,"
         f" Redis as in deploy/) | "
         f"{fmt(mem['bytes_per_student'])} B "
@@ -988,6 +1010,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         children.append(ceiling)
         ceiling_result = await watch(
             stack, "bench-ceiling", [ceiling], "ceiling pass-through", limit_s=timeout
+        )
+        say(f"ceiling latency: {args.rate:,} events/s for {latency_seconds}s")
+        results["latency_ceiling"] = await measure_latency(
+            stack, args.rate, latency_seconds, CEILING_OUT, _own_id
         )
         ceiling.stop()
         children.remove(ceiling)
