@@ -1,8 +1,11 @@
 """Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals).
 
-Two parts: the core (balance, flags, year totals, held results) and, per academic year, the
-course units of that year. Units are decoded lazily and only the years a step changed are
-written back, so a student's history is never turned into objects again and again.
+Three parts: the core (balance, flags, held results) and, per academic year, the totals of that
+year and its course units. Only the years a step names are read and written back, and units are
+decoded lazily, so a long history makes neither the stored core nor an event dearer.
+
+Format 2 kept every year's totals in the core; such a core is still read, and the first write
+after it stores every year's totals on their own.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from .domain.model import (
     YearTotals,
 )
 
-FORMAT = 2
+FORMAT = 3
+FORMATS_READ = (2, 3)
 _CONTRACT = {Contract.DIPLOMA: "d", Contract.CREDIT: "c", Contract.EXAM: "e"}
 _CONTRACT_BACK = {code: contract for contract, code in _CONTRACT.items()}
 _OUTCOME = {ResultOutcome.PASSED: "p", ResultOutcome.FAILED: "f", ResultOutcome.TOLERATED: "t"}
@@ -78,10 +82,11 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
 class RawYears(Mapping[int, YearTotals]):
     """The stored year totals, turned into YearTotals objects only when read."""
 
-    __slots__ = ("_cache", "rows")
+    __slots__ = ("_cache", "from_core", "rows")
 
-    def __init__(self, rows: dict[str, list[int]]) -> None:
+    def __init__(self, rows: dict[str, list[int]], *, from_core: bool = False) -> None:
         self.rows = rows  # "2016" -> [invested, acquired, bonus, refunded, deduction, rebuilt]
+        self.from_core = from_core  # read from a format-2 core: every year, to write out once
         self._cache: dict[int, YearTotals] = {}
 
     def __getitem__(self, year: int) -> YearTotals:
@@ -104,13 +109,14 @@ class RawYears(Mapping[int, YearTotals]):
 
 
 def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
-    """Year totals by year text; stored rows of untouched years are reused as they are."""
+    """Year totals by year text: the years a step changed (every year of an account built in
+    memory, or read from a format-2 core)."""
     changes: Mapping[int, YearTotals]
     if isinstance(years, Overlay) and isinstance(years.base, RawYears):
-        rows = dict(years.base.rows)
+        rows = dict(years.base.rows) if years.base.from_core else {}
         changes = years.changes
     elif isinstance(years, RawYears):
-        return years.rows
+        return dict(years.rows) if years.from_core else {}
     else:
         rows, changes = {}, years
     for year, t in changes.items():
@@ -123,6 +129,11 @@ def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
             t.rebuilt,
         ]
     return rows
+
+
+def encode_years(account: Account) -> dict[int, bytes]:
+    """The totals per academic year, for the years this account's steps changed."""
+    return {int(year): orjson.dumps(row) for year, row in _year_rows(account.years).items()}
 
 
 _CONTRACT_BITS = {Contract.DIPLOMA: 0, Contract.CREDIT: 1, Contract.EXAM: 2}
@@ -197,7 +208,7 @@ def encode_units(account: Account) -> dict[int, bytes]:
 
 
 def encode_core(account: Account) -> bytes:
-    """Everything but the course units."""
+    """Everything but the course units and the year totals."""
     held = [
         [
             h.held_at,
@@ -220,7 +231,6 @@ def encode_core(account: Account) -> bytes:
         "e": account.last_enrolment_year,
         "x": account.last_rebuilt_year,
         "n": account.generation_year,
-        "y": _year_rows(account.years),
     }
     if held:
         document["h"] = held
@@ -228,17 +238,26 @@ def encode_core(account: Account) -> bytes:
 
 
 def decode_account(
-    student_id: str, blob: bytes | None, units: Mapping[int, bytes] | None = None
+    student_id: str,
+    blob: bytes | None,
+    units: Mapping[int, bytes] | None = None,
+    totals: Mapping[int, bytes] | None = None,
 ) -> Account:
-    """The core, with the course units of the years given (the rest of history stays away)."""
+    """The core, with the totals and course units of the years given (the rest of history stays
+    away: a step books only to its event's year and to years without enrolment, which have no
+    totals yet)."""
     rows = {
         year: {row[0]: row for row in orjson.loads(blob_)} for year, blob_ in (units or {}).items()
     }
+    year_rows = {str(year): orjson.loads(blob_) for year, blob_ in (totals or {}).items()}
     if not blob:
-        return Account(student_id, units=RawUnits(rows))
+        return Account(student_id, years=RawYears(year_rows), units=RawUnits(rows))
     document = orjson.loads(blob)
-    if document.get("f") != FORMAT:
+    if document.get("f") not in FORMATS_READ:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
+    from_core = "y" in document
+    if from_core:
+        year_rows = {**document["y"], **year_rows}
     held = tuple(
         HeldResult(
             command=RecordResult(
@@ -264,16 +283,18 @@ def decode_account(
         last_enrolment_year=document["e"],
         last_rebuilt_year=document["x"],
         generation_year=document["n"],
-        years=RawYears(document["y"]),
+        years=RawYears(year_rows, from_core=from_core),
         units=RawUnits(rows),
         held=held,
     )
 
 
 def encode_account(account: Account) -> dict[str, Any]:
-    """The whole account as one document (core plus every loaded year's units), to compare."""
+    """The whole account as one document (core, every loaded year's totals and units), to
+    compare."""
     document: dict[str, Any] = orjson.loads(encode_core(account))
-    document["y"] = dict(sorted(document["y"].items()))
+    every_year = {year: account.years[year] for year in sorted(account.years)}
+    document["y"] = _year_rows(every_year)
     document["u"] = {
         str(year): orjson.loads(rows) for year, rows in sorted(_all_units(account).items())
     }

@@ -1,10 +1,10 @@
 """Each student's learning account in Redis.
 
 Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
-- `la:{sid}:account`   hash: `s` the account without its course units, `v` its version
-                       (optimistic concurrency), `d` the idempotency digests already applied
-                       (8 bytes each, CloudEvents source + id), `u:<year>` the course units of
-                       one academic year
+- `la:{sid}:account`   hash: `s` the account without its year totals and course units, `v`
+                       its version (optimistic concurrency), `d` the idempotency digests
+                       already applied (8 bytes each, CloudEvents source + id), `t:<year>` the
+                       totals and `u:<year>` the course units of one academic year
 - `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
                        duplicate delivery re-publishes them identically
 - `la:held`            sorted set: students with held exam results, by earliest deadline
@@ -12,7 +12,7 @@ Keys carry the student id as a Redis Cluster hash tag, so one student's keys sha
 Applying a batch is two round trips whatever its size: one pipelined read of every touched
 student, one pipelined atomic write per student (a Lua script that checks the version, writes the
 state, records the digests and stores the outputs together). Only the academic years a batch
-names are read and written, so a student's long history does not make an event dearer.
+names are read and written, so a student's long history does not make an event much dearer.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from .domain.model import Account, EventRef, immutable
-from .state_codec import decode_account, encode_core, encode_units
+from .state_codec import decode_account, encode_core, encode_units, encode_years
 
 HELD_INDEX_KEY = "la:held"
 
@@ -138,6 +138,10 @@ def units_field(year: int) -> str:
     return f"u:{year}"
 
 
+def totals_field(year: int) -> str:
+    return f"t:{year}"
+
+
 def account_key(student_id: str) -> str:
     return f"la:{{{student_id}}}:account"
 
@@ -224,13 +228,12 @@ class AccountStore:
         for (student_id, digests, years), reply in zip(requests, replies, strict=True):
             state, version = reply[0], reply[1]
             outputs = reply[2 : 2 + len(digests)]
-            units = {
-                year: blob
-                for year, blob in zip(years, reply[2 + len(digests) :], strict=True)
-                if blob
-            }
+            fields = reply[2 + len(digests) :]  # per year: its units, its totals
+            units = {year: blob for year, blob in zip(years, fields[::2], strict=True) if blob}
+            totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
             entry = LoadedAccount(
-                decode_account(student_id, state, units), version.decode() if version else ""
+                decode_account(student_id, state, units, totals),
+                version.decode() if version else "",
             )
             for digest, stored in zip(digests, outputs, strict=True):
                 if stored != 0:
@@ -245,7 +248,8 @@ class AccountStore:
             keys.extend(outputs_key(student_id, digest) for digest in digests)
             args: list[Any] = [len(digests)]
             args.extend(bytes.fromhex(digest) for digest in digests)
-            args.extend(units_field(year) for year in years)
+            for year in years:
+                args.extend((units_field(year), totals_field(year)))
             calls.append((keys, args))
         return await self._run_scripts(calls, _LOAD_SCRIPT, _LOAD_MANY_SCRIPT)
 
@@ -300,14 +304,17 @@ class AccountStore:
         for write in writes:
             keys = [account_key(write.student_id)]
             units = encode_units(write.account)
+            totals = encode_years(write.account)
             args: list[Any] = [
                 write.expected_version,
                 encode_core(write.account),
                 self.outbox_retention_ms,
-                len(units),
+                len(units) + len(totals),
             ]
             for year, rows in units.items():
                 args.extend((units_field(year), rows))
+            for year, row in totals.items():
+                args.extend((totals_field(year), row))
             for step in write.steps:
                 keys.append(outputs_key(write.student_id, step.digest))
                 args.extend((bytes.fromhex(step.digest), step.outputs))
@@ -336,14 +343,14 @@ class AccountStore:
 
     async def get(self, student_id: str, *, with_units: bool = False) -> Account | None:
         """The account for reading (no course units unless asked), None if never written."""
-        if not with_units:
-            state: Any = await self.redis.hget(account_key(student_id), "s")
-            return None if state is None else decode_account(student_id, state)
         fields: Any = await self.redis.hgetall(account_key(student_id))
         if b"s" not in fields:
             return None
-        units = {int(name[2:]): blob for name, blob in fields.items() if name.startswith(b"u:")}
-        return decode_account(student_id, fields[b"s"], units)
+        totals = {int(name[2:]): blob for name, blob in fields.items() if name.startswith(b"t:")}
+        units = {}
+        if with_units:
+            units = {int(name[2:]): blob for name, blob in fields.items() if name.startswith(b"u:")}
+        return decode_account(student_id, fields[b"s"], units, totals)
 
     async def due_held(self, now: float, limit: int = 500) -> list[str]:
         members = await self.redis.zrangebyscore(HELD_INDEX_KEY, "-inf", now, start=0, num=limit)
