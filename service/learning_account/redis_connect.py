@@ -36,8 +36,9 @@ class _HiredisPacking(AbstractConnection):
     argument, and a batch's one script call carries thousands of them."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": one word per argument
-            args = (*args[0].split(), *args[1:])
+        name = args[0]  # "SCRIPT LOAD" goes as one word per argument
+        if (isinstance(name, str) and " " in name) or (isinstance(name, bytes) and b" " in name):
+            args = (*name.split(), *args[1:])
         try:
             return [hiredis.pack_command(args)]
         except TypeError:  # a type hiredis does not take: redis-py's packer says what is wrong

@@ -71,6 +71,7 @@ def test_commands_are_packed_by_hiredis_and_byte_for_byte_the_same(url: str, kin
     for args in [
         ("EVALSHA", "f" * 40, 2, "la:{r1}:account", b"\x00\xff", 7, 1.5, "é"),
         ("SCRIPT LOAD", "return 1"),
+        (b"CONFIG GET", "maxmemory"),
         ("ZADD", "la:held", 1736000000.125, "r1"),
     ]:
         assert b"".join(fast.pack_command(*args)) == b"".join(plain.pack_command(*args))
