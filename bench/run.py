@@ -735,9 +735,9 @@ async def measure_history(
     (new students each time) and each position keeps its median: this machine is shared, and
     one slow batch should not decide a checkpoint.
     """
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url, cluster=False)
     await redis.flushall()
-    processor = Processor(AccountStore(redis_client(redis_url, cluster=False)), Settings().policy)
+    processor = Processor(AccountStore(redis), Settings().policy)
     feeder = Feeder()
     last = max(checkpoints)
     cycle = 11
@@ -754,7 +754,6 @@ async def measure_history(
         key = f"la:{{{tracks[0][0]['subject']}}}:account"
         state_bytes = len(await redis.hget(key, "s") or b"")
     await redis.aclose()
-    await processor.store.redis.aclose()
     per_position = [statistics.median(values) for values in timings]
     result: dict[str, Any] = {
         "students_per_batch": students,
@@ -1140,7 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     # the in-process figures run the Processor as the service does, GC tuning included; it
     # also keeps this process (load generator, latency reader) from stealing CPU in collections
-    tune_gc(Settings().gc_threshold)
+    tune_gc(Settings.from_env().gc_threshold)
     started = time.perf_counter()
     results = asyncio.run(run(args))
     results["bench_seconds"] = time.perf_counter() - started

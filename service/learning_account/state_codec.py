@@ -52,19 +52,19 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
         return None if rows is None else rows.get(key[1])
 
     def __getitem__(self, key: UnitKey) -> CourseUnit:
-        unit = self._cache.get(key)
+        unit = self.get(key)
         if unit is None:
-            row = self._row(key)
-            if row is None:
-                raise KeyError(key)
-            unit = self._cache[key] = _unit_from_row(key[0], row)
+            raise KeyError(key)
         return unit
 
     def get(self, key: UnitKey, default: CourseUnit | None = None) -> CourseUnit | None:  # type: ignore[override]
         unit = self._cache.get(key)
-        if unit is not None:
-            return unit
-        return default if self._row(key) is None else self[key]
+        if unit is None:
+            row = self._row(key)
+            if row is None:
+                return default
+            unit = self._cache[key] = _unit_from_row(key[0], row)
+        return unit
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple) or len(key) != 2:

@@ -134,12 +134,24 @@ def event_digest(event: EventRef) -> str:
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
 
 
+UNITS_FIELD_PREFIX = "u:"
+TOTALS_FIELD_PREFIX = "t:"
+
+
 def units_field(year: int) -> str:
-    return f"u:{year}"
+    return f"{UNITS_FIELD_PREFIX}{year}"
 
 
 def totals_field(year: int) -> str:
-    return f"t:{year}"
+    return f"{TOTALS_FIELD_PREFIX}{year}"
+
+
+def _per_year(fields: Mapping[bytes, bytes], prefix: str) -> dict[int, bytes]:
+    """The `<prefix><year>` fields of an account hash, by year."""
+    start = prefix.encode()
+    return {
+        int(name[len(start) :]): blob for name, blob in fields.items() if name.startswith(start)
+    }
 
 
 def account_key(student_id: str) -> str:
@@ -346,10 +358,8 @@ class AccountStore:
         fields: Any = await self.redis.hgetall(account_key(student_id))
         if b"s" not in fields:
             return None
-        totals = {int(name[2:]): blob for name, blob in fields.items() if name.startswith(b"t:")}
-        units = {}
-        if with_units:
-            units = {int(name[2:]): blob for name, blob in fields.items() if name.startswith(b"u:")}
+        units = _per_year(fields, UNITS_FIELD_PREFIX) if with_units else {}
+        totals = _per_year(fields, TOTALS_FIELD_PREFIX)
         return decode_account(student_id, fields[b"s"], units, totals)
 
     async def due_held(self, now: float, limit: int = 500) -> list[str]:
