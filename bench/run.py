@@ -63,7 +63,7 @@ from learning_account.pipeline import InputRecord, Processor
 from learning_account.redis_connect import redis_client
 from learning_account.runtime import tune_gc
 from learning_account.settings import Settings
-from learning_account.store import AccountStore
+from learning_account.store import AccountStore, account_key
 from learning_account.wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
 HERE = Path(__file__).resolve().parent
@@ -103,6 +103,40 @@ def _units(rng: random.Random, prefix: str) -> dict[str, float]:
     return {f"{prefix}{i:02d}": rng.choice((3.0, 4.0, 5.0, 6.0, 6.0, 6.0)) for i in range(count)}
 
 
+def student_year(
+    rng: random.Random,
+    sid: str,
+    year: int,
+    failed: dict[str, list[str]],
+    *,
+    pass_rate: float,
+    deregistered_units: tuple[int, ...],
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+    """One student's academic year: a registration (new units plus up to 4 failed ones
+    retaken), in 5% of cases a deregistration of some units on 3 October, and a result for every
+    unit kept. `failed` is updated with this year's failed units."""
+    units = _units(rng, f"Y{year % 100}-")
+    for code in failed.get(sid, [])[:4]:
+        units[code] = 6.0
+    codes = list(units)
+    deregistration = None
+    if rng.random() < 0.05:
+        count = deregistered_units[0]
+        if len(deregistered_units) > 1:
+            count = rng.choice(deregistered_units)
+        gone = rng.sample(codes, count)
+        deregistration = ev.deregistration(sid, year, gone, date(year, 10, 3))
+        codes = [c for c in codes if c not in gone]
+    failed[sid] = []
+    results = []
+    for code in codes:
+        outcome = "passed" if rng.random() < pass_rate else "failed"
+        if outcome == "failed":
+            failed[sid].append(code)
+        results.append(ev.exam_result(sid, year, code, outcome))
+    return ev.registration(sid, year, units), deregistration, results
+
+
 def generate_load(students: int, seed: int = 7, duplicate_rate: float = 0.02) -> Load:
     """A chronological backlog: all registrations of a year, deregistrations, then results.
 
@@ -119,21 +153,12 @@ def generate_load(students: int, seed: int = 7, duplicate_rate: float = 0.02) ->
         active = ids if year == 2023 else [s for s in ids if s in second_year]
         regs, deregs, results = [], [], []
         for sid in active:
-            units = _units(rng, f"Y{year % 100}-")
-            for code in failed.get(sid, [])[:4]:
-                units[code] = 6.0
-            regs.append(ev.registration(sid, year, units))
-            codes = list(units)
-            if rng.random() < 0.05:
-                gone = rng.sample(codes, rng.choice((1, 2)))
-                deregs.append(ev.deregistration(sid, year, gone, date(year, 10, 3)))
-                codes = [c for c in codes if c not in gone]
-            failed[sid] = []
-            for code in codes:
-                outcome = "passed" if rng.random() < 0.82 else "failed"
-                if outcome == "failed":
-                    failed[sid].append(code)
-                results.append(ev.exam_result(sid, year, code, outcome))
+            registration, deregistration, year_results = student_year(
+                rng, sid, year, failed, pass_rate=0.82, deregistered_units=(1, 2)
+            )
+            regs.append(registration)
+            deregs.extend([deregistration] if deregistration else [])
+            results.extend(year_results)
             if rng.random() < 0.03 and (year == 2024 or sid not in second_year):
                 results.append(ev.degree(sid, year, rng.choice(("bachelor", "master"))))
         for phase in (regs, deregs, results):
@@ -646,21 +671,12 @@ async def measure_memory(redis_url: str, students: int) -> dict[str, Any]:
     for year in (2020, 2021, 2022, 2023):
         regs, deregs, results = [], [], []
         for sid in ids:
-            units = _units(rng, f"Y{year % 100}-")
-            for code in failed.get(sid, [])[:4]:
-                units[code] = 6.0
-            regs.append(ev.registration(sid, year, units))
-            codes = list(units)
-            if rng.random() < 0.05:
-                gone = rng.sample(codes, 1)
-                deregs.append(ev.deregistration(sid, year, gone, date(year, 10, 3)))
-                codes = [c for c in codes if c not in gone]
-            failed[sid] = []
-            for code in codes:
-                outcome = "passed" if rng.random() < 0.85 else "failed"
-                if outcome == "failed":
-                    failed[sid].append(code)
-                results.append(ev.exam_result(sid, year, code, outcome))
+            registration, deregistration, year_results = student_year(
+                rng, sid, year, failed, pass_rate=0.85, deregistered_units=(1,)
+            )
+            regs.append(registration)
+            deregs.extend([deregistration] if deregistration else [])
+            results.extend(year_results)
             if year == 2022 and rng.random() < 0.5:
                 results.append(ev.degree(sid, year, "bachelor"))
         for phase in (regs, deregs, results):
@@ -671,10 +687,8 @@ async def measure_memory(redis_url: str, students: int) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     with_outbox = int((await redis.info("memory"))["used_memory"])
     sample = ids[: min(50, len(ids))]
-    account_bytes = [await redis.memory_usage(f"la:{{{sid}}}:account") or 0 for sid in sample]
-    seen_bytes = [await redis.memory_usage(f"la:{{{sid}}}:seen") or 0 for sid in sample]
-    seen_encoding = (await redis.object("encoding", f"la:{{{sample[0]}}}:seen")) or b""
-    state_len = [len(await redis.hget(f"la:{{{sid}}}:account", "s") or b"") for sid in sample]
+    account_bytes = [await redis.memory_usage(account_key(sid)) or 0 for sid in sample]
+    state_len = [len(await redis.hget(account_key(sid), "s") or b"") for sid in sample]
     # what is left once the outbox retention (LA_OUTBOX_RETENTION_SECONDS) has passed
     out_keys = 0
     async for key in redis.scan_iter(match="la:*:out:*", count=1000):
@@ -685,8 +699,7 @@ async def measure_memory(redis_url: str, students: int) -> dict[str, Any]:
     # the same, counted key by key (immune to the keyspace table still sized for the outbox)
     async with redis.pipeline(transaction=False) as pipe:
         for sid in ids:
-            pipe.memory_usage(f"la:{{{sid}}}:account", samples=0)
-            pipe.memory_usage(f"la:{{{sid}}}:seen", samples=0)
+            pipe.memory_usage(account_key(sid), samples=0)
         pipe.memory_usage("la:held", samples=0)
         usages = await pipe.execute()
     await redis.aclose()
@@ -701,10 +714,6 @@ async def measure_memory(redis_url: str, students: int) -> dict[str, Any]:
         "outbox_keys": out_keys,
         "sample_account_hash_bytes": statistics.mean(account_bytes),
         "sample_state_blob_bytes": statistics.mean(state_len),
-        "sample_seen_set_bytes": statistics.mean(seen_bytes),
-        "seen_set_encoding": seen_encoding.decode()
-        if isinstance(seen_encoding, bytes)
-        else str(seen_encoding),
     }
 
 
@@ -751,7 +760,7 @@ async def measure_history(
             started = time.perf_counter()
             await processor.process(records)
             timings[position].append((time.perf_counter() - started) / students * 1e6)
-        key = f"la:{{{tracks[0][0]['subject']}}}:account"
+        key = account_key(tracks[0][0]["subject"])
         state_bytes = len(await redis.hget(key, "s") or b"")
     await redis.aclose()
     per_position = [statistics.median(values) for values in timings]
