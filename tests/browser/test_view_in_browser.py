@@ -9,7 +9,6 @@ Skipped only when no chromium binary is installed.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
 from learning_account.store import AccountStore
 from support.apply import apply
+from support.tools import tool_missing
 
 from .page import AccountPage, parse_account_page
 
@@ -50,9 +50,7 @@ def chromium_binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    if os.environ.get("CI"):  # .ci/run installs it: in CI a missing browser is a failure
-        pytest.fail("no chromium binary on PATH although .ci/run installs it")
-    pytest.skip("no chromium binary on PATH (apt-get install chromium); browser test skipped")
+    tool_missing("no chromium binary on PATH (apt-get install chromium)")
 
 
 @dataclass

