@@ -186,6 +186,7 @@ class Service:
             metrics=self.metrics,
             token=settings.http_token,
             asyncapi=self.asyncapi,
+            policy=settings.policy,
         )
         self._stopping = False
         self._broker_started = False
