@@ -209,11 +209,11 @@ def _what_if_section(what_if: WhatIf | None) -> str:
         '<section aria-labelledby="what-if-title">\n'
         f'<h2 id="what-if-title">What if: course units of {year} without a result</h2>\n'
         '<div class="table-wrap">\n<table id="what-if">\n'
-        '<thead><tr><th scope="col">Course unit</th><th scope="col">Credits</th>'
-        '<th scope="col">Balance if passed</th><th scope="col">Balance if failed</th></tr>'
+        '<thead><tr><th scope="col">Unit</th><th scope="col">Credits</th>'
+        '<th scope="col">If passed</th><th scope="col">If failed</th></tr>'
         f"</thead>\n<tbody>\n{rows}</tbody>\n</table>\n</div>\n"
-        '<p class="footnote">Each row: that unit alone passed or failed, everything else as it '
-        "is now, by the same rules as the account.</p>\n"
+        '<p class="footnote">The balance if that unit alone is passed, or failed, everything '
+        "else as it is now, by the same rules as the account.</p>\n"
         "</section>\n"
     )
 

@@ -291,7 +291,7 @@ async def test_what_if_shows_each_unit_without_a_result_passed_and_failed(
     assert page.text_of("what-if-title") == "What if: course units of 2019-2020 without a result"
     # a pass returns the credits and the same again as bonus (first 60 diploma credits)
     assert page.table("what-if") == [
-        ["Course unit", "Credits", "Balance if passed", "Balance if failed"],
+        ["Unit", "Credits", "If passed", "If failed"],
         ["B", "2.5", f"{balance + 5:g}", f"{balance:g}"],
         ["C", "6", f"{balance + 12:g}", f"{balance:g}"],
     ]
