@@ -243,13 +243,14 @@ def read_events(student_id: str, events: Any, *, now: float) -> list[Command]:
     return commands
 
 
-# The dead letters' `error_code` for an InvalidMessage, by the start of its reason.
+# The dead letters' `error_code` for an InvalidMessage, by the start of its reason (decode's).
 _CODE_BY_REASON = (
+    ("unknown topic", "wrong_topic"),
+    ("empty message", "not_json"),
     ("message of ", "too_large"),
     ("not UTF-8", "not_utf8"),
     ("not JSON", "not_json"),
     ("not a JSON object", "invalid_envelope"),
-    ("empty message", "invalid_envelope"),
     ("envelope invalid", "invalid_envelope"),
     ("unknown event type", "unknown_type"),
     ("type ", "wrong_topic"),
@@ -263,6 +264,4 @@ def error_code(error: InvalidMessage) -> str:
     for start, code in _CODE_BY_REASON:
         if error.reason.startswith(start):
             return code
-    if error.reason.endswith("is not an input event"):
-        return "unknown_type"
     return "invalid_envelope"

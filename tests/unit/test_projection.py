@@ -292,6 +292,8 @@ def test_100_events_are_accepted() -> None:
     ("topic", "value", "code"),
     [
         (REGISTRATIONS_TOPIC, b'{"specversion": "1.0", "oops', "not_json"),
+        (REGISTRATIONS_TOPIC, b"", "not_json"),
+        ("no-such-topic", b"{}", "wrong_topic"),
         (REGISTRATIONS_TOPIC, b"\xff\xfe", "not_utf8"),
         (REGISTRATIONS_TOPIC, b" " * (1024 * 1024 + 1), "too_large"),
         (REGISTRATIONS_TOPIC, b'{"specversion": "1.0"}', "invalid_envelope"),
