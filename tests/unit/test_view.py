@@ -21,6 +21,7 @@ from learning_account.domain.model import OPENING_BALANCE
 from learning_account.domain.statement import AccountView, StatementRow
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
+from learning_account.projection import UnitWhatIf, WhatIf
 from learning_account.store import AccountStore
 from learning_account.view import render_account_page
 from support.apply import apply
@@ -329,3 +330,15 @@ async def test_no_what_if_when_every_unit_of_the_latest_year_has_a_result(
     assert "what-if" not in page.tables
     assert "what-if-title" not in page.by_id
     assert list(page.tables) == ["statement"]
+
+
+def test_what_if_unit_codes_are_escaped() -> None:
+    nasty = '<script>alert("x")</script>"'
+    view = AccountView("s", 100 * 4, 0, False, 2019)
+    rows = [StatementRow(2019, OPENING_BALANCE, -160, 0, 0, 0, 0, 0, 100 * 4)]
+    what_if = WhatIf(2019, (UnitWhatIf(nasty, 24, 112 * 4, 100 * 4),))
+    document = render_account_page("s", view, rows, what_if)
+    assert "<script>" not in document
+    page = parse_account_page(document)
+    assert page.scripts == 0
+    assert page.table("what-if")[1] == [nasty, "6", "112", "100"]
