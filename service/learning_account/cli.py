@@ -159,6 +159,7 @@ def print_statement(settings: Settings, student_id: str) -> None:
                     "acquired",
                     "bonus",
                     "refunded",
+                    "restored",
                     "degree_deduction",
                     "rebuilt",
                     "balance",

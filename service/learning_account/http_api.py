@@ -126,6 +126,8 @@ def create_http_app(
                 "exhausted": view.exhausted,
                 "master_degree": view.master_degree,
                 "as_of_academic_year": format_academic_year(view.as_of_academic_year),
+                "remaining_bonus": amount(view.remaining_bonus),
+                "rebuild_reserve": amount(view.rebuild_reserve),
             }
         )
 
@@ -238,6 +240,7 @@ def _row_json(row: StatementRow) -> dict[str, Any]:
         "acquired": amount(row.acquired),
         "bonus": amount(row.bonus),
         "refunded": amount(row.refunded),
+        "restored": amount(row.restored),
         "degree_deduction": amount(row.degree_deduction),
         "rebuilt": amount(row.rebuilt),
         "balance": amount(row.balance),

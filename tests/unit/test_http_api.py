@@ -60,6 +60,8 @@ async def test_account_of_mary_after_three_years(
         "exhausted": False,
         "master_degree": False,
         "as_of_academic_year": "2019-2020",
+        "remaining_bonus": 0,
+        "rebuild_reserve": 0,
     }
 
 
@@ -70,7 +72,7 @@ async def test_statement_of_mary_is_the_seed_table(
     response = await client.get("/accounts/mary/statement")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    zeros = {"refunded": 0, "degree_deduction": 0, "rebuilt": 0, "projected": False}
+    zeros = {"refunded": 0, "restored": 0, "degree_deduction": 0, "rebuilt": 0, "projected": False}
     assert response.json() == {
         "student_id": "mary",
         "years": [
@@ -149,11 +151,18 @@ async def test_years_completed_without_enrolment_are_projected_in_the_statement(
     await left_at_30_credits_in_2016(redis_client)
     async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
         years = (await client.get("/accounts/gap/statement")).json()["years"]
-    zeros = {"invested": 0, "acquired": 0, "bonus": 0, "refunded": 0, "degree_deduction": 0}
+    zeros = {
+        "invested": 0,
+        "acquired": 0,
+        "bonus": 0,
+        "refunded": 0,
+        "restored": 0,
+        "degree_deduction": 0,
+    }
     assert years == [
         {"academic_year": "2016-2017", "start": 140, "invested": -110, "acquired": 0,
-         "bonus": 0, "refunded": 0, "degree_deduction": 0, "rebuilt": 0, "balance": 30,
-         "projected": False},
+         "bonus": 0, "refunded": 0, "restored": 0, "degree_deduction": 0, "rebuilt": 0,
+         "balance": 30, "projected": False},
         {"academic_year": "2017-2018", "start": 30, **zeros, "rebuilt": 10, "balance": 40,
          "projected": True},
         {"academic_year": "2018-2019", "start": 40, **zeros, "rebuilt": 10, "balance": 50,
@@ -167,6 +176,28 @@ async def test_account_balance_includes_the_projected_years(redis_client: Redis)
         account = (await client.get("/accounts/gap")).json()
     assert account["balance"] == 50
     assert account["as_of_academic_year"] == "2019-2020"
+    assert (account["remaining_bonus"], account["rebuild_reserve"]) == (60, 10)
+
+
+async def test_restored_credits_and_what_is_left_to_gain(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(
+        redis_client,
+        [
+            ev.registration("fm", 2018, {"U": 6, "P": 20}),
+            ev.exam_result("fm", 2018, "P"),
+            ev.credits_restoration("fm", 2018, ["U"]),
+            ev.exam_result_correction("fm", 2018, "P", "failed"),
+            ev.registration("fm", 2018, {"Q": 10}),
+            ev.exam_result("fm", 2018, "Q"),
+        ],
+    )
+    account = (await client.get("/accounts/fm")).json()
+    assert (account["balance"], account["bonus_granted"]) == (140 - 36 + 6 + 10 + 10, 10)
+    assert (account["remaining_bonus"], account["rebuild_reserve"]) == (50, 0)
+    [row] = (await client.get("/accounts/fm/statement")).json()["years"]
+    assert (row["invested"], row["acquired"], row["bonus"], row["restored"]) == (-36, 10, 10, 6)
 
 
 async def test_the_academic_year_turns_on_1_september(redis_client: Redis) -> None:
