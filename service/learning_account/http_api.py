@@ -31,23 +31,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .clock import current_academic_year, today_in_brussels
-from .domain.model import (
-    BONUS_CAP,
-    REBUILD_CEILING,
-    Account,
-    CreditLow,
-    Policy,
-    format_academic_year,
-)
+from .domain.model import Account, CreditLow, Policy, format_academic_year
 from .domain.rules import DEFAULT_POLICY
-from .domain.statement import StatementRow, account_view, statement
+from .domain.statement import StatementRow, account_view, remaining_bonus, statement
 from .metrics import Metrics
 from .outputs import amount
 from .projection import (
     InvalidProjection,
     Outcome,
     Projection,
-    balance_as_read,
     project,
     read_events,
     what_if_results,
@@ -280,18 +272,19 @@ def _no_constant(name: str) -> Any:
 
 
 def _projection_json(projection: Projection, current_year: int) -> dict[str, Any]:
+    """Read as GET /accounts/{id} and its statement would after the events (no account yet:
+    no balance, no rows, the whole bonus still to get)."""
     account = projection.account
-    balance = balance_as_read(account, current_year)
-    remaining_bonus = 0 if account.rebuilt_credits else BONUS_CAP - account.bonus_granted
+    view = None if account.balance is None else account_view(account, current_year)
     return {
         "student_id": account.student_id,
-        "balance": None if balance is None else amount(balance),
-        "remaining_bonus": amount(remaining_bonus),
-        "rebuild_reserve": None if balance is None else amount(max(0, REBUILD_CEILING - balance)),
-        "exhausted": balance is not None and balance <= 0,
+        "balance": None if view is None else amount(view.balance),
+        "remaining_bonus": amount(remaining_bonus(account)),
+        "rebuild_reserve": None if view is None else amount(view.rebuild_reserve),
+        "exhausted": view is not None and view.exhausted,
         "outcomes": [_outcome_json(outcome) for outcome in projection.outcomes],
         "years": (
-            [] if balance is None else [_row_json(row) for row in statement(account, current_year)]
+            [] if view is None else [_row_json(row) for row in statement(account, current_year)]
         ),
     }
 

@@ -157,7 +157,8 @@ def what_if_results(
     account: Account, *, current_year: int, today: date, now: float, policy: Policy
 ) -> WhatIf | None:
     """For the latest academic year with registered units that use the account, each unit
-    without a result and the balance if it alone is passed, and if it alone is failed."""
+    without a result (restored units excluded: closed, R3.8) and the balance if it alone is
+    passed, and if it alone is failed."""
     registered = [
         (year, code, unit)
         for (year, code), unit in account.units.items()
@@ -168,7 +169,7 @@ def what_if_results(
     latest = max(year for year, _, _ in registered)
     rows: list[UnitWhatIf] = []
     for year, code, unit in sorted(registered, key=lambda item: item[1]):
-        if year != latest or unit.result is not None:
+        if year != latest or unit.result is not None or unit.restored:
             continue
         balances = []
         for outcome in (ResultOutcome.PASSED, ResultOutcome.FAILED):

@@ -536,3 +536,28 @@ async def test_projection_with_a_bad_student_id_or_redis_down(client: httpx.Asyn
         assert (response.status_code, set(response.json())) == (503, {"error"})
     finally:
         await unreachable.aclose()
+
+
+async def test_projection_of_a_correction_and_a_restoration(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    body = what_if(
+        ev.exam_result_correction("mary", 2016, "Y16-01", "failed"),
+        ev.credits_restoration("mary", 2016, ["Y16-01"]),  # a pass taken back restores in full
+    )
+    answer = (await client.post("/accounts/mary/projection", json=body)).json()
+    assert [(o["accepted"], o["previous_balance"], o["balance"]) for o in answer["outcomes"]] == [
+        (True, 200, 188),
+        (True, 188, 194),
+    ]
+    assert (answer["balance"], answer["remaining_bonus"]) == (194, 6)  # the bonus is free again
+    first = answer["years"][0]
+    assert (first["acquired"], first["bonus"], first["restored"], first["balance"]) == (
+        54,
+        54,
+        6,
+        194,
+    )
+    assert [row["balance"] for row in answer["years"]] == [194, 194, 194]
+    assert (await client.get("/accounts/mary")).json()["balance"] == 200

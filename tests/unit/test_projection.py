@@ -308,3 +308,81 @@ def test_error_code_of_every_decode_refusal(topic: str, value: bytes, code: str)
     with pytest.raises(InvalidMessage) as caught:
         decode(topic, value)
     assert error_code(caught.value) == code
+
+
+# --- corrections (R3.7) and force majeure (R3.8) through the same path ---------------------
+
+
+def test_corrections_as_in_the_worked_example() -> None:
+    student = Student("appeal")
+    student.register(2016, {"A": 6, "B": 6, "C": 6})  # 122
+    student.result(2016, "A")  # 134
+    student.result(2016, "B", "failed")
+    result = projected(
+        student.account,
+        ev.exam_result_correction("appeal", 2016, "B", "passed"),
+        ev.exam_result_correction("appeal", 2016, "A", "failed"),
+        ev.exam_result_correction("appeal", 2016, "A", "tolerated"),
+        ev.exam_result_correction("appeal", 2016, "C", "passed"),
+    )
+    assert [summary(o) for o in result.outcomes] == [
+        (0, True, False, None, 134, 146),
+        (1, True, False, None, 146, 134),
+        (2, True, False, None, 134, 134),  # failed to tolerated: no change
+        (3, False, False, "no_result_to_correct", 134, 134),
+    ]
+    assert result.account.bonus_granted == 6 * 4
+
+
+def test_force_majeure_restores_once() -> None:
+    student = Student("overmacht")
+    student.register(2016, {"U": 6})  # 134
+    student.register(2016, {"P": 6})  # 128
+    student.result(2016, "P")  # 140
+    result = projected(
+        student.account,
+        ev.credits_restoration("overmacht", 2016, ["U"]),
+        ev.credits_restoration("overmacht", 2016, ["U"]),
+        ev.credits_restoration("overmacht", 2016, ["P"]),
+        ev.exam_result("overmacht", 2016, "U"),
+    )
+    assert [summary(o) for o in result.outcomes] == [
+        (0, True, False, None, 140, 146),
+        (1, False, False, "nothing_to_restore", 146, 146),
+        (2, False, False, "nothing_to_restore", 146, 146),
+        (3, False, False, "result_already_recorded", 146, 146),
+    ]
+
+
+def test_a_correction_held_behind_its_result_is_released_after_it() -> None:
+    result = projected(
+        Account("early"),
+        ev.exam_result("early", 2019, "A", "failed"),
+        ev.exam_result_correction("early", 2019, "A", "passed"),
+        ev.registration("early", 2019, {"A": 6}),
+    )
+    assert [summary(o) for o in result.outcomes] == [
+        (0, True, True, None, None, None),
+        (1, True, True, None, None, None),
+        (2, True, False, None, 0, 134),
+        (0, True, False, None, 134, 134),  # the failed result, released
+        (1, True, False, None, 134, 146),  # then its correction
+    ]
+
+
+def test_what_if_leaves_out_restored_units() -> None:
+    student = Student("closed")
+    student.register(2019, {"U": 6, "V": 6})
+    student.restore(2019, ["U"])
+    what_if = what_if_results(
+        student.account, current_year=2019, today=date(2020, 6, 1), now=NOW, policy=POLICY
+    )
+    assert what_if is not None
+    assert [unit.code for unit in what_if.units] == ["V"]
+
+
+def test_an_invalid_correction_is_invalid_data() -> None:
+    long_reason = ev.exam_result_correction("r1", 2019, "A", "passed", reason="x" * 201)
+    error = refused(given(ev.exam_result("r1", 2019, "A"), long_reason))
+    assert (error.error_code, error.index) == ("invalid_data", 1)
+    assert "reason" in error.error

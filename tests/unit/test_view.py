@@ -342,3 +342,21 @@ def test_what_if_unit_codes_are_escaped() -> None:
     page = parse_account_page(document)
     assert page.scripts == 0
     assert page.table("what-if")[1] == [nasty, "6", "112", "100"]
+
+
+async def test_what_if_leaves_out_a_restored_unit(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(
+        redis_client,
+        [
+            ev.registration("closed", 2019, {"U": 6, "V": 6}),
+            ev.credits_restoration("closed", 2019, ["U"]),
+        ],
+    )
+    page = await page_of(client, "closed")
+    assert page.text_of("balance") == "134"
+    assert page.table("what-if") == [
+        ["Unit", "Credits", "If passed", "If failed"],
+        ["V", "6", "146", "134"],
+    ]
