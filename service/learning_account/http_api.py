@@ -30,6 +30,7 @@ from .clock import current_academic_year, today_in_brussels
 from .domain.model import Account, format_academic_year
 from .domain.statement import StatementRow, account_view, statement
 from .metrics import Metrics
+from .openapi import openapi_document
 from .outputs import amount
 from .store import AccountStore
 from .view import render_account_page, render_error_page
@@ -132,6 +133,11 @@ def create_http_app(
             asyncapi_document.append(asyncapi())
         return Response(asyncapi_document[0], media_type="application/json")
 
+    openapi = openapi_document()
+
+    async def get_openapi(request: Request) -> Response:
+        return JSONResponse(openapi)
+
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
@@ -164,6 +170,7 @@ def create_http_app(
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", readiness, methods=["GET"]),
         Route("/metrics", render_metrics, methods=["GET"]),
+        Route("/openapi.json", get_openapi, methods=["GET"]),
     ]
     if asyncapi is not None:
         routes.append(Route("/asyncapi.json", get_asyncapi, methods=["GET"]))
