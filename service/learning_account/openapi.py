@@ -152,7 +152,7 @@ _STUDENT = {
     "schema": {"type": "string", "pattern": wire._STUDENT_ID_PATTERN, "maxLength": 64},
     "example": "mary",
 }
-_SECURED = [{"bearer": []}, {}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
 
 def openapi_document() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -99,7 +100,8 @@ async def test_schemathesis_finds_no_server_error_and_no_drift(
     await apply(redis_client, ev.mary_track("mary"))
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert cli is not None, "schemathesis is a test dependency"
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [
             cli,
             "run",
