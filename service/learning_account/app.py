@@ -152,7 +152,10 @@ class Service:
             ).observe(seconds),
         )
         self.processor = Processor(
-            self.store, settings.policy, tracer=create_tracer(settings.tracing)
+            self.store,
+            settings.policy,
+            tracer=create_tracer(settings.tracing),
+            consumer_group=settings.consumer_group,
         )
         self.broker = create_broker(settings)
         self.subscriber = self.broker.subscriber(

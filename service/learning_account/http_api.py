@@ -35,6 +35,7 @@ from .domain.model import Account, CreditLow, Policy, format_academic_year
 from .domain.rules import DEFAULT_POLICY
 from .domain.statement import StatementRow, account_view, remaining_bonus, statement
 from .metrics import Metrics
+from .openapi import openapi_document
 from .outputs import amount
 from .projection import (
     InvalidProjection,
@@ -175,6 +176,11 @@ def create_http_app(
             asyncapi_document.append(asyncapi())
         return Response(asyncapi_document[0], media_type="application/json")
 
+    openapi = openapi_document()
+
+    async def get_openapi(request: Request) -> Response:
+        return JSONResponse(openapi)
+
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
@@ -208,6 +214,7 @@ def create_http_app(
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", readiness, methods=["GET"]),
         Route("/metrics", render_metrics, methods=["GET"]),
+        Route("/openapi.json", get_openapi, methods=["GET"]),
     ]
     if asyncapi is not None:
         routes.append(Route("/asyncapi.json", get_asyncapi, methods=["GET"]))

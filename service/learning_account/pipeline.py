@@ -67,11 +67,13 @@ class Processor:
         *,
         clock: Callable[[], float] = time.time,
         tracer: Tracer | None = None,
+        consumer_group: str | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.tracer = tracer
+        self.consumer_group = consumer_group
 
     async def process(self, records: Sequence[InputRecord]) -> BatchReport:
         records = arrival_order(records)
@@ -168,6 +170,8 @@ class Processor:
                         topic=item.record.topic,
                         partition=item.record.partition,
                         offset=item.record.offset,
+                        key=item.record.key,
+                        consumer_group=self.consumer_group,
                     ) as traceparent:
                         decision, messages = self._apply(account, item, now, stamp, traceparent)
             except Exception as error:  # a bug must not stop the consumer: park the record
