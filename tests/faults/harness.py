@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from redis.asyncio import Redis
 from hostile import raw_header_names
+from redis.asyncio import Redis
 from workload import Workload
 
 from learning_account.state_codec import encode_account
