@@ -93,7 +93,7 @@ class Projection(_Doc):
     student_id: str
     balance: Amount | None = Field(description="null while the student still has no account")
     remaining_bonus: Amount
-    rebuild_reserve: Amount
+    rebuild_reserve: Amount | None = Field(description="null while there is no account")
     exhausted: bool
     outcomes: list[ProjectionOutcome]
     years: list[StatementRow]
