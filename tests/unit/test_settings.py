@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,16 @@ def test_every_command_stops_on_a_bad_value_before_connecting(tmp_path: Path) ->
             "LA_HTTP_PORT: must be an integer from 1 to 65535 (got 'abc')\n",
         ), args
     assert not (tmp_path / ".devstack").exists()
+
+
+def test_the_readme_configuration_table_names_every_setting() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `LA_")]
+    documented: set[str] = set()
+    for row in rows:
+        names = re.findall(r"`(LA_[A-Z_]+|_[A-Z_]+)`", row.split(" | ")[0])
+        # `LA_KAFKA_SASL_MECHANISM` / `_USERNAME`: a suffix replaces the first name's last word
+        stem = names[0].rsplit("_", 1)[0]
+        documented.update(name if name.startswith("LA_") else stem + name for name in names)
+    assert documented == {Settings.env_name(field) for field in Settings.model_fields}
