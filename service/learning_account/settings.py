@@ -39,7 +39,8 @@ from .domain.model import Policy, credits_to_quarters
 from .runtime import parse_gc_threshold
 
 ENV_PREFIX = "LA_"
-DEFAULT_RESULT_HOLD_SECONDS = 604800.0
+# the rules' defaults, stated once in the domain
+_DEFAULT_POLICY = Policy()
 
 
 class SettingsError(ValueError):
@@ -66,16 +67,16 @@ def _lower(value: Any) -> Any:
 
 def _thresholds(value: Any) -> Any:
     """Text is credits (`60,30`, the variable's form); a tuple is already quarter-credits."""
-    if isinstance(value, str):
-        try:
-            value = [credits_to_quarters(part.strip()) for part in value.split(",") if part.strip()]
-        except (ArithmeticError, ValueError):
-            value = [0]
-        if min(value, default=1) <= 0:
-            raise ValueError(
-                "comma-separated credit amounts above 0, each a multiple of 0.25 (like 60,30)"
-            )
-    return value
+    if not isinstance(value, str):
+        return value
+    accepts = "comma-separated credit amounts above 0, each a multiple of 0.25 (like 60,30)"
+    try:
+        quarters = [credits_to_quarters(part.strip()) for part in value.split(",") if part.strip()]
+    except (ArithmeticError, ValueError):
+        raise ValueError(accepts) from None
+    if any(quarter <= 0 for quarter in quarters):
+        raise ValueError(accepts)
+    return quarters
 
 
 def _highest_first(quarters: tuple[int, ...]) -> tuple[int, ...]:
@@ -143,9 +144,9 @@ class Settings(BaseSettings):
     consumer_group: NonEmpty = "learning-account"
     low_balance_thresholds: Annotated[
         tuple[int, ...], NoDecode, BeforeValidator(_thresholds), AfterValidator(_highest_first)
-    ] = (240,)
+    ] = _DEFAULT_POLICY.low_balance_thresholds
     """In quarter-credits (60 credits = 240), highest first; the variable gives credits."""
-    result_hold_seconds: Annotated[float, Field(ge=0)] = DEFAULT_RESULT_HOLD_SECONDS
+    result_hold_seconds: Annotated[float, Field(ge=0)] = _DEFAULT_POLICY.result_hold_seconds
     batch_max_records: Annotated[int, Field(ge=1)] = 500
     batch_timeout_ms: Annotated[int, Field(ge=0)] = 50
     fetch_max_wait_ms: Annotated[int, Field(ge=0)] = 20
@@ -190,7 +191,7 @@ class Settings(BaseSettings):
         """By default a sweep every 5 s, or more often when the holding time is short."""
         if isinstance(data, dict) and data.get("held_sweep_interval_seconds") is None:
             try:
-                hold = float(data.get("result_hold_seconds", DEFAULT_RESULT_HOLD_SECONDS))
+                hold = float(data.get("result_hold_seconds", _DEFAULT_POLICY.result_hold_seconds))
             except (TypeError, ValueError):
                 return data  # the hold's own check reports it
             data = {**data, "held_sweep_interval_seconds": min(5.0, max(0.2, hold / 4))}
