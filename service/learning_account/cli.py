@@ -16,7 +16,7 @@ from typing import Any
 
 from . import events as ev
 from .redrive import add_arguments as add_redrive_arguments
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS_TOPIC
 
 log = logging.getLogger("learning_account.cli")
@@ -331,7 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_redrive_arguments(redrive_parser)
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        # before anything connects: one line naming the variable, no traceback
+        print(error, file=sys.stderr)
+        return 2
     from .logs import configure
 
     configure(settings.log_level, json_lines=args.command in ("serve", "dev"))

@@ -4,7 +4,8 @@ Reads only: everything shown comes from the account state in Redis, plus the reb
 completed by today (R6.3), which are projected here and not written.
 
 `GET /accounts/{student_id}/view` shows the same account as an HTML page for people; as a browser
-cannot send a bearer header from a link, that route alone also takes the token as `?token=`.
+cannot send a bearer header from a link, that route alone also takes the token as `?token=`
+(access.py decides who reads what).
 `GET /asyncapi.json` serves the AsyncAPI document when the app is given one.
 `POST /accounts/{student_id}/projection` answers "what if" (projection.py): the same rules on the
 stored account plus the given events, writing and publishing nothing.
@@ -12,7 +13,6 @@ stored account plus the given events, writing and publishing nothing.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import date
 from typing import Any
-from urllib.parse import parse_qsl
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -28,8 +27,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .access import AccessMiddleware, JwtVerifier
 from .clock import current_academic_year, today_in_brussels
 from .domain.model import Account, CreditLow, Policy, format_academic_year
 from .domain.rules import DEFAULT_POLICY
@@ -52,8 +51,6 @@ from .wire import _STUDENT_ID_PATTERN, CREDIT_EXHAUSTED_TYPE, CREDIT_LOW_TYPE, s
 log = logging.getLogger(__name__)
 
 _STUDENT_ID = re.compile(_STUDENT_ID_PATTERN)
-_OPEN_PATH_PREFIX = "/health/"
-_VIEW_PATH = re.compile(r"/accounts/[^/]+/view")
 # the page is self-contained: no script, no external asset, inline style only; the token of
 # `?token=` must not travel in a Referer header nor stay in a shared cache
 _VIEW_HEADERS = {
@@ -82,6 +79,7 @@ def create_http_app(
     ready: Callable[[], Awaitable[bool]],
     metrics: Metrics,
     token: str | None = None,
+    jwt_verifier: JwtVerifier | None = None,
     today: Callable[[], date] = today_in_brussels,
     asyncapi: Callable[[], str] | None = None,
     policy: Policy = DEFAULT_POLICY,
@@ -91,7 +89,8 @@ def create_http_app(
 
     `asyncapi`, when given, renders the AsyncAPI document served at /asyncapi.json (once: the
     result is kept for the life of the app). `policy` and `clock` are the consumer's settings
-    and time, for what-if answers (projected events count as stamped now).
+    and time, for what-if answers (projected events count as stamped now). `token` and
+    `jwt_verifier` decide who reads what (access.py); with neither, every route is open.
     """
 
     async def read(student_id: str, *, with_units: bool = False) -> Account | None:
@@ -226,8 +225,10 @@ def create_http_app(
             HTTPException: http_error,
         },
     )
-    if token:
-        app.add_middleware(_BearerTokenMiddleware, token=token)
+    if token or jwt_verifier is not None:
+        app.add_middleware(
+            AccessMiddleware, refuse=_refusal, token=token, jwt_verifier=jwt_verifier
+        )
     return app
 
 
@@ -334,48 +335,5 @@ def _html_error(status: int, message: str, headers: Mapping[str, str] | None = N
     )
 
 
-class _BearerTokenMiddleware:
-    """Every route but /health/* needs `Authorization: Bearer <token>` (probes stay open).
-
-    The HTML view alone also takes `?token=<token>`: a link in a browser cannot carry a header.
-    """
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.expected = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_OPEN_PATH_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        is_view = _VIEW_PATH.fullmatch(scope["path"]) is not None
-        if self._authorized(scope) or (is_view and self._token_in_query(scope)):
-            await self.app(scope, receive, send)
-            return
-        message = "missing or wrong bearer token"
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if is_view:
-            response = _html_error(401, f"{message} (or ?token=)", challenge)
-        else:
-            response = _error(401, message, challenge)
-        await response(scope, receive, send)
-
-    def _token_in_query(self, scope: Scope) -> bool:
-        query = scope.get("query_string", b"").decode("latin-1")
-        given = [value for name, value in parse_qsl(query) if name == "token"]
-        if len(given) != 1:
-            return False
-        # constant time, like the header
-        return hmac.compare_digest(given[0].encode(), self.expected)
-
-    def _authorized(self, scope: Scope) -> bool:
-        header = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value
-                break
-        scheme, _, credentials = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        # constant time, so the token cannot be guessed byte by byte from response times
-        return hmac.compare_digest(credentials.strip(), self.expected)
+def _refusal(status: int, message: str, headers: Mapping[str, str], as_page: bool) -> Response:
+    return _html_error(status, message, headers) if as_page else _error(status, message, headers)
