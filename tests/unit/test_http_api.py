@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any
@@ -561,3 +562,26 @@ async def test_projection_of_a_correction_and_a_restoration(
     )
     assert [row["balance"] for row in answer["years"]] == [194, 194, 194]
     assert (await client.get("/accounts/mary")).json()["balance"] == 200
+
+
+async def test_the_demo_reads_statements_with_the_static_token(
+    redis_client: Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from learning_account.cli import print_statement
+    from learning_account.settings import Settings
+    from support.http import serving
+
+    await apply(redis_client, ev.mary_track("mary"))
+    app = create_http_app(
+        AccountStore(Redis.from_url(redis_url)),
+        ready=always_ready,
+        metrics=Metrics(),
+        token="demo-token",
+        today=lambda: OCTOBER_2019,
+    )
+    with serving(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        settings = Settings(http_port=port, http_token="demo-token")
+        await asyncio.to_thread(print_statement, settings, "mary")
+    printed = capsys.readouterr().out
+    assert "2018-2019" in printed and "200" in printed

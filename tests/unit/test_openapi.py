@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from openapi_spec_validator import validate
 from redis.asyncio import Redis
 from starlette.routing import Route
@@ -27,6 +23,7 @@ from learning_account.metrics import Metrics
 from learning_account.openapi import openapi_document
 from learning_account.store import AccountStore
 from support.apply import apply
+from support.http import serving
 
 
 async def _ready() -> bool:
@@ -70,28 +67,8 @@ async def test_openapi_json_is_served(redis_client: Redis) -> None:
 
 @pytest.fixture
 def live_api(redis_url: str) -> Iterator[str]:
-    """uvicorn on a free port, in a thread with its own event loop and Redis client."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        _app(Redis.from_url(redis_url)),  # type: ignore[arg-type]
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(_app(Redis.from_url(redis_url))) as url:
+        yield url
 
 
 async def test_schemathesis_finds_no_server_error_and_no_drift(
