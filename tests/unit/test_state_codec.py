@@ -92,3 +92,40 @@ def test_year_totals_write_the_restored_column_only_when_used() -> None:
     assert orjson.loads(blobs[2016]) == [-24, 0, 0, 0, 0, 0]
     stored = decode_account("r1", encode_core(Account("r1", balance=560)), totals=blobs)
     assert stored.years[2017] == years[2017]
+
+
+def test_unknown_unit_facts_come_from_the_totals_where_they_decide_them() -> None:
+    from learning_account.domain.model import YearTotals
+    from learning_account.domain.unit_facts import unit_bonus, unit_refund
+
+    def passed(credits: int) -> CourseUnit:
+        return CourseUnit(
+            credits,
+            Contract.DIPLOMA,
+            True,
+            date(2016, 10, 10),
+            None,
+            ResultOutcome.PASSED,
+            bonus=None,
+        )  # type: ignore[arg-type]
+
+    two = {(2016, "A"): passed(24), (2016, "B"): passed(24)}
+    assert unit_bonus((2016, "A"), two, YearTotals(bonus=48)) == 24  # all of both
+    assert unit_bonus((2016, "A"), two, YearTotals(bonus=0)) == 0
+    assert unit_bonus((2016, "A"), two, YearTotals(bonus=30)) == 6  # 6..24 fit: the least
+    one = {(2016, "A"): passed(24)}
+    assert unit_bonus((2016, "A"), one, YearTotals(bonus=10)) == 10
+
+    def dropped(credits: int) -> CourseUnit:
+        return CourseUnit(
+            credits, Contract.DIPLOMA, True, date(2016, 10, 10), deregistered=True, refunded=None
+        )
+
+    units = {
+        (2016, "D"): dropped(24),
+        (2016, "E"): CourseUnit(24, Contract.DIPLOMA, True, date(2016, 10, 10)),
+    }
+    assert unit_refund((2016, "D"), units, YearTotals(invested=-48, refunded=12)) == 12
+    # a replaced registration of 24 may hold part of the 24 refunded: a full refund fits too
+    assert unit_refund((2016, "D"), units, YearTotals(invested=-72, refunded=24)) == 24
+    assert unit_refund((2016, "D"), units, None) == 24
