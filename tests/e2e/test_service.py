@@ -215,3 +215,72 @@ async def test_projection_through_the_live_service_leaves_the_account_untouched(
         f"/accounts/{student}/projection", {"events": [{"type": "nope", "data": {}}]}
     )
     assert (status, error["error_code"], error["index"]) == (422, "unknown_type", 0)
+
+
+def entry_amounts(message: dict) -> list[tuple[str, float]]:  # type: ignore[type-arg]
+    return [(entry["kind"], entry["amount"]) for entry in message["data"]["entries"]]
+
+
+async def test_corrections_each_way_and_their_refusal(
+    service: ServiceProcess, outputs: OutputCollector, student: str
+) -> None:
+    bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
+    registration = ev.registration(student, 2016, {"A": 6, "B": 6, "C": 6})
+    await send(bootstrap, [registration])
+    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    to_pass = ev.exam_result_correction(student, 2016, "B", "passed")
+    to_fail = ev.exam_result_correction(student, 2016, "A", "failed")
+    without_result = ev.exam_result_correction(student, 2016, "C", "passed")
+    await send(
+        bootstrap,
+        [
+            ev.exam_result(student, 2016, "A"),
+            ev.exam_result(student, 2016, "B", "failed"),
+            to_pass,
+            to_fail,
+            without_result,
+        ],
+    )
+    await outputs.wait_for(lambda: bool(outputs.caused_by(without_result["id"])))
+    [passed] = outputs.caused_by(to_pass["id"], BALANCE_CHANGED_TOPIC)
+    assert entry_amounts(passed) == [("acquired", 6), ("bonus", 6)]
+    assert (passed["data"]["academic_year"], passed["data"]["balance"]) == ("2016-2017", 146)
+    [failed] = outputs.caused_by(to_fail["id"], BALANCE_CHANGED_TOPIC)
+    assert entry_amounts(failed) == [("acquired", -6), ("bonus", -6)]
+    assert failed["data"]["balance"] == 134
+    [rejection] = outputs.caused_by(without_result["id"], REJECTIONS_TOPIC)
+    assert rejection["data"]["reason"] == "no_result_to_correct"
+    _status, account = service.get(f"/accounts/{student}")
+    assert (account["balance"], account["bonus_granted"], account["remaining_bonus"]) == (
+        134,
+        6,
+        54,
+    )
+    assert account["rebuild_reserve"] == 0
+
+
+async def test_force_majeure_restores_a_lost_unit_once(
+    service: ServiceProcess, outputs: OutputCollector, student: str
+) -> None:
+    bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
+    registration = ev.registration(student, 2016, {"U": 6, "P": 6})
+    await send(bootstrap, [registration])
+    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    restoration = ev.credits_restoration(student, 2016, ["U"])
+    again = ev.credits_restoration(student, 2016, ["U"])
+    later_result = ev.exam_result(student, 2016, "U")
+    await send(bootstrap, [ev.exam_result(student, 2016, "P"), restoration, again, later_result])
+    await outputs.wait_for(lambda: bool(outputs.caused_by(later_result["id"])))
+    [restored] = outputs.caused_by(restoration["id"], BALANCE_CHANGED_TOPIC)
+    assert restored["data"]["entries"] == [
+        {"kind": "restored", "amount": 6, "course_unit_code": "U", "academic_year": "2016-2017"}
+    ]
+    assert restored["data"]["balance"] == 146
+    assert [m["data"]["reason"] for m in outputs.caused_by(again["id"])] == ["nothing_to_restore"]
+    assert [m["data"]["reason"] for m in outputs.caused_by(later_result["id"])] == [
+        "result_already_recorded"
+    ]
+    _status, statement = service.get(f"/accounts/{student}/statement")
+    [row] = statement["years"]
+    assert (row["invested"], row["acquired"], row["bonus"], row["restored"]) == (-12, 6, 6, 6)
+    assert row["balance"] == 146

@@ -12,6 +12,7 @@ from learning_account import events as ev
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.pipeline import InputRecord, Processor
+from learning_account.state_codec import FORMAT
 from learning_account.store import AccountStore, AccountWrite
 from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
 
@@ -219,7 +220,7 @@ async def test_a_format_2_account_keeps_every_year_total_once_written_as_format_
 
     await proc.process([record(ev.exam_result("mary", 2018, "Y18-01", "passed"))])
     after = await redis_client.hgetall(key)
-    assert "y" not in json.loads(after[b"s"]) and json.loads(after[b"s"])["f"] == 3
+    assert "y" not in json.loads(after[b"s"]) and json.loads(after[b"s"])["f"] == FORMAT
     assert {n.decode() for n in after if n.startswith(b"t:")} == {"t:2016", "t:2017", "t:2018"}
     migrated = await proc.store.get("mary", with_units=True)
     assert migrated is not None

@@ -32,6 +32,7 @@ from learning_account.domain.model import (
     Account,
     BalanceChanged,
     Command,
+    CorrectResult,
     CreditExhausted,
     CreditLow,
     Decision,
@@ -383,16 +384,23 @@ def deregistration_events(draw: st.DrawFn, event_id: str) -> dict[str, Any]:
     )
 
 
+OUTCOMES = ["passed", "passed", "failed", "tolerated"]
+KINDS = ["reg", "reg", "reg", "res", "res", "res", "res", "deg", "der", "der"]
+#: More corrections and restorations than an institution sends, to reach their corners.
+KINDS_WITH_AFTERTHOUGHTS = [*KINDS, "cor", "cor", "cor", "rst", "rst"]
+
+
 @st.composite
-def event_sequences(draw: st.DrawFn, max_size: int = 25) -> list[dict[str, Any]]:
+def event_sequences(
+    draw: st.DrawFn, max_size: int = 25, kinds: list[str] = KINDS
+) -> list[dict[str, Any]]:
     size = draw(st.integers(min_value=1, max_value=max_size))
     out: list[dict[str, Any]] = []
     registered: list[tuple[int, str]] = []  # (year, code) of registrations sent so far
+    resulted: list[tuple[int, str]] = []  # ... and of results sent for them
     for index in range(size):
         event_id = f"ev-{index}"
-        kind = draw(
-            st.sampled_from(["reg", "reg", "reg", "res", "res", "res", "res", "deg", "der", "der"])
-        )
+        kind = draw(st.sampled_from(kinds))
         # mostly about a unit registered earlier in the sequence, in its year
         known = bool(registered) and draw(st.integers(0, 3)) > 0
         if kind == "reg":
@@ -403,8 +411,25 @@ def event_sequences(draw: st.DrawFn, max_size: int = 25) -> list[dict[str, Any]]
             year, code = draw(st.sampled_from(registered))
             outcome = draw(st.sampled_from(["passed", "passed", "failed", "tolerated"]))
             event = ev.exam_result(STUDENT, year, code, outcome, event_id=event_id)
+            resulted.append((year, code))
         elif kind == "res":
             event = draw(result_events(event_id))
+        elif kind == "cor":
+            if resulted and draw(st.integers(0, 3)) > 0:
+                year, code = draw(st.sampled_from(resulted))
+            elif known:
+                year, code = draw(st.sampled_from(registered))
+            else:
+                year, code = draw(years), draw(st.sampled_from(UNIT_CODES + UNKNOWN_CODES))
+            outcome = draw(st.sampled_from(OUTCOMES))
+            event = ev.exam_result_correction(STUDENT, year, code, outcome, event_id=event_id)
+        elif kind == "rst":
+            year = draw(st.sampled_from(registered))[0] if known else draw(years)
+            same_year = sorted({c for y, c in registered if y == year} or {"A"})
+            codes = draw(st.lists(st.sampled_from(same_year), min_size=1, max_size=3, unique=True))
+            if draw(st.integers(0, 5)) == 0:
+                codes.append(UNKNOWN_CODES[0])
+            event = ev.credits_restoration(STUDENT, year, codes, event_id=event_id)
         elif kind == "deg":
             event = draw(degree_events(event_id))
         elif known:
@@ -433,6 +458,10 @@ class History:
     """What the whole sequence did so far, for invariants that span steps."""
 
     rebuilt_years: set[int]
+    invested: dict[tuple[int, str], int]  # per unit: its current registration's credits
+    returned: dict[
+        tuple[int, str], int
+    ]  # ... and what came back for it (acquired, refunded, restored)
     opened: int = 0
     degree_deductions: int = 0
     rebuilt_seen: bool = False
@@ -485,9 +514,8 @@ def check_step(
     else:
         assert before.balance is None
 
-    # --- bonus: capped at 60, never decreasing, none once a rebuild added credits
+    # --- bonus: capped at 60, taken back only by corrections, none once a rebuild added credits
     assert 0 <= after.bonus_granted <= BONUS_CAP
-    assert after.bonus_granted >= before.bonus_granted
     bonus_this_step = sum(e.amount for c in changes for e in c.entries if e.kind is EntryKind.BONUS)
     assert after.bonus_granted - before.bonus_granted == bonus_this_step
 
@@ -502,9 +530,10 @@ def check_step(
                 assert entry.academic_year not in history.rebuilt_years, "a year rebuilt twice"
                 history.rebuilt_years.add(entry.academic_year)
                 history.rebuilt_seen = True
+            elif entry.kind is EntryKind.BONUS and entry.amount < 0:
+                assert isinstance(commands_by_id[change.caused_by.id], CorrectResult)
             elif entry.kind is EntryKind.BONUS:
                 assert not history.rebuilt_seen, "bonus after a rebuild added credits"
-                assert entry.amount > 0
             elif entry.kind is EntryKind.OPENED:
                 assert entry.amount == OPENING_BALANCE
                 assert change.previous_balance == 0 and running == 0
@@ -514,9 +543,20 @@ def check_step(
                 history.degree_deductions += 1
             elif entry.kind is EntryKind.INVESTED:
                 assert entry.amount < 0
+            elif entry.kind is EntryKind.ACQUIRED and entry.amount < 0:
+                assert isinstance(commands_by_id[change.caused_by.id], CorrectResult)
             else:
                 assert entry.amount > 0
             running += entry.amount
+            # a unit's invested credits come back at most once (R3.7, R3.8: net of corrections)
+            if entry.course_unit_code is not None and entry.kind is not EntryKind.BONUS:
+                unit = (entry.academic_year, entry.course_unit_code)
+                if entry.kind is EntryKind.INVESTED:
+                    history.invested[unit] = -entry.amount
+                    history.returned[unit] = 0
+                else:
+                    history.returned[unit] += entry.amount
+                    assert 0 <= history.returned[unit] <= history.invested[unit], unit
     assert history.opened == (0 if after.balance is None else 1)
     assert history.degree_deductions <= 1
 
@@ -584,6 +624,7 @@ def check_step(
                 + row.acquired
                 + row.bonus
                 + row.refunded
+                + row.restored
                 + row.degree_deduction
                 + row.rebuilt
             )
@@ -609,7 +650,11 @@ def _label(decision: Decision) -> None:
             hypothesis.event("credit exhausted")
         elif isinstance(out, BalanceChanged):
             for entry in out.entries:
-                hypothesis.event(f"entry {entry.kind}")
+                taken_back = entry.amount < 0 and entry.kind in (
+                    EntryKind.ACQUIRED,
+                    EntryKind.BONUS,
+                )
+                hypothesis.event(f"entry {entry.kind}{' taken back' if taken_back else ''}")
             if out.additional_fee:
                 hypothesis.event("additional fee")
 
@@ -617,7 +662,7 @@ def _label(decision: Decision) -> None:
 def run(commands: list[Command], clock_steps: list[float], *, check: bool) -> list[Decision]:
     account = Account(STUDENT)
     by_id = {command.event.id: command for command in commands}
-    history = History(rebuilt_years=set())
+    history = History(rebuilt_years=set(), invested={}, returned={})
     decisions: list[Decision] = []
     now = 1_000_000.0
     for command, step in zip(commands, clock_steps, strict=True):
@@ -647,6 +692,18 @@ def test_rules_keep_their_invariants_on_strange_sequences(data: st.DataObject) -
     first = run(commands, clock_steps, check=True)
     second = run(to_commands(events), clock_steps, check=False)
     assert first == second, "the same sequence from scratch gave a different result"
+
+
+@FAST
+@given(data=st.data())
+def test_corrections_and_restorations_never_return_credits_twice(data: st.DataObject) -> None:
+    """Random sequences with corrections and restorations: no unit's invested credits come
+    back more than once, bonus_granted stays within 0..60 (checked after every step)."""
+    events = data.draw(event_sequences(max_size=30, kinds=KINDS_WITH_AFTERTHOUGHTS))
+    clock_steps = data.draw(
+        st.lists(st.sampled_from([0.0, 1.0, 604800.0]), min_size=len(events), max_size=len(events))
+    )
+    run(to_commands(events), clock_steps, check=True)
 
 
 @FAST
@@ -692,7 +749,7 @@ def _records(events: list[dict[str, Any]]) -> list[InputRecord]:
 @st.composite
 def redeliveries(draw: st.DrawFn) -> tuple[list[InputRecord], list[list[InputRecord]]]:
     """A sequence, and the same sequence with redelivered records and cut into random batches."""
-    events = draw(event_sequences(max_size=15))
+    events = draw(event_sequences(max_size=15, kinds=KINDS_WITH_AFTERTHOUGHTS))
     records = _records(events)
     delivered: list[InputRecord] = []
     for index, record in enumerate(records):

@@ -416,24 +416,26 @@ class _Step:
             self.announce_change(command.event, year, previous, entries)
             self.refuse(command.event, *refusal)
             return
-        self.units[key] = unit.with_result(command.outcome)
         if command.outcome is ResultOutcome.PASSED:
             entries.extend(self.acquire(key, unit))
+        else:
+            self.units[key] = unit.with_result(command.outcome)
         self.announce_change(command.event, year, previous, entries)
 
     def acquire(self, key: tuple[int, str], unit: CourseUnit) -> list[Entry]:
-        """R3.1/R3.3: a pass processed now returns the credits, with the bonus still open."""
-        if not unit.uses_account:
-            return []
-        year, code = key
-        entries = [self.book(Entry(EntryKind.ACQUIRED, unit.credits, year, code))]
+        """R3.1/R3.3: a pass processed now returns the credits, with the bonus still open; the
+        unit records the pass and its bonus."""
+        entries: list[Entry] = []
         bonus = 0
-        if unit.contract is Contract.DIPLOMA and not self.rebuilt_credits:
-            bonus = max(0, min(unit.credits, BONUS_CAP - self.bonus_granted))
-            if bonus:
-                self.bonus_granted += bonus
-                entries.append(self.book(Entry(EntryKind.BONUS, bonus, year, code)))
-        self.units[key] = self.units[key].with_result(ResultOutcome.PASSED, bonus)
+        if unit.uses_account:
+            year, code = key
+            entries.append(self.book(Entry(EntryKind.ACQUIRED, unit.credits, year, code)))
+            if unit.contract is Contract.DIPLOMA and not self.rebuilt_credits:
+                bonus = max(0, min(unit.credits, BONUS_CAP - self.bonus_granted))
+                if bonus:
+                    self.bonus_granted += bonus
+                    entries.append(self.book(Entry(EntryKind.BONUS, bonus, year, code)))
+        self.units[key] = unit.with_result(ResultOutcome.PASSED, bonus)
         return entries
 
     def correct_result(self, command: CorrectResult, now: float, *, rebuild: bool = True) -> None:
@@ -455,7 +457,6 @@ class _Step:
         assert unit is not None and unit.result is not None
         was_passed = unit.result is ResultOutcome.PASSED
         if command.outcome is ResultOutcome.PASSED and not was_passed:
-            self.units[key] = unit.with_result(command.outcome)
             entries.extend(self.acquire(key, unit))
         elif was_passed and command.outcome is not ResultOutcome.PASSED:
             entries.extend(self.take_back(key, unit))
