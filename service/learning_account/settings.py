@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .domain.model import Policy, credits_to_quarters
+from .pipeline import DEFAULT_MAX_MESSAGE_BYTES
 from .runtime import parse_gc_threshold
 
 
@@ -19,6 +20,14 @@ def _sweep_interval(env: Mapping[str, str]) -> float:
     """By default a sweep every 5 s, or more often when the holding time is short."""
     hold = float(env.get("LA_RESULT_HOLD_SECONDS", "604800"))
     return min(5.0, max(0.2, hold / 4))
+
+
+def _at_least(name: str, text: str, minimum: float) -> float:
+    """A finite number of at least `minimum`: a write or publish could fail below it."""
+    value = float(text)
+    if not minimum <= value < float("inf"):
+        raise ValueError(f"LA_{name} must be a number of at least {minimum:g}, not {text!r}")
+    return value
 
 
 def _choice(value: str, allowed: tuple[str, ...]) -> str:
@@ -45,6 +54,9 @@ class Settings:
     fetch_max_wait_ms: int = 20
     """How long a fetch may wait at the broker for data: the latency floor when traffic is light."""
     outbox_retention_seconds: float = 7 * 24 * 3600
+    kafka_max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """The largest record the producer sends (its `max_request_size`); a step with a larger
+    output is dead-lettered. At least 128 KiB, so that a dead letter fits."""
     held_sweep_interval_seconds: float = 5.0
     gc_threshold: tuple[int, int, int] | None = (100_000, 50, 100)
     """Python's cyclic GC thresholds once started (None: Python's own); see runtime.tune_gc."""
@@ -94,8 +106,17 @@ class Settings:
             batch_max_records=int(get("BATCH_MAX_RECORDS", str(defaults.batch_max_records))),
             batch_timeout_ms=int(get("BATCH_TIMEOUT_MS", str(defaults.batch_timeout_ms))),
             fetch_max_wait_ms=int(get("FETCH_MAX_WAIT_MS", str(defaults.fetch_max_wait_ms))),
-            outbox_retention_seconds=float(
-                get("OUTBOX_RETENTION_SECONDS", str(int(defaults.outbox_retention_seconds)))
+            outbox_retention_seconds=_at_least(
+                "OUTBOX_RETENTION_SECONDS",
+                get("OUTBOX_RETENTION_SECONDS", str(int(defaults.outbox_retention_seconds))),
+                0.001,
+            ),
+            kafka_max_message_bytes=int(
+                _at_least(
+                    "KAFKA_MAX_MESSAGE_BYTES",
+                    get("KAFKA_MAX_MESSAGE_BYTES", str(defaults.kafka_max_message_bytes)),
+                    128 * 1024,
+                )
             ),
             held_sweep_interval_seconds=float(
                 get("HELD_SWEEP_INTERVAL_SECONDS", str(_sweep_interval(env)))
