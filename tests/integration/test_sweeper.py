@@ -7,11 +7,10 @@ The interleavings are forced in-process: a store that runs a batch just before t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis, RedisCluster
 
 from learning_account import events as ev
 from learning_account.domain.model import Policy
@@ -22,21 +21,6 @@ from learning_account.wire import BALANCE_CHANGED_TOPIC, REJECTIONS_TOPIC
 
 HOLD = 60.0
 START = 1_700_000_000.0
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-async def redis(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
-    client: Redis | RedisCluster
-    if request.param == "redis":
-        client = Redis.from_url(redis_url)
-        await client.flushdb()
-    else:
-        client = RedisCluster.from_url(request.getfixturevalue("redis_cluster_url"))
-        await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 class Interleaving(AccountStore):
@@ -97,15 +81,15 @@ class Published(list[OutputMessage]):
 
 
 async def test_a_batch_applying_the_held_result_meanwhile_makes_the_sweepers_commit_lose(
-    redis: Any,
+    any_redis: Any,
 ) -> None:
     clock, batch_clock = Clock(), Clock()
-    batch = processor(AccountStore(redis), batch_clock)
+    batch = processor(AccountStore(any_redis), batch_clock)
     result = ev.exam_result("s1", 2016, "A")
     await batch.process([record(result)])
     clock.now += HOLD + 1
     batch_clock.now += HOLD - 1  # its registration comes within the holding time (by its time)
-    sweeper_store = Interleaving(redis)
+    sweeper_store = Interleaving(any_redis)
     sweeper = processor(sweeper_store, clock)
     reports: list[BatchReport] = []
 
@@ -119,20 +103,20 @@ async def test_a_batch_applying_the_held_result_meanwhile_makes_the_sweepers_com
     assert result["id"] in caused_by(reports[0].outputs, BALANCE_CHANGED_TOPIC)
     account = await batch.store.get("s1")
     assert account is not None and account.held == () and account.balance == 146 * 4
-    assert await redis.zscore(HELD_INDEX_KEY, "s1") is None
+    assert await any_redis.zscore(HELD_INDEX_KEY, "s1") is None
     assert await sweeper.sweep_held(published) == 0 and published == []
 
 
 async def test_a_sweep_meanwhile_makes_the_batchs_commit_lose_and_the_result_stays_refused(
-    redis: Any,
+    any_redis: Any,
 ) -> None:
     clock = Clock()
-    batch_store = Interleaving(redis)
+    batch_store = Interleaving(any_redis)
     batch = processor(batch_store, clock)
     result = ev.exam_result("s2", 2016, "A")
     await batch.process([record(result)])
     clock.now += HOLD + 1
-    sweeper = processor(AccountStore(redis), clock)
+    sweeper = processor(AccountStore(any_redis), clock)
     published = Published()
     swept: list[int] = []
 
@@ -149,14 +133,14 @@ async def test_a_sweep_meanwhile_makes_the_batchs_commit_lose_and_the_result_sta
 
 
 async def test_a_result_held_by_a_batch_during_a_sweep_keeps_its_index_entry(
-    redis: Any,
+    any_redis: Any,
 ) -> None:
     clock = Clock()
-    batch = processor(AccountStore(redis), clock)
+    batch = processor(AccountStore(any_redis), clock)
     first = ev.exam_result("s3", 2016, "A")
     await batch.process([record(first)])
     clock.now += HOLD + 1
-    sweeper_store = Interleaving(redis)
+    sweeper_store = Interleaving(any_redis)
     sweeper = processor(sweeper_store, clock)
     second = ev.exam_result("s3", 2016, "B")
 
@@ -167,21 +151,21 @@ async def test_a_result_held_by_a_batch_during_a_sweep_keeps_its_index_entry(
     published = Published()
     assert await sweeper.sweep_held(published) == 1
     assert caused_by(published, REJECTIONS_TOPIC) == [first["id"]]
-    assert await redis.zscore(HELD_INDEX_KEY, "s3") is not None
+    assert await any_redis.zscore(HELD_INDEX_KEY, "s3") is not None
     # a later sweep (the entry is due, or early) reschedules it at the second result's deadline
     assert await sweeper.sweep_held(published) == 0
-    assert await redis.zscore(HELD_INDEX_KEY, "s3") == clock.now + HOLD
+    assert await any_redis.zscore(HELD_INDEX_KEY, "s3") == clock.now + HOLD
     clock.now += HOLD
     assert await sweeper.sweep_held(published) == 1
     assert caused_by(published, REJECTIONS_TOPIC) == [first["id"], second["id"]]
-    assert await redis.zscore(HELD_INDEX_KEY, "s3") is None
+    assert await any_redis.zscore(HELD_INDEX_KEY, "s3") is None
 
 
 async def test_refusals_stored_by_a_sweep_that_died_before_publishing_are_published_later(
-    redis: Any,
+    any_redis: Any,
 ) -> None:
     clock = Clock()
-    batch = processor(AccountStore(redis), clock)
+    batch = processor(AccountStore(any_redis), clock)
     result = record(ev.exam_result("s4", 2016, "A"))
     await batch.process([result])
     clock.now += HOLD + 1
@@ -192,18 +176,18 @@ async def test_refusals_stored_by_a_sweep_that_died_before_publishing_are_publis
         raise ConnectionError("the process died before the broker acknowledged")
 
     with pytest.raises(ConnectionError):
-        await processor(AccountStore(redis), clock).sweep_held(dies)
+        await processor(AccountStore(any_redis), clock).sweep_held(dies)
     account = await batch.store.get("s4")
     assert account is not None and account.held == ()  # the refusal is written
     assert "s4" in await batch.store.due_held(clock.now)  # and still due for publication
 
     clock.now += 5
-    restarted = processor(AccountStore(redis), clock)
+    restarted = processor(AccountStore(any_redis), clock)
     published = Published()
     assert await restarted.sweep_held(published) == 0  # nothing left to decide
     assert [(m.event_id, m.value) for m in published] == [(m.event_id, m.value) for m in attempted]
     assert caused_by(published, REJECTIONS_TOPIC) == [json.loads(result.value or b"")["id"]]
-    assert await redis.zscore(HELD_INDEX_KEY, "s4") is None
+    assert await any_redis.zscore(HELD_INDEX_KEY, "s4") is None
     published.clear()
     assert await restarted.sweep_held(published) == 0 and published == []
     # a re-delivery of the exam result re-publishes that same refusal
@@ -213,10 +197,10 @@ async def test_refusals_stored_by_a_sweep_that_died_before_publishing_are_publis
 
 
 async def test_a_consumer_write_keeps_a_student_with_unpublished_refusals_due(
-    redis: Any,
+    any_redis: Any,
 ) -> None:
     clock = Clock()
-    store = AccountStore(redis)
+    store = AccountStore(any_redis)
     batch = processor(store, clock)
     await batch.process([record(ev.exam_result("s5", 2016, "A"))])
     await batch.process([record(ev.exam_result("s5", 2017, "B"))])
@@ -232,7 +216,7 @@ async def test_a_consumer_write_keeps_a_student_with_unpublished_refusals_due(
     assert len(loaded.pending) == 2
     write = AccountWrite("s5", loaded.version, loaded.account, (), was_held=True)
     assert await store.commit([write]) == {"s5": True}
-    assert await redis.zscore(HELD_INDEX_KEY, "s5") == 0
+    assert await any_redis.zscore(HELD_INDEX_KEY, "s5") == 0
     published = Published()
     await processor(store, clock).sweep_held(published)
     assert len(caused_by(published, REJECTIONS_TOPIC)) == 2
