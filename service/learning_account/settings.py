@@ -56,7 +56,8 @@ class Settings:
     outbox_retention_seconds: float = 7 * 24 * 3600
     kafka_max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     """The largest record the producer sends (its `max_request_size`); a step with a larger
-    output is dead-lettered. At least 128 KiB, so that a dead letter fits."""
+    output is dead-lettered. At least 512 KiB, so that a dead letter fits (its payload, cut at
+    64 KiB, may grow sixfold as JSON text)."""
     held_sweep_interval_seconds: float = 5.0
     gc_threshold: tuple[int, int, int] | None = (100_000, 50, 100)
     """Python's cyclic GC thresholds once started (None: Python's own); see runtime.tune_gc."""
@@ -115,7 +116,7 @@ class Settings:
                 _at_least(
                     "KAFKA_MAX_MESSAGE_BYTES",
                     get("KAFKA_MAX_MESSAGE_BYTES", str(defaults.kafka_max_message_bytes)),
-                    128 * 1024,
+                    512 * 1024,
                 )
             ),
             held_sweep_interval_seconds=float(

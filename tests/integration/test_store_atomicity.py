@@ -116,11 +116,11 @@ async def test_an_outbox_retention_under_a_millisecond_is_refused(
 
 def test_the_smallest_outbox_retention_and_message_size_are_accepted() -> None:
     settings = Settings.from_env(
-        {"LA_OUTBOX_RETENTION_SECONDS": "0.001", "LA_KAFKA_MAX_MESSAGE_BYTES": "131072"}
+        {"LA_OUTBOX_RETENTION_SECONDS": "0.001", "LA_KAFKA_MAX_MESSAGE_BYTES": "524288"}
     )
     assert (settings.outbox_retention_seconds, settings.kafka_max_message_bytes) == (
         0.001,
-        131072,
+        524288,
     )
     with pytest.raises(ValueError, match="LA_KAFKA_MAX_MESSAGE_BYTES"):
-        Settings.from_env({"LA_KAFKA_MAX_MESSAGE_BYTES": "131071"})
+        Settings.from_env({"LA_KAFKA_MAX_MESSAGE_BYTES": "524287"})
