@@ -314,3 +314,76 @@ async def test_an_unreadable_stored_account_dead_letters_its_records_only(
     assert [m.topic for m in report.outputs] == [DEAD_LETTER_TOPIC, BALANCE_CHANGED_TOPIC]
     assert data(report.outputs[0].value)["error"].startswith("internal error")
     assert await redis_client.hget("la:{s11}:account", "s") == b"{not json"
+
+
+@pytest.fixture
+async def own_kafka(tmp_path: Any) -> Any:
+    """A broker of this test alone: the service reads the fixed input topics from the start."""
+    from learning_account.devstack import ensure_topics, free_port, start_tansu, wait_for_kafka
+    from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+
+    port = free_port()
+    broker = start_tansu(port, tmp_path)
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        await wait_for_kafka(bootstrap)
+        await ensure_topics(bootstrap, {t: 1 for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+async def test_the_service_dead_letters_an_output_the_producer_refuses_and_goes_on(
+    own_kafka: str, redis_client: Redis, redis_url: str
+) -> None:
+    """Once the state was written and every retry re-sent the oversized output, for ever."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from learning_account.app import Service
+    from learning_account.devstack import free_port
+    from learning_account.wire import INPUT_TOPICS
+    from support.service import OutputCollector, send
+
+    # 34 KiB: the wide registration's balance-changed (about 34.7 kB) is over it, and the dead
+    # letter carrying that registration (about 32.7 kB) is under
+    settings = Settings(
+        kafka_bootstrap_servers=own_kafka,
+        redis_url=redis_url,
+        redis_cluster="false",
+        http_port=free_port(),
+        consumer_group="output-size",
+        kafka_max_message_bytes=34 * 1024,
+        gc_threshold=None,
+    )
+    wide = ev.registration("s13", 2016, {f"U{n:03d}-{'x' * 251}": 0.5 for n in range(100)})
+    narrow = ev.registration("s13", 2017, {"A": 6})
+    other = ev.registration("s14", 2017, {"A": 6})
+    service = Service(settings)
+    collector = OutputCollector(own_kafka)
+    await service.start()
+    await collector.start()
+    try:
+        await send(own_kafka, [wide, narrow, other])
+        await collector.wait_for(lambda: len(collector.records) >= 3, timeout=30)
+        letters = collector.messages(DEAD_LETTER_TOPIC)
+        assert [m["data"]["error"][:14] for m in letters] == ["internal error"]
+        changes = collector.messages(BALANCE_CHANGED_TOPIC)
+        changed = {m["data"]["caused_by"]["id"]: m["data"] for m in changes}
+        assert set(changed) == {narrow["id"], other["id"]}
+        assert changed[narrow["id"]]["previous_balance"] == 0  # the wide one was not applied
+        consumer = AIOKafkaConsumer(bootstrap_servers=own_kafka, group_id="output-size")
+        await consumer.start()
+        try:
+            registrations = TopicPartition(INPUT_TOPICS[0], 0)
+            for _ in range(100):
+                if await consumer.committed(registrations) == 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert await consumer.committed(registrations) == 3
+        finally:
+            await consumer.stop()
+    finally:
+        await collector.stop()
+        await service.stop()
