@@ -68,7 +68,7 @@ end
 # outputs still wait for publication (their digests go to `p`, else to `d`), 7 the student id;
 # then the year fields (name, value), then per outputs key its digest and outputs.
 _COMMIT_ONE = """
-local function check_commit(keys, argv, index)
+local function check_commit(keys, argv)
   local nfields = tonumber(argv[4])
   if #argv < 7 or not nfields or nfields < 0 or nfields % 1 ~= 0
       or #argv ~= 7 + 2 * nfields + 2 * (#keys - 1) then
@@ -90,9 +90,6 @@ local function check_commit(keys, argv, index)
   if not of_type(keys[1], 'hash', 'none') then return 'commit: the account is not a hash' end
   local current = redis.call('HGET', keys[1], 'v')
   if current and not is_number(current) then return 'commit: the stored version is not a number' end
-  if index and not of_type(index, 'zset', 'none') then
-    return 'commit: the held index is not a sorted set'
-  end
   return nil
 end
 
@@ -141,16 +138,13 @@ end
 # ARGV: 1 the version the caller last wrote or read, 2 the student id, 3 the held index's score
 # ('' when nothing is held), 4 the published digests (8 bytes each, concatenated).
 _SETTLE_ONE = """
-local function check_settle(keys, argv, index)
+local function check_settle(keys, argv)
   if #keys ~= 1 or #argv ~= 4 then return 'settle: the arguments do not match the keys' end
   if argv[3] ~= '' and not is_number(argv[3]) then
     return 'settle: the held index score is not a number'
   end
   if #argv[4] % 8 ~= 0 then return 'settle: a digest is not 8 bytes' end
   if not of_type(keys[1], 'hash', 'none') then return 'settle: the account is not a hash' end
-  if index and not of_type(index, 'zset', 'none') then
-    return 'settle: the held index is not a sorted set'
-  end
   return nil
 end
 
@@ -230,8 +224,11 @@ def _for_each_student(function: str, check: str | None = None, index: bool = Fal
     index_key = "KEYS[#KEYS]" if index else "nil"
     checks = (
         f"""
+if {index_key} and not of_type({index_key}, 'zset', 'none') then
+  return redis.error_reply('the held index is not a sorted set')
+end
 for s = 1, count do
-  local failure = {check}(calls[s][1], calls[s][2], {index_key})
+  local failure = {check}(calls[s][1], calls[s][2])
   if failure then return redis.error_reply(failure) end
 end"""
         if check
@@ -269,7 +266,7 @@ return replies
 def _checked_one(check: str, function: str) -> str:
     """One student's call (a Redis Cluster: the held index lives on another slot)."""
     return f"""
-local failure = {check}(KEYS, ARGV, nil)
+local failure = {check}(KEYS, ARGV)
 if failure then return redis.error_reply(failure) end
 return {function}(KEYS, ARGV, nil)
 """

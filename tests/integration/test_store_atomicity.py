@@ -124,3 +124,14 @@ def test_the_smallest_outbox_retention_and_message_size_are_accepted() -> None:
     )
     with pytest.raises(ValueError, match="LA_KAFKA_MAX_MESSAGE_BYTES"):
         Settings.from_env({"LA_KAFKA_MAX_MESSAGE_BYTES": "524287"})
+
+
+async def test_a_commit_beside_a_held_index_of_another_type_writes_nothing(
+    redis_client: Redis,
+) -> None:
+    await redis_client.set(HELD_INDEX_KEY, "not a sorted set")
+    keys = [account_key("a"), outputs_key("a", "00" * 8)]
+    args = commit_args("", b"\x00" * 8)
+    with pytest.raises(ResponseError, match="sorted set"):
+        await redis_client.eval(_COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
+    assert await redis_client.keys("*") == [HELD_INDEX_KEY.encode()]
