@@ -14,8 +14,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from common import RESULTS_DIR  # bench/ is sys.path[0]
+from load import generate_load
+from memory import Feeder, history_track
 from pyinstrument import Profiler
-from run import RESULTS_DIR, Feeder, generate_load, history_track  # bench/ is sys.path[0]
 
 from learning_account.devstack import free_port, start_redis
 from learning_account.pipeline import Processor

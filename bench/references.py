@@ -1,7 +1,8 @@
-"""The two reference consumers the benchmark compares the service with, run as subprocesses.
+"""The reference consumers the benchmark compares the service with, run as subprocesses.
 
-    python bench/references.py naive   --bootstrap HOST:PORT --redis URL --group G --out TOPIC
-    python bench/references.py ceiling --bootstrap HOST:PORT --group G --out TOPIC
+    python bench/references.py naive      --bootstrap HOST:PORT --redis URL --group G --out TOPIC
+    python bench/references.py ceiling    --bootstrap HOST:PORT --group G --out TOPIC
+    python bench/references.py librdkafka --bootstrap HOST:PORT --group G --out TOPIC
 
 naive:   the per-message handler: for every record, decode it, await ONE Redis call (an EVAL
          that records the event id and bumps a per-student counter) and await ONE confirmed
@@ -10,6 +11,9 @@ naive:   the per-message handler: for every record, decode it, await ONE Redis c
 ceiling: a bare pass-through: no Redis, no decoding, no logic. Each fetched batch (up to
          --max-records) is re-published one output per input without awaiting each send, the
          acknowledgements are awaited together, then the batch's offsets are committed.
+librdkafka: the same pass-through through librdkafka (confluent-kafka), the fastest Kafka client
+         for Python: the broker's limit for this workload. Each consumed batch is produced,
+         flushed (every acknowledgement received), then its offsets are committed.
 
 Both tune Python's GC as the service does (LA_GC_THRESHOLD, runtime.tune_gc) once started, so
 the three differ only in what they do per event. Both stop cleanly on SIGTERM. Progress is
@@ -114,9 +118,50 @@ async def ceiling(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await producer.stop()
 
 
+def librdkafka(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Synchronous: librdkafka runs its own threads; `stop` is set from the signal handler."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+        }
+    )
+    # acks=all without idempotence, as PRODUCER_KWARGS (Tansu refuses idempotent producers)
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "acks": "all",
+            "enable.idempotence": False,
+            "linger.ms": 5,
+        }
+    )
+    consumer.subscribe(list(INPUT_TOPICS))
+    tune_gc(Settings.from_env().gc_threshold)
+    try:
+        while not stop.is_set():
+            messages = consumer.consume(num_messages=args.max_records, timeout=0.05)
+            failed = [message.error() for message in messages if message.error()]
+            if failed:
+                raise KafkaException(failed[0])
+            for message in messages:
+                producer.produce(args.out, message.value(), message.key())
+            if messages:
+                producer.flush()
+                consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()  # leaves the group
+        producer.flush(10)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["naive", "ceiling"])
+    parser.add_argument("kind", choices=["naive", "ceiling", "librdkafka"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--group", required=True)
@@ -127,6 +172,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.kind == "librdkafka":
+        await asyncio.to_thread(librdkafka, args, stop)
+        return
     run = naive if args.kind == "naive" else ceiling
     with contextlib.suppress(asyncio.CancelledError):
         await run(args, stop)

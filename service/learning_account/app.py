@@ -32,6 +32,7 @@ from faststream.specification import AsyncAPI
 from redis.asyncio import Redis, RedisCluster
 
 from . import __version__
+from .access import JwtVerifier
 from .devstack import leave_group_if_first_generation
 from .http_api import create_http_app
 from .metrics import Metrics
@@ -39,7 +40,7 @@ from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
 from .redis_connect import is_cluster, redis_client
 from .runtime import tune_gc
-from .settings import Settings
+from .settings import Settings, reveal
 from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
 from .wire import (
@@ -88,7 +89,7 @@ def create_broker(settings: Settings) -> KafkaBroker:
             }[mechanism]
             security = kind(
                 username=settings.kafka_sasl_username or "",
-                password=settings.kafka_sasl_password or "",
+                password=reveal(settings.kafka_sasl_password),
                 use_ssl=use_ssl,
                 ssl_context=context if use_ssl else None,
             )
@@ -156,6 +157,7 @@ class Service:
             self.store,
             settings.policy,
             tracer=create_tracer(settings.tracing),
+            consumer_group=settings.consumer_group,
             max_message_bytes=settings.kafka_max_message_bytes,
         )
         self.broker = create_broker(settings)
@@ -188,8 +190,10 @@ class Service:
             self.store,
             ready=self.is_ready,
             metrics=self.metrics,
-            token=settings.http_token,
+            token=reveal(settings.http_token) or None,
+            jwt_verifier=JwtVerifier.from_settings(settings),
             asyncapi=self.asyncapi,
+            policy=settings.policy,
         )
         self._stopping = False
         self._broker_started = False

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import events as ev
 from .redrive import add_arguments as add_redrive_arguments
-from .settings import Settings
+from .settings import Settings, SettingsError, reveal
 from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS_TOPIC
 
 log = logging.getLogger("learning_account.cli")
@@ -55,8 +55,11 @@ async def dev(settings: Settings, state_dir: Path) -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 
-def _http_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _http_json(url: str, timeout: float = 2.0, token: str = "") -> Any:
+    request = urllib.request.Request(url)
+    if token:  # the static token of LA_HTTP_TOKEN reads every account
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 
 
@@ -147,7 +150,9 @@ def print_statement(settings: Settings, student_id: str) -> None:
     from .tables import render_statement_text
 
     base = f"http://{settings.http_host}:{settings.http_port}"
-    document = _http_json(f"{base}/accounts/{student_id}/statement")
+    document = _http_json(
+        f"{base}/accounts/{student_id}/statement", token=reveal(settings.http_token)
+    )
     rows = [
         StatementRow(
             academic_year=int(row["academic_year"][:4]),
@@ -159,6 +164,7 @@ def print_statement(settings: Settings, student_id: str) -> None:
                     "acquired",
                     "bonus",
                     "refunded",
+                    "restored",
                     "degree_deduction",
                     "rebuilt",
                     "balance",
@@ -330,7 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_redrive_arguments(redrive_parser)
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        # before anything connects: one line naming the variable, no traceback
+        print(error, file=sys.stderr)
+        return 2
     from .logs import configure
 
     configure(settings.log_level, json_lines=args.command in ("serve", "dev"))

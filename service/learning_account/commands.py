@@ -5,19 +5,23 @@ from __future__ import annotations
 from .domain.model import (
     AwardDegree,
     Command,
+    CorrectResult,
     Deregister,
     DeregistrationReason,
     EventRef,
     RecordResult,
     Register,
+    RestoreCredits,
     UnitRegistration,
     parse_academic_year,
 )
 from .wire import (
     CourseUnitsDeregistered,
     CourseUnitsRegistered,
+    CreditsRestored,
     DecodedEvent,
     DegreeAwarded,
+    ExamResultCorrected,
     ExamResultRecorded,
     InvalidMessage,
 )
@@ -57,6 +61,24 @@ def to_command(decoded: DecodedEvent) -> Command:
                 unit_code=data.course_unit_code,
                 outcome=data.outcome,
                 recorded_on=data.recorded_on,
+            )
+        case ExamResultCorrected():
+            return CorrectResult(
+                event=event,
+                student_id=data.student_id,
+                academic_year=parse_academic_year(data.academic_year),
+                unit_code=data.course_unit_code,
+                outcome=data.outcome,
+                corrected_on=data.corrected_on,
+            )
+        case CreditsRestored():
+            return RestoreCredits(
+                event=event,
+                student_id=data.student_id,
+                academic_year=parse_academic_year(data.academic_year),
+                unit_codes=tuple(data.course_unit_codes),
+                decided_on=data.decided_on,
+                decision_reference=data.decision_reference,
             )
         case DegreeAwarded():
             return AwardDegree(

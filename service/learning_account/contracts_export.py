@@ -108,6 +108,33 @@ def example_messages() -> dict[str, dict[str, Any]]:
             "recorded_on": "2017-02-10",
         },
     )
+    # PSY102 failed in January; the appeal upheld in March turns it into a pass (R3.7).
+    correction = _input(
+        wire.EXAM_RESULT_CORRECTED_TYPE,
+        "5e7a9c1b-3d5f-4b7d-9f1b-3d5f7a9c1b64",
+        "2017-03-02T16:45:00Z",
+        {
+            "student_id": _STUDENT,
+            "academic_year": "2016-2017",
+            "course_unit_code": "PSY102",
+            "outcome": "passed",
+            "corrected_on": "2017-03-02",
+            "reason": "appeal upheld",
+        },
+    )
+    # The Council rules that illness kept Mary from PSY107's exam: its credits come back (R3.8).
+    restoration = _input(
+        wire.CREDITS_RESTORED_TYPE,
+        "a1c3e5f7-9b2d-4f6a-8c0e-2b4d6f8a0c35",
+        "2018-05-14T09:30:00Z",
+        {
+            "student_id": _STUDENT,
+            "academic_year": "2016-2017",
+            "course_unit_codes": ["PSY107"],
+            "decided_on": "2018-05-14",
+            "decision_reference": "RvStvb-2018-0412",
+        },
+    )
     degree = _input(
         wire.DEGREE_AWARDED_TYPE,
         "c3e1a8f2-6b4d-4e2a-8f1c-5d9b7a3e0f42",
@@ -224,6 +251,8 @@ def example_messages() -> dict[str, dict[str, Any]]:
         for message in (
             registration,
             exam_result,
+            correction,
+            restoration,
             degree,
             deregistration,
             balance_changed,

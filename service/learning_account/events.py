@@ -10,11 +10,11 @@ from typing import Any
 from .wire import (
     COURSE_UNITS_DEREGISTERED_TYPE,
     COURSE_UNITS_REGISTERED_TYPE,
+    CREDITS_RESTORED_TYPE,
     DEGREE_AWARDED_TYPE,
-    DEREGISTRATIONS_TOPIC,
+    EXAM_RESULT_CORRECTED_TYPE,
     EXAM_RESULT_RECORDED_TYPE,
-    EXAM_RESULTS_TOPIC,
-    REGISTRATIONS_TOPIC,
+    TYPE_TOPIC,
 )
 
 DEFAULT_SOURCE = "urn:institution:kuleuven:sis"
@@ -95,6 +95,50 @@ def exam_result(
     )
 
 
+def exam_result_correction(
+    student_id: str,
+    year: int,
+    code: str,
+    outcome: str,
+    *,
+    reason: str | None = "appeal upheld",
+    **envelope_args: Any,
+) -> dict[str, Any]:
+    return envelope(
+        EXAM_RESULT_CORRECTED_TYPE,
+        {
+            "student_id": student_id,
+            "academic_year": academic_year(year),
+            "course_unit_code": code,
+            "outcome": outcome,
+            "corrected_on": date(year + 1, 9, 2).isoformat(),
+            "reason": reason,
+        },
+        **envelope_args,
+    )
+
+
+def credits_restoration(
+    student_id: str,
+    year: int,
+    codes: list[str],
+    *,
+    decision_reference: str = "RvStvb-2018-0412",
+    **envelope_args: Any,
+) -> dict[str, Any]:
+    return envelope(
+        CREDITS_RESTORED_TYPE,
+        {
+            "student_id": student_id,
+            "academic_year": academic_year(year),
+            "course_unit_codes": codes,
+            "decided_on": date(year + 2, 5, 14).isoformat(),
+            "decision_reference": decision_reference,
+        },
+        **envelope_args,
+    )
+
+
 def degree(student_id: str, year: int, degree: str, **envelope_args: Any) -> dict[str, Any]:
     return envelope(
         DEGREE_AWARDED_TYPE,
@@ -135,16 +179,8 @@ def deregistration(
     )
 
 
-_TOPIC_OF_TYPE = {
-    COURSE_UNITS_REGISTERED_TYPE: REGISTRATIONS_TOPIC,
-    EXAM_RESULT_RECORDED_TYPE: EXAM_RESULTS_TOPIC,
-    DEGREE_AWARDED_TYPE: EXAM_RESULTS_TOPIC,
-    COURSE_UNITS_DEREGISTERED_TYPE: DEREGISTRATIONS_TOPIC,
-}
-
-
 def topic_of(event: dict[str, Any]) -> str:
-    return _TOPIC_OF_TYPE[event["type"]]
+    return TYPE_TOPIC[event["type"]]
 
 
 def to_bytes(event: dict[str, Any]) -> bytes:

@@ -3,8 +3,21 @@ so several apps or tests can live in one process."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
+
+from . import __version__
+
+# `*_created` series double the series count and no alert uses them
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # the classic text format generate_latest() writes; every Prometheus version scrapes it
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -18,6 +31,14 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Gauge(
+            "la_build_info",
+            "Always 1; the running version as a label",
+            ["version"],
+            registry=self.registry,
+        ).labels(version=__version__).set(1)
         self.events_applied = Counter(
             "la_events_applied",
             "Input events applied, by event type",

@@ -81,12 +81,14 @@ class Processor:
         *,
         clock: Callable[[], float] = time.time,
         tracer: Tracer | None = None,
+        consumer_group: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.tracer = tracer
+        self.consumer_group = consumer_group
         self.max_output_bytes = max_message_bytes - RECORD_HEADROOM_BYTES
         """The largest key plus value of an output record."""
 
@@ -191,6 +193,8 @@ class Processor:
                         topic=item.record.topic,
                         partition=item.record.partition,
                         offset=item.record.offset,
+                        key=item.record.key,
+                        consumer_group=self.consumer_group,
                     ) as traceparent:
                         decision, messages = self._apply(account, item, now, stamp, traceparent)
             except Exception as error:  # a bug must not stop the consumer: park the record

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .devstack import PRODUCER_KWARGS
-from .settings import Settings
+from .settings import Settings, reveal
 from .wire import DEAD_LETTER_PAYLOAD_LIMIT, DEAD_LETTER_TOPIC, INPUT_TOPICS
 
 log = logging.getLogger("learning_account.redrive")
@@ -337,7 +337,7 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
     if protocol.startswith("SASL"):
         options["sasl_mechanism"] = (settings.kafka_sasl_mechanism or "PLAIN").upper()
         options["sasl_plain_username"] = settings.kafka_sasl_username or ""
-        options["sasl_plain_password"] = settings.kafka_sasl_password or ""
+        options["sasl_plain_password"] = reveal(settings.kafka_sasl_password)
     return options
 
 

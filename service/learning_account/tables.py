@@ -46,6 +46,7 @@ _LINES: tuple[
     ("Credits acquired", lambda row: _signed_or_blank(row.acquired), None),
     ("Bonus", lambda row: _signed_or_blank(row.bonus), None),
     ("Refunded", lambda row: _signed_or_blank(row.refunded), lambda row: row.refunded),
+    ("Restored", lambda row: _signed_or_blank(row.restored), lambda row: row.restored),
     (
         "Degree deduction",
         lambda row: _signed_or_blank(row.degree_deduction),

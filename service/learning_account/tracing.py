@@ -2,12 +2,16 @@
 
 An input CloudEvent that carries the distributed-tracing extension (`traceparent`, and
 `tracestate`) is applied in a span that continues its trace; the outputs it causes carry the
-`traceparent` of that span. `otlp` exports with the standard OTEL_EXPORTER_OTLP_* variables.
+`traceparent` of that span. `otlp` exports with the standard OTEL_EXPORTER_OTLP_* variables;
+OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the service as usual. Spans follow the
+OpenTelemetry messaging conventions (semantic conventions 1.27+: `messaging.operation.type`,
+`messaging.consumer.group.name`, `messaging.destination.partition.id`, ...).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +19,10 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from . import __version__
+
 _PROPAGATOR = TraceContextTextMapPropagator()
+SERVICE_NAME = "learning-account"
 
 
 def create_tracer(mode: str, *, exporter: Any = None) -> Tracer | None:
@@ -30,7 +37,10 @@ def create_tracer(mode: str, *, exporter: Any = None) -> Tracer | None:
         SimpleSpanProcessor,
     )
 
-    provider = TracerProvider(resource=Resource.create({"service.name": "learning-account"}))
+    attributes = {"service.version": __version__}
+    if not os.environ.get("OTEL_SERVICE_NAME"):  # the operator's name wins over ours
+        attributes["service.name"] = SERVICE_NAME
+    provider = TracerProvider(resource=Resource.create(attributes))
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif mode == "console":
@@ -39,7 +49,7 @@ def create_tracer(mode: str, *, exporter: Any = None) -> Tracer | None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider.get_tracer("learning_account")
+    return provider.get_tracer("learning_account", __version__)
 
 
 def trace_headers(value: bytes | None) -> dict[str, str]:
@@ -68,25 +78,36 @@ def applying(
     topic: str,
     partition: int,
     offset: int,
+    key: bytes | None = None,
+    consumer_group: str | None = None,
 ) -> Iterator[str | None]:
-    """A span around applying one event; yields the `traceparent` its outputs should carry."""
+    """A span around applying one event; yields the `traceparent` its outputs should carry.
+
+    Named `process <topic>` and of kind CONSUMER, as the messaging conventions name a span that
+    processes one received message.
+    """
     if tracer is None:
         yield None
         return
     parent = _PROPAGATOR.extract(trace_headers(value))
+    attributes: dict[str, str | int] = {
+        "cloudevents.event_id": event_id,
+        "cloudevents.event_source": source,
+        "cloudevents.event_type": event_type,
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.message.id": event_id,
+    }
+    if consumer_group is not None:
+        attributes["messaging.consumer.group.name"] = consumer_group
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
     with tracer.start_as_current_span(
-        f"apply {event_type.rsplit('.', 2)[-2]}",
-        context=parent,
-        kind=SpanKind.CONSUMER,
-        attributes={
-            "cloudevents.event_id": event_id,
-            "cloudevents.event_source": source,
-            "cloudevents.event_type": event_type,
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.kafka.destination.partition": partition,
-            "messaging.kafka.message.offset": offset,
-        },
+        f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
     ):
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)

@@ -2,7 +2,9 @@
 
 One page, no external assets and no script: a summary (balance, exhausted or not, bonus granted,
 master's degree), the statement table of R1.3 / R6.3 exactly as the seed's tables (the rows of
-`tables.statement_lines`), and an inline SVG chart of the balance over the academic years.
+`tables.statement_lines`), what if: the balance if each unit of the latest year still without a
+result is passed or failed (computed beforehand by `projection.what_if_results`, so no script),
+and an inline SVG chart of the balance over the academic years.
 Every text from the account is escaped with `html.escape`.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from .domain.model import OPENING_BALANCE, format_academic_year
 from .domain.statement import AccountView, StatementRow
 from .outputs import amount
+from .projection import WhatIf
 from .tables import PROJECTED_FOOTNOTE, PROJECTED_MARK, YEAR_LABEL, statement_lines
 
 LOW_BALANCE_LINE = 60 * 4  # one standard year of 60 credits, in quarter-credits
@@ -53,6 +56,8 @@ th, td { padding: 7px 9px; white-space: nowrap; text-align: right;
 thead th { background: var(--soft); font-weight: 600; }
 tbody th { text-align: left; font-weight: 500; }
 thead th:first-child { text-align: left; }
+#what-if .if-passed { color: #1b6b32; font-weight: 600; }
+#what-if .if-failed { color: var(--warn); font-weight: 600; }
 tr.balance-row th, tr.balance-row td { font-weight: 700; border-bottom: 0;
   border-top: 2px solid var(--ink); }
 .projected { font-style: italic; color: var(--muted); }
@@ -104,8 +109,13 @@ def render_error_page(status: int, message: str) -> str:
     return _page(f"{status} - learning account", body)
 
 
-def render_account_page(student_id: str, view: AccountView, rows: list[StatementRow]) -> str:
-    """The whole page: summary, statement table and balance chart (UTF-8 HTML5)."""
+def render_account_page(
+    student_id: str,
+    view: AccountView,
+    rows: list[StatementRow],
+    what_if: WhatIf | None = None,
+) -> str:
+    """The whole page: summary, statement table, what-if table and balance chart (UTF-8 HTML5)."""
     title = f"Learning account of {student_id}"
     body = "".join(
         [
@@ -115,6 +125,7 @@ def render_account_page(student_id: str, view: AccountView, rows: list[Statement
             '<h2 id="statement-title">Statement</h2>\n',
             _statement_table(rows),
             "</section>\n",
+            _what_if_section(what_if),
             '<section aria-labelledby="chart-title">\n'
             '<h2 id="chart-title">Balance over the academic years</h2>\n',
             _chart(rows),
@@ -179,6 +190,31 @@ def _statement_table(rows: Sequence[StatementRow]) -> str:
         '<div class="table-wrap">\n<table id="statement">\n'
         f"<thead><tr>{''.join(head)}</tr></thead>\n"
         f"<tbody>\n{''.join(body)}</tbody>\n</table>\n</div>\n{footnote}"
+    )
+
+
+def _what_if_section(what_if: WhatIf | None) -> str:
+    """One row per unit still without a result: the balance if passed, and if failed."""
+    if what_if is None or not what_if.units:
+        return ""
+    year = html.escape(format_academic_year(what_if.academic_year))
+    rows = "".join(
+        f'<tr data-unit="{html.escape(unit.code)}"><th scope="row">{html.escape(unit.code)}</th>'
+        f"<td>{html.escape(_number(unit.credits))}</td>"
+        f'<td class="if-passed">{html.escape(_number(unit.if_passed))}</td>'
+        f'<td class="if-failed">{html.escape(_number(unit.if_failed))}</td></tr>\n'
+        for unit in what_if.units
+    )
+    return (
+        '<section aria-labelledby="what-if-title">\n'
+        f'<h2 id="what-if-title">What if: course units of {year} without a result</h2>\n'
+        '<div class="table-wrap">\n<table id="what-if">\n'
+        '<thead><tr><th scope="col">Unit</th><th scope="col">Credits</th>'
+        '<th scope="col">If passed</th><th scope="col">If failed</th></tr>'
+        f"</thead>\n<tbody>\n{rows}</tbody>\n</table>\n</div>\n"
+        '<p class="footnote">The balance if that unit alone is passed, or failed, everything '
+        "else as it is now, by the same rules as the account.</p>\n"
+        "</section>\n"
     )
 
 

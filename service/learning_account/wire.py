@@ -72,6 +72,8 @@ TYPE_PREFIX: Final = "be.flanders.learning-account."
 
 COURSE_UNITS_REGISTERED_TYPE: Final = "be.flanders.learning-account.course-units-registered.v1"
 EXAM_RESULT_RECORDED_TYPE: Final = "be.flanders.learning-account.exam-result-recorded.v1"
+EXAM_RESULT_CORRECTED_TYPE: Final = "be.flanders.learning-account.exam-result-corrected.v1"
+CREDITS_RESTORED_TYPE: Final = "be.flanders.learning-account.credits-restored.v1"
 DEGREE_AWARDED_TYPE: Final = "be.flanders.learning-account.degree-awarded.v1"
 COURSE_UNITS_DEREGISTERED_TYPE: Final = "be.flanders.learning-account.course-units-deregistered.v1"
 
@@ -84,6 +86,8 @@ DEAD_LETTERED_TYPE: Final = "be.flanders.learning-account.dead-lettered.v1"
 INPUT_TYPES: Final = (
     COURSE_UNITS_REGISTERED_TYPE,
     EXAM_RESULT_RECORDED_TYPE,
+    EXAM_RESULT_CORRECTED_TYPE,
+    CREDITS_RESTORED_TYPE,
     DEGREE_AWARDED_TYPE,
     COURSE_UNITS_DEREGISTERED_TYPE,
 )
@@ -98,7 +102,14 @@ OUTPUT_TYPES: Final = (
 #: Which event types may appear on which topic (contracts.md, "Input topics"/"Output topics").
 TOPIC_TYPES: Final[Mapping[str, frozenset[str]]] = {
     REGISTRATIONS_TOPIC: frozenset({COURSE_UNITS_REGISTERED_TYPE}),
-    EXAM_RESULTS_TOPIC: frozenset({EXAM_RESULT_RECORDED_TYPE, DEGREE_AWARDED_TYPE}),
+    EXAM_RESULTS_TOPIC: frozenset(
+        {
+            EXAM_RESULT_RECORDED_TYPE,
+            EXAM_RESULT_CORRECTED_TYPE,
+            CREDITS_RESTORED_TYPE,
+            DEGREE_AWARDED_TYPE,
+        }
+    ),
     DEREGISTRATIONS_TOPIC: frozenset({COURSE_UNITS_DEREGISTERED_TYPE}),
     BALANCE_CHANGED_TOPIC: frozenset({BALANCE_CHANGED_TYPE}),
     CREDIT_EXHAUSTED_TOPIC: frozenset({CREDIT_EXHAUSTED_TYPE}),
@@ -127,6 +138,8 @@ JSON_CONTENT_TYPE: Final = "application/json"
 
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_COURSE_UNITS: Final = 100
+MAX_CORRECTION_REASON_CHARS: Final = 200
+MAX_DECISION_REFERENCE_CHARS: Final = 64
 DEAD_LETTER_PAYLOAD_LIMIT: Final = 64 * 1024
 #: Readable error text is cut here, so a hostile payload can not bloat a dead letter or a log.
 MAX_REASON_CHARS: Final = 500
@@ -448,6 +461,49 @@ class ExamResultRecorded(WireModel):
     recorded_on: date = Field(examples=["2017-02-10"])
 
 
+class ExamResultCorrected(WireModel):
+    """A recorded final result replaced by the institution (rules.md R3.7)."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    course_unit_code: Code = Field(examples=["PSY101"])
+    outcome: Outcome = Field(
+        description="The outcome replacing the recorded one", examples=["passed"]
+    )
+    corrected_on: date = Field(examples=["2017-03-02"])
+    reason: Annotated[str, StringConstraints(max_length=MAX_CORRECTION_REASON_CHARS)] | None = (
+        Field(
+            default=None,
+            description="Why the result was corrected: free text, at most 200 characters",
+            examples=["appeal upheld"],
+        )
+    )
+
+
+class CreditsRestored(WireModel):
+    """Force majeure (rules.md R3.8): the credits lost on course units of one year come back."""
+
+    student_id: StudentId
+    academic_year: AcademicYear
+    course_unit_codes: list[Code] = Field(
+        min_length=1,
+        max_length=MAX_COURSE_UNITS,
+        description="1-100 distinct course unit codes of that academic year",
+        examples=[["PSY101"]],
+    )
+    decided_on: date = Field(examples=["2018-05-14"])
+    decision_reference: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_DECISION_REFERENCE_CHARS)
+    ] = Field(
+        description="The decision's reference, 1-64 characters", examples=["RvStvb-2018-0412"]
+    )
+
+    @model_validator(mode="after")
+    def _distinct_units(self) -> CreditsRestored:
+        _distinct(self.course_unit_codes, "course_unit_codes")
+        return self
+
+
 class DegreeAwarded(WireModel):
     student_id: StudentId
     academic_year: AcademicYear
@@ -506,8 +562,9 @@ class Entry(WireModel):
 
     kind: EntryKind = Field(
         description=(
-            "opened (+140), invested (negative), acquired, bonus, refunded, "
-            "degree_deduction (-140), rebuilt (one per rebuilt year)"
+            "opened (+140), invested (negative), acquired, bonus (both negative for a pass "
+            "corrected away), refunded, restored, degree_deduction (-140), rebuilt (one per "
+            "rebuilt year)"
         ),
         examples=["acquired"],
     )
@@ -606,6 +663,16 @@ class ExamResultRecordedEvent(StudentEventEnvelope):
     data: ExamResultRecorded
 
 
+class ExamResultCorrectedEvent(StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.exam-result-corrected.v1"]
+    data: ExamResultCorrected
+
+
+class CreditsRestoredEvent(StudentEventEnvelope):
+    type: Literal["be.flanders.learning-account.credits-restored.v1"]
+    data: CreditsRestored
+
+
 class DegreeAwardedEvent(StudentEventEnvelope):
     type: Literal["be.flanders.learning-account.degree-awarded.v1"]
     data: DegreeAwarded
@@ -647,6 +714,8 @@ class DeadLetteredEvent(OutputEventEnvelope):
 InputEvent = (
     CourseUnitsRegisteredEvent
     | ExamResultRecordedEvent
+    | ExamResultCorrectedEvent
+    | CreditsRestoredEvent
     | DegreeAwardedEvent
     | CourseUnitsDeregisteredEvent
 )
@@ -659,7 +728,14 @@ OutputEvent = (
 )
 Event = InputEvent | OutputEvent
 
-InputData = CourseUnitsRegistered | ExamResultRecorded | DegreeAwarded | CourseUnitsDeregistered
+InputData = (
+    CourseUnitsRegistered
+    | ExamResultRecorded
+    | ExamResultCorrected
+    | CreditsRestored
+    | DegreeAwarded
+    | CourseUnitsDeregistered
+)
 OutputData = BalanceChanged | CreditExhausted | CreditLow | EventRejected | DeadLettered
 EventData = InputData | OutputData
 
@@ -667,6 +743,8 @@ EventData = InputData | OutputData
 EVENT_MODELS: Final[Mapping[str, type[WireModel]]] = {
     COURSE_UNITS_REGISTERED_TYPE: CourseUnitsRegisteredEvent,
     EXAM_RESULT_RECORDED_TYPE: ExamResultRecordedEvent,
+    EXAM_RESULT_CORRECTED_TYPE: ExamResultCorrectedEvent,
+    CREDITS_RESTORED_TYPE: CreditsRestoredEvent,
     DEGREE_AWARDED_TYPE: DegreeAwardedEvent,
     COURSE_UNITS_DEREGISTERED_TYPE: CourseUnitsDeregisteredEvent,
     BALANCE_CHANGED_TYPE: BalanceChangedEvent,

@@ -43,18 +43,36 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
 
     results = json.loads(output.read_text())
     throughput = results["throughput"]
-    for name in ("service", "naive", "ceiling", "service_2_instances"):
+    for name in ("service", "naive", "ceiling", "ceiling_librdkafka", "service_2_instances"):
         assert RUN_FIELDS <= set(throughput[name]), name
         assert throughput[name]["events"] > 0, name
+        assert set(throughput[name]["cpu_us_per_event"]) == {"consumer", "tansu", "redis"}, name
 
     service = throughput["service"]
     backlog = results["load"]["events"]
     assert service["completed"] and service["committed"] == backlog == service["backlog"]
     assert throughput["service_2_instances"]["committed"] == backlog
     assert throughput["ceiling"]["committed"] == backlog
+    assert throughput["ceiling_librdkafka"]["committed"] == backlog
+    assert all(value > 0 for value in service["cpu_us_per_event"].values())
+    assert set(results["cpu_us_per_event"]) == {"service", "tansu", "redis", "redis_replay"}
+
+    replay = results["redis_limit"]["replay"]
+    assert replay["events"] == results["redis_limit"]["capture"]["events"] > 0
+    assert replay["errors"] == 0 and replay["same_state_as_captured"] is True
+    assert replay["events_per_s"] > 0 and replay["redis_cpu_us_per_event"] > 0
+    limit = results["machine_limit"]
+    assert limit["events_per_s"] == min(limit["redis_events_per_s"], limit["broker_events_per_s"])
     assert results["all_events_processed"] is True
 
-    assert set(results["ratios"]) >= {"service_vs_naive", "service_vs_ceiling", "scaling_2_vs_1"}
+    assert set(results["ratios"]) >= {
+        "service_vs_naive",
+        "service_vs_ceiling",
+        "service_vs_ceiling_librdkafka",
+        "service_vs_redis_limit",
+        "service_vs_machine_limit",
+        "scaling_2_vs_1",
+    }
     latency = results["latency"]
     assert latency["balance_changed_matched"] == latency["balance_changed_expected"] > 0
     assert latency["p50_ms"] is not None and latency["p99_ms"] is not None

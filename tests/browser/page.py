@@ -25,6 +25,8 @@ class AccountPage:
     # the statement table: header cells and body rows (label, cells), with their elements
     header: list[Element] = field(default_factory=list)
     rows: list[tuple[str, list[Element]]] = field(default_factory=list)
+    # every table with an id: its rows (header row first), each a list of th/td cells
+    tables: dict[str, list[list[Element]]] = field(default_factory=dict)
     circles: list[Element] = field(default_factory=list)
     polylines: list[Element] = field(default_factory=list)
     svg_texts: list[Element] = field(default_factory=list)
@@ -50,6 +52,10 @@ class AccountPage:
     def text_of(self, element_id: str) -> str:
         return self.by_id[element_id].text
 
+    def table(self, table_id: str) -> list[list[str]]:
+        """The texts of a table's cells, row by row (header row first)."""
+        return [[cell.text for cell in row] for row in self.tables[table_id]]
+
     @property
     def year_points(self) -> list[Element]:
         return [circle for circle in self.circles if "point" in circle.classes]
@@ -68,6 +74,8 @@ class _Parser(HTMLParser):
         self.section: str | None = None  # thead / tbody
         self.current_row: list[Element] | None = None
         self.in_svg = False
+        self.table_id: str | None = None
+        self.table_row: list[Element] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         element = Element(tag, {name: value or "" for name, value in attrs})
@@ -84,6 +92,14 @@ class _Parser(HTMLParser):
             self.page.by_id[element.attrs["id"]] = element
         if tag == "table" and element.attrs.get("id") == "statement":
             self.in_statement = True
+        if tag == "table" and "id" in element.attrs:
+            self.table_id = element.attrs["id"]
+            self.page.tables[self.table_id] = []
+        if self.table_id is not None:
+            if tag == "tr":
+                self.table_row = []
+            elif tag in {"th", "td"} and self.table_row is not None:
+                self.table_row.append(element)
         if self.in_statement:
             if tag in {"thead", "tbody"}:
                 self.section = tag
@@ -122,6 +138,12 @@ class _Parser(HTMLParser):
                 break
         if tag == "svg":
             self.in_svg = False
+        if self.table_id is not None:
+            if tag == "tr" and self.table_row is not None:
+                self.page.tables[self.table_id].append(self.table_row)
+                self.table_row = None
+            elif tag == "table":
+                self.table_id = None
         if self.in_statement:
             if tag == "tr" and self.current_row is not None:
                 if self.section == "thead":
@@ -149,5 +171,9 @@ def parse_account_page(document: str) -> AccountPage:
             cell.text = cell.text.strip()
     for cell in parser.page.header:
         cell.text = cell.text.strip()
+    for rows in parser.page.tables.values():
+        for row in rows:
+            for cell in row:
+                cell.text = cell.text.strip()
     parser.page.h1 = parser.page.h1.strip()
     return parser.page

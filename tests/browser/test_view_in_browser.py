@@ -1,8 +1,9 @@
 """The account page in a real headless Chromium, at phone size, over a real HTTP server.
 
-Mary and Thomas go through the real pipeline into a real Redis; the Starlette app runs under
-uvicorn on a free port (token protected, the browser passes it as `?token=`); Chromium renders
-the page, we read its DOM (`--dump-dom`) and keep a screenshot in tests/artifacts/.
+Mary, Thomas and a student halfway through a year go through the real pipeline into a real
+Redis; the Starlette app runs under uvicorn on a free port (token protected, the browser passes
+it as `?token=`); Chromium renders the page, we read its DOM (`--dump-dom`) and keep a screenshot
+in tests/artifacts/.
 Skipped only when no chromium binary is installed.
 """
 
@@ -39,6 +40,13 @@ TOKEN = "browser-s3cret"
 PHONE = "412,1200"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OCTOBER_2019 = date(2019, 10, 1)  # "today" of the projection: the page does not age
+# a year passed, then 2019-2020 under way: one unit passed, three still without a result
+INES = [
+    ev.registration("ines", 2018, ev.package("P", 10, 6)),
+    *(ev.exam_result("ines", 2018, f"P{i:02d}") for i in range(1, 11)),
+    ev.registration("ines", 2019, {"STAT1": 6, "PSY2": 4, "LAB": 3.5, "ETH": 6}),
+    ev.exam_result("ines", 2019, "ETH"),
+]
 
 
 async def always_ready() -> bool:
@@ -68,9 +76,10 @@ def chromium() -> str:
 
 @pytest.fixture
 async def served(redis_client: Redis, redis_url: str) -> AsyncIterator[Served]:
-    """Mary and Thomas in Redis (db 0), the read API under uvicorn in a thread."""
+    """Mary, Thomas and Ines in Redis (db 0), the read API under uvicorn in a thread."""
     await apply(redis_client, ev.mary_track("mary"))
     await apply(redis_client, ev.thomas_track("thomas"))
+    await apply(redis_client, INES)
     with _uvicorn_thread(redis_url) as base_url:
         yield Served(base_url)
 
@@ -203,6 +212,21 @@ async def test_thomas_in_a_phone_browser(chromium: str, served: Served, profile_
     assert page.row("Bonus") == ["+36", "+24", "", ""]
     assert page.row("Balance") == ["152", "155", "140", "140"]
     assert [p.attrs["data-balance"] for p in page.year_points] == ["152", "155", "140", "140"]
+    assert_real_png(screenshot)
+
+
+async def test_what_if_in_a_phone_browser(chromium: str, served: Served, profile_dir: Path) -> None:
+    screenshot = ARTIFACTS / "view-what-if.png"
+    page = await render(chromium, profile_dir, served.view_url("ines"), screenshot)
+    assert page.text_of("balance") == "186.5"  # 200, 19.5 invested, ETH passed (+6)
+    assert page.text_of("what-if-title") == "What if: course units of 2019-2020 without a result"
+    assert page.table("what-if") == [
+        ["Unit", "Credits", "If passed", "If failed"],
+        ["LAB", "3.5", "190", "186.5"],  # no bonus: the first 60 were in 2018-2019
+        ["PSY2", "4", "190.5", "186.5"],
+        ["STAT1", "6", "192.5", "186.5"],
+    ]
+    assert page.scripts == 0
     assert_real_png(screenshot)
 
 

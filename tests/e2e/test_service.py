@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from learning_account import events as ev
+from learning_account.projection import PROJECTION_SOURCE
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     CREDIT_EXHAUSTED_TOPIC,
@@ -177,3 +178,40 @@ async def test_health_and_metrics_answer(service: ServiceProcess) -> None:
     status, text = service.get("/metrics")
     assert status == 200
     assert "la_batches_total" in text
+
+
+async def test_projection_through_the_live_service_leaves_the_account_untouched(
+    service: ServiceProcess, outputs: OutputCollector, student: str
+) -> None:
+    bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
+    registration = ev.registration(student, 2016, {"A": 6, "B": 6})
+    await send(bootstrap, [registration])
+    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    before = (service.get(f"/accounts/{student}"), service.get(f"/accounts/{student}/statement"))
+    projected = [ev.exam_result(student, 2016, "A"), ev.registration(student, 2017, {"C": 60})]
+    status, answer = service.post(
+        f"/accounts/{student}/projection",
+        {"events": [{"type": e["type"], "data": e["data"]} for e in projected]},
+    )
+    assert status == 200, answer
+    assert [o["balance"] for o in answer["outcomes"]] == [140, 80]
+    assert answer["balance"] == 80
+    assert [row["academic_year"] for row in answer["years"]] == ["2016-2017", "2017-2018"]
+    after = (service.get(f"/accounts/{student}"), service.get(f"/accounts/{student}/statement"))
+    assert after == before
+    assert before[0][1]["balance"] == 128
+    # a later real event is applied from the stored state, and nothing of the projection was sent
+    marker = ev.exam_result(student, 2016, "B")
+    await send(bootstrap, [marker])
+    await outputs.wait_for(lambda: bool(outputs.caused_by(marker["id"], BALANCE_CHANGED_TOPIC)))
+    [changed] = outputs.caused_by(marker["id"], BALANCE_CHANGED_TOPIC)
+    assert (changed["data"]["previous_balance"], changed["data"]["balance"]) == (128, 140)
+    assert not [
+        m
+        for m in outputs.messages()
+        if m.get("data", {}).get("caused_by", {}).get("source") == PROJECTION_SOURCE
+    ]
+    status, error = service.post(
+        f"/accounts/{student}/projection", {"events": [{"type": "nope", "data": {}}]}
+    )
+    assert (status, error["error_code"], error["index"]) == (422, "unknown_type", 0)

@@ -58,6 +58,11 @@ def workload() -> Workload:
     return generate(STUDENTS)
 
 
+@pytest.fixture(scope="session")
+def hostile_workload() -> Workload:
+    return generate(STUDENTS, hostile=True)
+
+
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     port = free_port()

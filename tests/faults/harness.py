@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from hostile import raw_header_names
 from redis.asyncio import Redis
 from workload import Workload
 
@@ -36,6 +37,8 @@ class FaultReport:
     doubled: int = 0
     state_mismatches: int = 0
     dead_letters: int = 0
+    dead_letter_codes: dict[str, str] = field(default_factory=dict)
+    """error_code of each dead letter, by record key."""
     recovery_seconds: list[float] = field(default_factory=list)
     total_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -97,11 +100,44 @@ class Feed:
             pending = [
                 await producer.send(phase.topic, value, key=key) for key, value in phase.records
             ]
-            for meta in await asyncio.gather(*pending):
-                tp = TopicPartition(meta.topic, meta.partition)
-                self.ends[tp] = max(self.ends.get(tp, 0), meta.offset + 1)
+            self._note_ends(await asyncio.gather(*pending))
         finally:
             await producer.stop()
+        await self._send_hostile(index)
+
+    def _note_ends(self, sent: list[Any]) -> None:
+        for meta in sent:
+            tp = TopicPartition(meta.topic, meta.partition)
+            self.ends[tp] = max(self.ends.get(tp, 0), meta.offset + 1)
+
+    async def _send_hostile(self, index: int) -> None:
+        """Each codec's records through a producer of that codec, headers and stamps as given."""
+        hostile = self.workload.phases[index].hostile
+        for codec in dict.fromkeys(record.codec for record in hostile):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=False,
+                linger_ms=20,
+                compression_type=codec,
+            )
+            await producer.start()
+            try:
+                with raw_header_names():
+                    pending = [
+                        await producer.send(
+                            record.topic,
+                            record.value,
+                            key=record.key,
+                            headers=record.headers or None,
+                            timestamp_ms=record.timestamp_ms,
+                        )
+                        for record in hostile
+                        if record.codec == codec
+                    ]
+                    self._note_ends(await asyncio.gather(*pending))
+            finally:
+                await producer.stop()
 
     async def wait_committed(self, timeout: float = 180) -> None:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
@@ -182,6 +218,9 @@ async def verify(
         if record.topic == DEAD_LETTER_TOPIC:
             if document["data"]["topic"] in {p.topic for p in workload.phases}:
                 letters.append(document)
+                key = document["data"].get("key")
+                if key is not None:
+                    report.dead_letter_codes[key] = document["data"].get("error_code", "")
             continue
         by_id[document["id"]].append(record.value)
     ours = {i: v for i, v in by_id.items() if i in workload.expected_outputs}

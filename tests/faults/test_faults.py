@@ -213,6 +213,38 @@ async def test_rebuild_from_history_equals_the_live_accounts(
     assert rebuilt.state_mismatches == 0, rebuilt.notes
 
 
+async def test_hostile_records_are_applied_or_dead_lettered_and_the_consumer_goes_on(
+    started_stack: Stack, hostile_workload: Workload
+) -> None:
+    """Compressed batches of every codec, headers with null values or non-UTF-8 names and
+    values, and bad records stamped in microseconds, mixed into the standard workload."""
+    report = FaultReport("hostile-input")
+    service = started_stack.service()
+    service.start()
+    started = time.monotonic()
+    async with Feed(started_stack.bootstrap, GROUP, hostile_workload) as feed:
+
+        async def still_ready(phase: int) -> None:
+            await feed.wait_committed()
+            status = await asyncio.to_thread(service.get, "/health/ready")
+            assert status[0] == 200, (phase, status, service.log_tail())
+
+        await feed.run(still_ready)
+    report.total_seconds = round(time.monotonic() - started, 2)
+    hostile = [r for phase in hostile_workload.phases for r in phase.hostile]
+    report.notes.append(
+        f"{len(hostile)} hostile records: {sum(r.codec is not None for r in hostile)} compressed,"
+        f" {sum(bool(r.headers) for r in hostile)} with odd headers,"
+        f" {sum(r.bad for r in hostile)} bad"
+    )
+    service.stop()
+    await verify(report, hostile_workload, started_stack.bootstrap, started_stack.redis.url)
+    assert_clean(report)
+    assert report.dead_letter_codes["bad-usec"] == "not_json", report.dead_letter_codes
+    assert report.dead_letter_codes["bad-null-header"] == "invalid_envelope"
+    assert report.dead_letter_codes["bad-lz4"] == "not_json"
+
+
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()

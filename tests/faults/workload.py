@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from hostile import HostileRecord, hostile_records
+
 from learning_account import events as ev
 from learning_account.commands import to_command
 from learning_account.domain.model import Account, Policy
@@ -34,6 +36,7 @@ NOW = 1_800_000_000.0
 class Phase:
     topic: str
     records: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    hostile: list[HostileRecord] = field(default_factory=list)  # sent after the records
 
 
 @dataclass
@@ -49,7 +52,7 @@ class Workload:
 
     @property
     def sent(self) -> int:
-        return sum(len(phase.records) for phase in self.phases)
+        return sum(len(phase.records) + len(phase.hostile) for phase in self.phases)
 
 
 def _bad_messages(rng: random.Random) -> list[tuple[str, bytes]]:
@@ -84,7 +87,9 @@ def _bad_messages(rng: random.Random) -> list[tuple[str, bytes]]:
     ]
 
 
-def generate(students: int = 800, seed: int = 7, duplicate_rate: float = 0.03) -> Workload:
+def generate(
+    students: int = 800, seed: int = 7, duplicate_rate: float = 0.03, *, hostile: bool = False
+) -> Workload:
     rng = random.Random(seed)
     ids = [f"f{seed}-{n:05d}" for n in range(students)]
     plans: dict[str, dict[str, Any]] = {}
@@ -147,6 +152,7 @@ def generate(students: int = 800, seed: int = 7, duplicate_rate: float = 0.03) -
         (EXAM_RESULTS_TOPIC, res2),
     ]
     phases: list[Phase] = []
+    hostile_by_topic = hostile_records(seed) if hostile else {}
     duplicates = 0
     bad_sent: list[tuple[str, bytes, bytes]] = []
     order: list[dict[str, Any]] = []
@@ -167,12 +173,15 @@ def generate(students: int = 800, seed: int = 7, duplicate_rate: float = 0.03) -
                 key = f"bad-{len(bad_sent)}".encode()
                 records.insert(rng.randint(0, len(records)), (key, value))
                 bad_sent.append((topic, key, value))
-        phases.append(Phase(topic, records))
+        extras = hostile_by_topic.pop(topic, [])
+        bad_sent.extend((r.topic, r.key, r.value) for r in extras if r.bad)
+        phases.append(Phase(topic, records, extras))
 
     accounts, expected, republished = oracle(phases)
     return Workload(
         phases=phases,
-        valid_events=len(order),
+        valid_events=len(order)
+        + sum(1 for phase in phases for record in phase.hostile if not record.bad),
         duplicates=duplicates,
         bad=bad_sent,
         accounts=accounts,
@@ -190,7 +199,8 @@ def oracle(phases: list[Phase]) -> tuple[dict[str, Account], dict[str, str], int
     expected: dict[str, str] = {}
     policy = Policy()
     for phase in phases:
-        for key, value in phase.records:
+        valid_hostile = [(r.key, r.value) for r in phase.hostile if not r.bad]
+        for key, value in [*phase.records, *valid_hostile]:
             try:
                 command = to_command(decode(phase.topic, value, key))
             except ValueError:

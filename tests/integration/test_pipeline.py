@@ -276,7 +276,8 @@ async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
         record(ev.registration("s10", 2017, {"A": 6})),
         record(ev.exam_result("s10", 2017, "A")),
     ]
-    settings = Settings(kafka_max_message_bytes=16 * 1024)
+    # below what LA_KAFKA_MAX_MESSAGE_BYTES accepts, to keep the records small
+    settings = Settings().model_copy(update={"kafka_max_message_bytes": 16 * 1024})
     live = Processor(
         AccountStore(redis_client), Policy(), max_message_bytes=settings.kafka_max_message_bytes
     )
@@ -346,17 +347,17 @@ async def test_the_service_dead_letters_an_output_the_producer_refuses_and_goes_
     from learning_account.wire import INPUT_TOPICS
     from support.service import OutputCollector, send
 
-    # 34 KiB: the wide registration's balance-changed (about 34.7 kB) is over it, and the dead
-    # letter carrying that registration (about 32.7 kB) is under
+    # 34 KiB (below what LA_KAFKA_MAX_MESSAGE_BYTES accepts, to keep the records small): the
+    # wide registration's balance-changed (about 34.7 kB) is over it, and the dead letter
+    # carrying that registration (about 32.7 kB) is under
     settings = Settings(
         kafka_bootstrap_servers=own_kafka,
         redis_url=redis_url,
         redis_cluster="false",
         http_port=free_port(),
         consumer_group="output-size",
-        kafka_max_message_bytes=34 * 1024,
         gc_threshold=None,
-    )
+    ).model_copy(update={"kafka_max_message_bytes": 34 * 1024})
     wide = ev.registration("s13", 2016, {f"U{n:03d}-{'x' * 251}": 0.5 for n in range(100)})
     narrow = ev.registration("s13", 2017, {"A": 6})
     other = ev.registration("s14", 2017, {"A": 6})

@@ -71,8 +71,18 @@ class ServiceProcess:
         raise TimeoutError(f"service not ready in {timeout}s:\n{self.log_tail()}")
 
     def get(self, path: str) -> tuple[int, Any]:
+        return self.request(path)
+
+    def post(self, path: str, document: Any) -> tuple[int, Any]:
+        """POST `document` as JSON: `(status, decoded JSON or text)`; status 0 if no answer."""
+        return self.request(path, json.dumps(document).encode())
+
+    def request(self, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            self.base_url + path, data=body, headers={"Content-Type": "application/json"}
+        )
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 body = response.read()
                 status = response.status
         except urllib.error.HTTPError as error:

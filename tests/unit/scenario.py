@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, timedelta
 from itertools import count
 
@@ -11,6 +12,7 @@ from learning_account.domain.model import (
     BalanceChanged,
     Command,
     Contract,
+    CorrectResult,
     CreditExhausted,
     CreditLow,
     Decision,
@@ -24,6 +26,7 @@ from learning_account.domain.model import (
     ProgrammeKind,
     RecordResult,
     Register,
+    RestoreCredits,
     ResultOutcome,
     UnitRegistration,
     credits_to_quarters,
@@ -116,6 +119,30 @@ class Student:
             )
         )
 
+    def correct(self, year: int, code: str, outcome: str) -> Decision:
+        return self.apply(
+            CorrectResult(
+                event=self.ref("exam-result-corrected"),
+                student_id=self.student_id,
+                academic_year=year,
+                unit_code=code,
+                outcome=ResultOutcome(outcome),
+                corrected_on=date(year + 1, 9, 2),
+            )
+        )
+
+    def restore(self, year: int, codes: list[str]) -> Decision:
+        return self.apply(
+            RestoreCredits(
+                event=self.ref("credits-restored"),
+                student_id=self.student_id,
+                academic_year=year,
+                unit_codes=tuple(codes),
+                decided_on=date(year + 2, 5, 14),
+                decision_reference="RvStvb-2018-0412",
+            )
+        )
+
     def pass_all(self, year: int, codes: list[str]) -> None:
         for code in codes:
             self.result(year, code)
@@ -164,6 +191,18 @@ class Student:
     def last_events(self, kind: type) -> list:  # type: ignore[type-arg]
         assert self.last is not None
         return [event for event in self.last.events if isinstance(event, kind)]
+
+    def statement_rows(self, current_year: int) -> list[dict[str, object]]:
+        """The statement's rows by column name, in credits (`restored` included)."""
+        return [
+            {
+                name: (
+                    value if name in ("academic_year", "projected") else credits(value)  # type: ignore[arg-type]
+                )
+                for name, value in asdict(row).items()
+            }
+            for row in statement(self.account, current_year)
+        ]
 
     def statement_table(self, current_year: int) -> list[tuple[object, ...]]:
         return [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from redis.asyncio import Redis
 from learning_account import events as ev
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
-from learning_account.store import AccountStore
+from learning_account.store import AccountStore, account_key
 from support.apply import apply
 
 OCTOBER_2019 = date(2019, 10, 1)
@@ -59,6 +61,8 @@ async def test_account_of_mary_after_three_years(
         "exhausted": False,
         "master_degree": False,
         "as_of_academic_year": "2019-2020",
+        "remaining_bonus": 0,
+        "rebuild_reserve": 0,
     }
 
 
@@ -69,7 +73,7 @@ async def test_statement_of_mary_is_the_seed_table(
     response = await client.get("/accounts/mary/statement")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    zeros = {"refunded": 0, "degree_deduction": 0, "rebuilt": 0, "projected": False}
+    zeros = {"refunded": 0, "restored": 0, "degree_deduction": 0, "rebuilt": 0, "projected": False}
     assert response.json() == {
         "student_id": "mary",
         "years": [
@@ -148,11 +152,18 @@ async def test_years_completed_without_enrolment_are_projected_in_the_statement(
     await left_at_30_credits_in_2016(redis_client)
     async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
         years = (await client.get("/accounts/gap/statement")).json()["years"]
-    zeros = {"invested": 0, "acquired": 0, "bonus": 0, "refunded": 0, "degree_deduction": 0}
+    zeros = {
+        "invested": 0,
+        "acquired": 0,
+        "bonus": 0,
+        "refunded": 0,
+        "restored": 0,
+        "degree_deduction": 0,
+    }
     assert years == [
         {"academic_year": "2016-2017", "start": 140, "invested": -110, "acquired": 0,
-         "bonus": 0, "refunded": 0, "degree_deduction": 0, "rebuilt": 0, "balance": 30,
-         "projected": False},
+         "bonus": 0, "refunded": 0, "restored": 0, "degree_deduction": 0, "rebuilt": 0,
+         "balance": 30, "projected": False},
         {"academic_year": "2017-2018", "start": 30, **zeros, "rebuilt": 10, "balance": 40,
          "projected": True},
         {"academic_year": "2018-2019", "start": 40, **zeros, "rebuilt": 10, "balance": 50,
@@ -166,6 +177,28 @@ async def test_account_balance_includes_the_projected_years(redis_client: Redis)
         account = (await client.get("/accounts/gap")).json()
     assert account["balance"] == 50
     assert account["as_of_academic_year"] == "2019-2020"
+    assert (account["remaining_bonus"], account["rebuild_reserve"]) == (60, 10)
+
+
+async def test_restored_credits_and_what_is_left_to_gain(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(
+        redis_client,
+        [
+            ev.registration("fm", 2018, {"U": 6, "P": 20}),
+            ev.exam_result("fm", 2018, "P"),
+            ev.credits_restoration("fm", 2018, ["U"]),
+            ev.exam_result_correction("fm", 2018, "P", "failed"),
+            ev.registration("fm", 2018, {"Q": 10}),
+            ev.exam_result("fm", 2018, "Q"),
+        ],
+    )
+    account = (await client.get("/accounts/fm")).json()
+    assert (account["balance"], account["bonus_granted"]) == (140 - 36 + 6 + 10 + 10, 10)
+    assert (account["remaining_bonus"], account["rebuild_reserve"]) == (50, 0)
+    [row] = (await client.get("/accounts/fm/statement")).json()["years"]
+    assert (row["invested"], row["acquired"], row["bonus"], row["restored"]) == (-36, 10, 10, 6)
 
 
 async def test_the_academic_year_turns_on_1_september(redis_client: Redis) -> None:
@@ -276,3 +309,279 @@ def test_two_metrics_instances_do_not_collide() -> None:
     first.batches.inc()
     assert b"la_batches_total 1.0" in first.render()
     assert b"la_batches_total 0.0" in second.render()
+
+
+# --- POST /accounts/{id}/projection ----------------------------------------------------------
+
+
+def what_if(*events: dict[str, Any]) -> dict[str, Any]:
+    """The request body: each event's type and data, as a client sends them."""
+    return {"events": [{"type": event["type"], "data": event["data"]} for event in events]}
+
+
+async def stored_state(redis_client: Redis) -> dict[bytes, Any]:
+    """Every key in Redis with its value (DUMP's field order may change on a mere read)."""
+    state: dict[bytes, Any] = {}
+    for key in sorted(await redis_client.keys("*")):
+        kind = await redis_client.type(key)
+        if kind == b"hash":
+            state[key] = await redis_client.hgetall(key)
+        elif kind == b"zset":
+            state[key] = await redis_client.zrange(key, 0, -1, withscores=True)
+        else:
+            state[key] = (kind, await redis_client.get(key))
+    return state
+
+
+async def test_projection_of_mary_s_first_master_and_its_degree(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    units = ev.package("M", 10, 6)
+    body = what_if(
+        ev.registration("mary", 2019, units, kind="master"),
+        *(ev.exam_result("mary", 2019, code) for code in units),
+        ev.degree("mary", 2019, "master"),
+    )
+    response = await client.post("/accounts/mary/projection", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert {name: answer[name] for name in answer if name not in ("outcomes", "years")} == {
+        "student_id": "mary",
+        "balance": 60,
+        "remaining_bonus": 0,
+        "rebuild_reserve": 0,
+        "exhausted": False,
+    }
+    assert answer["outcomes"][0] == {
+        "index": 0,
+        "type": ev.registration("x", 2019, {"A": 1})["type"],
+        "accepted": True,
+        "held": False,
+        "reason": None,
+        "previous_balance": 200,
+        "balance": 140,
+        "uncovered_credits": 0,
+        "additional_fee": False,
+        "announcements": [],
+    }
+    assert [o["balance"] for o in answer["outcomes"]] == [140 + 6 * i for i in range(11)] + [60]
+    assert [o["index"] for o in answer["outcomes"]] == list(range(12))
+    last = answer["years"][-1]
+    assert (last["academic_year"], last["start"], last["invested"], last["acquired"]) == (
+        "2019-2020",
+        200,
+        -60,
+        60,
+    )
+    assert (last["degree_deduction"], last["balance"]) == (-140, 60)
+
+
+async def test_projection_writes_nothing(redis_client: Redis, client: httpx.AsyncClient) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    before = await stored_state(redis_client)
+    version = await redis_client.hget(account_key("mary"), "v")
+    account = (await client.get("/accounts/mary")).json()
+    body = what_if(
+        ev.registration("mary", 2019, {"M1": 60}, kind="master"),
+        ev.exam_result("mary", 2019, "M1", "failed"),
+        ev.exam_result("mary", 2020, "LATER"),  # held: would be a new held result
+        ev.registration("nobody-else", 2019, {"A": 6}),  # refused as a whole (422)
+    )
+    assert (await client.post("/accounts/mary/projection", json=body)).status_code == 422
+    body["events"].pop()
+    response = await client.post("/accounts/mary/projection", json=body)
+    assert response.status_code == 200
+    assert response.json()["balance"] == 140
+    assert await stored_state(redis_client) == before
+    assert await redis_client.hget(account_key("mary"), "v") == version
+    assert (await client.get("/accounts/mary")).json() == account
+
+
+async def test_invalid_event_is_422_with_the_dead_letter_code_and_its_index(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    good = ev.registration("mary", 2019, {"A": 6})
+    bad_credits = ev.registration("mary", 2019, {"A": 6})
+    bad_credits["data"]["course_units"][0]["credits"] = 61
+    cases = [
+        ([good, bad_credits], "invalid_data", 1),
+        ([good, good, {"type": "be.flanders.learning-account.nope.v1", "data": {}}],
+         "unknown_type", 2),
+        ([ev.exam_result("someone-else", 2019, "A")], "subject_mismatch", 0),
+    ]  # fmt: skip
+    for events, code, index in cases:
+        body = {"events": [{"type": e["type"], "data": e["data"]} for e in events]}
+        response = await client.post("/accounts/mary/projection", json=body)
+        assert response.status_code == 422, code
+        answer = response.json()
+        assert set(answer) == {"error", "error_code", "index"}
+        assert (answer["error_code"], answer["index"]) == (code, index)
+        assert answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"events": [', "not_json"),
+        (b"\xff\xfe", "not_utf8"),
+        (b'{"events": []}', "invalid_envelope"),
+        (b'{"events": {"type": "x"}}', "invalid_envelope"),
+        (b"[]", "invalid_envelope"),
+    ],
+)
+async def test_a_body_that_is_not_a_list_of_events_is_422_without_index(
+    client: httpx.AsyncClient, body: bytes, code: str
+) -> None:
+    response = await client.post("/accounts/mary/projection", content=body)
+    assert response.status_code == 422
+    assert response.json()["error_code"] == code
+    assert response.json()["index"] is None
+
+
+async def test_projection_for_a_student_without_an_account(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/accounts/newcomer/projection",
+        json=what_if(ev.registration("newcomer", 2019, {"A": 6, "B": 6})),
+    )
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["balance"], answer["exhausted"], answer["remaining_bonus"]) == (128, False, 60)
+    [outcome] = answer["outcomes"]
+    assert (outcome["previous_balance"], outcome["balance"]) == (0, 128)
+    assert [row["balance"] for row in answer["years"]] == [128]
+    assert (await client.get("/accounts/newcomer")).status_code == 404
+
+
+async def test_projection_that_still_opens_no_account(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/accounts/grad/projection", json=what_if(ev.degree("grad", 2019, "master"))
+    )
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["balance"], answer["years"], answer["exhausted"]) == (None, [], False)
+    [outcome] = answer["outcomes"]
+    assert (outcome["accepted"], outcome["previous_balance"], outcome["balance"]) == (
+        True,
+        None,
+        None,
+    )
+
+
+async def test_held_results_and_their_release(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    # B's result arrived before its registration: it is held in the stored account
+    await apply(
+        redis_client,
+        [ev.registration("held", 2019, {"A": 6}), ev.exam_result("held", 2019, "B")],
+    )
+    body = what_if(
+        ev.exam_result("held", 2019, "C"),
+        ev.registration("held", 2019, {"B": 6, "C": 6}),
+    )
+    answer = (await client.post("/accounts/held/projection", json=body)).json()
+    steps = [
+        (o["index"], o["accepted"], o["held"], o["previous_balance"], o["balance"])
+        for o in answer["outcomes"]
+    ]
+    assert steps == [
+        (0, True, True, 134, 134),  # C held: accepted, balance unchanged
+        (1, True, False, 134, 122),
+        (None, True, False, 122, 134),  # B, held in the stored account, released
+        (0, True, False, 134, 146),  # C released, reported again with its own index
+    ]
+    assert answer["balance"] == 146
+
+
+async def test_announcements_of_a_projected_step(client: httpx.AsyncClient) -> None:
+    body = what_if(ev.registration("spender", 2019, {"A": 60, "B": 60, "C": 24}))
+    answer = (await client.post("/accounts/spender/projection", json=body)).json()
+    [outcome] = answer["outcomes"]
+    assert outcome["announcements"] == [
+        {"type": "credit-exhausted"},
+        {"type": "credit-low", "threshold": 60},
+    ]
+    assert (outcome["uncovered_credits"], answer["exhausted"]) == (4, True)
+    assert answer["rebuild_reserve"] == 64
+
+
+async def test_projection_refusal_reason(redis_client: Redis, client: httpx.AsyncClient) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    body = what_if(ev.exam_result("mary", 2016, "Y16-01"))
+    [outcome] = (await client.post("/accounts/mary/projection", json=body)).json()["outcomes"]
+    assert (outcome["accepted"], outcome["reason"]) == (False, "result_already_recorded")
+
+
+async def test_projection_takes_the_bearer_token(redis_client: Redis) -> None:
+    body = what_if(ev.registration("mary", 2019, {"A": 6}))
+    async with client_for(AccountStore(redis_client), token="s3cret") as client:
+        assert (await client.post("/accounts/mary/projection", json=body)).status_code == 401
+        query = await client.post("/accounts/mary/projection?token=s3cret", json=body)
+        assert query.status_code == 401  # ?token= opens the page only
+        response = await client.post(
+            "/accounts/mary/projection", json=body, headers={"Authorization": "Bearer s3cret"}
+        )
+        assert response.status_code == 200
+
+
+async def test_projection_with_a_bad_student_id_or_redis_down(client: httpx.AsyncClient) -> None:
+    body = what_if(ev.registration("mary", 2019, {"A": 6}))
+    assert (await client.post("/accounts/bad%20id/projection", json=body)).status_code == 400
+    assert (await client.get("/accounts/mary/projection")).status_code == 405
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:
+        async with client_for(AccountStore(unreachable)) as down:
+            response = await down.post("/accounts/mary/projection", json=body)
+        assert (response.status_code, set(response.json())) == (503, {"error"})
+    finally:
+        await unreachable.aclose()
+
+
+async def test_projection_of_a_correction_and_a_restoration(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, ev.mary_track("mary"))
+    body = what_if(
+        ev.exam_result_correction("mary", 2016, "Y16-01", "failed"),
+        ev.credits_restoration("mary", 2016, ["Y16-01"]),  # a pass taken back restores in full
+    )
+    answer = (await client.post("/accounts/mary/projection", json=body)).json()
+    assert [(o["accepted"], o["previous_balance"], o["balance"]) for o in answer["outcomes"]] == [
+        (True, 200, 188),
+        (True, 188, 194),
+    ]
+    assert (answer["balance"], answer["remaining_bonus"]) == (194, 6)  # the bonus is free again
+    first = answer["years"][0]
+    assert (first["acquired"], first["bonus"], first["restored"], first["balance"]) == (
+        54,
+        54,
+        6,
+        194,
+    )
+    assert [row["balance"] for row in answer["years"]] == [194, 194, 194]
+    assert (await client.get("/accounts/mary")).json()["balance"] == 200
+
+
+async def test_the_demo_reads_statements_with_the_static_token(
+    redis_client: Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from learning_account.cli import print_statement
+    from learning_account.settings import Settings
+    from support.http import serving
+
+    await apply(redis_client, ev.mary_track("mary"))
+    app = create_http_app(
+        AccountStore(Redis.from_url(redis_url)),
+        ready=always_ready,
+        metrics=Metrics(),
+        token="demo-token",
+        today=lambda: OCTOBER_2019,
+    )
+    with serving(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        settings = Settings(http_port=port, http_token="demo-token")
+        await asyncio.to_thread(print_statement, settings, "mary")
+    printed = capsys.readouterr().out
+    assert "2018-2019" in printed and "200" in printed

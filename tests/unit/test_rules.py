@@ -53,7 +53,7 @@ def test_late_entry_for_an_earlier_year_shifts_the_rows_after_it() -> None:
         ("master", "exam"),
         ("preparatory", "diploma"),
         ("bachelor_after_bachelor", "diploma"),
-        ("master_after_master", "credit"),
+        ("master_after_master", "diploma"),
     ],
 )
 def test_registration_outside_the_account_changes_no_balance(kind: str, contract: str) -> None:
@@ -78,10 +78,18 @@ def test_registration_deducts_the_sum_of_its_units() -> None:
     assert student.balance == 140 - 11
 
 
-def test_credit_contract_in_a_bachelor_uses_the_account() -> None:
+@pytest.mark.parametrize(
+    "kind", ["bachelor", "master", "preparatory", "bachelor_after_bachelor", "master_after_master"]
+)
+def test_credit_contract_uses_the_account_in_every_programme_kind(kind: str) -> None:
     student = Student()
-    student.register(2016, {"A": 6}, contract="credit")
+    decision = student.register(2016, {"A": 6}, kind=kind, contract="credit")
+    assert [(e.kind, e.amount) for e in decision.events[0].entries] == [
+        ("opened", 560),
+        ("invested", -24),
+    ]
     assert student.balance == 134
+    assert student.account.units[(2016, "A")].uses_account
 
 
 def test_registration_beyond_the_balance_is_accepted_with_uncovered_credits() -> None:
@@ -273,6 +281,316 @@ def test_result_for_a_deregistered_unit_is_refused_not_registered() -> None:
     student.deregister(2016, ["A"], date(2016, 9, 30))
     student.result(2016, "A")
     assert reasons(student) == ["not_registered"]
+
+
+# --- R3.7 corrections -----------------------------------------------------------------------
+
+
+def entries_of(student: Student) -> list[tuple[str, float, str | None]]:
+    [changed] = student.last_events(BalanceChanged)
+    return [(str(e.kind), e.amount / 4, e.course_unit_code) for e in changed.entries]
+
+
+def test_pass_corrected_to_fail_takes_back_credits_and_exactly_its_bonus() -> None:
+    student = Student()
+    student.register(2016, {"A": 50, "B": 20})
+    student.result(2016, "A")  # bonus 50
+    student.result(2016, "B")  # bonus 10: the cap
+    student.correct(2016, "B", "failed")
+    assert entries_of(student) == [("acquired", -20, "B"), ("bonus", -10, "B")]
+    assert student.account.bonus_granted == 50 * 4
+    assert student.balance == 140 - 70 + 50 + 50
+
+
+def test_bonus_freed_by_a_correction_goes_to_the_next_pass() -> None:
+    student = Student()
+    student.register(2016, {"A": 50, "B": 20, "C": 10})
+    student.result(2016, "A")
+    student.result(2016, "B")  # bonus 10
+    student.correct(2016, "A", "tolerated")  # frees 50
+    assert student.account.bonus_granted == 10 * 4
+    student.result(2016, "C")
+    assert entries_of(student) == [("acquired", 10, "C"), ("bonus", 10, "C")]
+    assert student.account.bonus_granted == 20 * 4
+
+
+def test_fail_corrected_to_pass_acquires_as_a_result_processed_now() -> None:
+    student = Student()
+    student.register(2016, {"A": 50, "B": 20})
+    student.result(2016, "A", "failed")
+    student.result(2016, "B")  # bonus 20
+    student.correct(2016, "A", "passed")  # 40 bonus left
+    assert entries_of(student) == [("acquired", 50, "A"), ("bonus", 40, "A")]
+    assert student.account.bonus_granted == 60 * 4
+    [changed] = student.last_events(BalanceChanged)
+    assert changed.academic_year == 2016
+
+
+def test_fail_corrected_to_pass_under_a_credit_contract_gets_no_bonus() -> None:
+    student = Student()
+    student.register(2016, {"A": 6}, contract="credit")
+    student.result(2016, "A", "failed")
+    student.correct(2016, "A", "passed")
+    assert entries_of(student) == [("acquired", 6, "A")]
+    assert student.account.bonus_granted == 0
+
+
+def test_pass_won_by_a_correction_after_a_rebuild_gets_no_bonus() -> None:
+    student = Student()
+    student.register(2016, {"A": 60, "B": 60, "C": 10})  # 10
+    student.register(2019, {"D": 6})  # rebuilds 2017 and 2018
+    student.result(2019, "D", "failed")
+    student.correct(2019, "D", "passed")
+    assert entries_of(student) == [("acquired", 6, "D")]
+
+
+def test_pass_corrected_to_fail_after_a_rebuild_still_takes_its_bonus_back() -> None:
+    student = Student()
+    student.register(2016, {"A": 60, "B": 60, "C": 10})
+    student.result(2016, "C")  # bonus 10: balance 30
+    student.register(2019, {"D": 6})  # rebuilds 2017 and 2018
+    decision = student.correct(2016, "C", "failed")
+    assert entries_of(student) == [("acquired", -10, "C"), ("bonus", -10, "C")]
+    assert decision.events[0].academic_year == 2016
+    assert student.account.bonus_granted == 0
+
+
+@pytest.mark.parametrize(
+    ("recorded", "corrected"),
+    [("failed", "tolerated"), ("tolerated", "failed"), ("failed", "failed"), ("passed", "passed")],
+)
+def test_correction_without_a_pass_won_or_lost_is_accepted_and_publishes_nothing(
+    recorded: str, corrected: str
+) -> None:
+    student = Student()
+    student.register(2016, {"A": 6})
+    student.result(2016, "A", recorded)
+    before = student.balance
+    decision = student.correct(2016, "A", corrected)
+    assert decision.events == ()
+    assert student.balance == before
+    assert student.account.units[(2016, "A")].result == corrected
+
+
+def test_correction_of_a_unit_without_a_result_is_refused_no_result_to_correct() -> None:
+    student = Student()
+    student.register(2016, {"A": 6})
+    student.correct(2016, "A", "passed")
+    assert reasons(student) == ["no_result_to_correct"]
+    assert student.balance == 134
+
+
+@pytest.mark.parametrize("deregistered", [False, True])
+def test_correction_of_a_unit_not_registered_is_refused_not_registered(
+    deregistered: bool,
+) -> None:
+    student = Student()
+    student.register(2016, {"A": 6})
+    if deregistered:
+        student.deregister(2016, ["A"], date(2016, 9, 30))
+    student.correct(2016 if deregistered else 2017, "A", "passed")
+    assert reasons(student) == ["not_registered"]
+
+
+def test_correction_behind_a_held_result_is_applied_right_after_it() -> None:
+    student = Student()
+    result = student.result(2016, "A")
+    student.correct(2016, "A", "failed")
+    assert student.last is not None and student.last.events == ()
+    assert len(student.account.held) == 2
+    decision = student.register(2016, {"A": 6})
+    changes = [e for e in decision.events if isinstance(e, BalanceChanged)]
+    assert [c.caused_by.type for c in changes] == [
+        "be.flanders.learning-account.course-units-registered.v1",
+        "be.flanders.learning-account.exam-result-recorded.v1",
+        "be.flanders.learning-account.exam-result-corrected.v1",
+    ]
+    assert [c.balance / 4 for c in changes] == [134, 146, 134]
+    assert student.account.held == () and result.events == ()
+    assert student.account.bonus_granted == 0
+
+
+def test_correction_behind_a_held_result_is_refused_with_it() -> None:
+    student = Student(policy=Policy(result_hold_seconds=60))
+    student.result(2016, "A")
+    student.wait(30)
+    student.correct(2016, "A", "failed")
+    student.wait(31)  # the result's holding time is over, not the correction's own
+    student.register(2016, {"A": 6})
+    assert reasons(student) == ["unknown_registration", "unknown_registration"]
+    assert student.account.held == ()
+
+
+def test_correction_of_a_registration_outside_the_account_changes_nothing() -> None:
+    student = Student()
+    student.register(2016, {"A": 6}, contract="exam")
+    student.result(2016, "A")
+    decision = student.correct(2016, "A", "failed")
+    assert decision.events == ()
+    assert student.account.units[(2016, "A")].result == "failed"
+
+
+def test_correction_is_announced_like_any_change() -> None:
+    student = Student()
+    student.register(2016, {"A": 60, "B": 60, "C": 20})  # 0
+    student.result(2016, "C")  # 40
+    student.correct(2016, "C", "failed")  # back to 0
+    assert [e.balance for e in student.last_events(CreditExhausted)] == [0]
+    assert student.last_events(CreditLow) == []
+
+
+# --- R3.8 force majeure ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", [None, "failed", "tolerated"])
+def test_restoration_gives_back_the_full_credits_of_a_lost_unit(outcome: str | None) -> None:
+    student = Student()
+    student.register(2016, {"U": 6, "V": 4})
+    if outcome is not None:
+        student.result(2016, "U", outcome)
+    decision = student.restore(2016, ["U", "V"])
+    assert entries_of(student) == [("restored", 6, "U"), ("restored", 4, "V")]
+    assert decision.events[0].academic_year == 2016
+    assert student.balance == 140
+    assert student.account.bonus_granted == 0
+
+
+def test_restoration_of_a_half_refunded_unit_gives_the_other_half() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.deregister(
+        2016, ["U"], date(2016, 12, 1), reason="programme_change", reenrolled_on=date(2016, 12, 1)
+    )
+    assert student.balance == 137
+    student.restore(2016, ["U"])
+    assert entries_of(student) == [("restored", 3, "U")]
+
+
+def test_restoration_after_a_pass_corrected_to_a_fail_is_full() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.result(2016, "U")
+    student.correct(2016, "U", "failed")
+    student.restore(2016, ["U"])
+    assert entries_of(student) == [("restored", 6, "U")]
+    assert student.balance == 140
+
+
+@pytest.mark.parametrize("case", ["passed", "fully refunded", "already restored"])
+def test_restoration_with_nothing_left_is_refused_whole(case: str) -> None:
+    student = Student()
+    student.register(2016, {"U": 6, "W": 6})
+    if case == "passed":
+        student.result(2016, "U")
+    elif case == "fully refunded":
+        student.deregister(2016, ["U"], date(2016, 9, 30))
+    else:
+        student.restore(2016, ["U"])
+    before = student.balance
+    student.restore(2016, ["W", "U"])
+    assert reasons(student) == ["nothing_to_restore"]
+    assert student.balance == before
+    assert not student.account.units[(2016, "W")].restored
+
+
+def test_restoration_naming_a_unit_never_registered_is_refused_not_registered() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.result(2016, "U")  # would be nothing_to_restore: not_registered comes first
+    student.restore(2016, ["U", "Z"])
+    assert reasons(student) == ["not_registered"]
+    student.restore(2017, ["U"])
+    assert reasons(student) == ["not_registered"]
+
+
+def test_restoration_skips_units_outside_the_account() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.register(2016, {"X": 6}, contract="exam")
+    student.restore(2016, ["X", "U"])
+    assert entries_of(student) == [("restored", 6, "U")]
+    assert student.restore(2016, ["X"]).events == ()
+
+
+def test_restoration_concerns_the_current_registration_of_a_unit() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.deregister(2016, ["U"], date(2016, 9, 30))  # full refund
+    student.register(2016, {"U": 6})
+    student.restore(2016, ["U"])
+    assert entries_of(student) == [("restored", 6, "U")]
+
+
+def test_restored_unit_is_closed_to_results_and_corrections() -> None:
+    student = Student()
+    student.register(2016, {"U": 6, "F": 6})
+    student.result(2016, "F", "failed")
+    student.restore(2016, ["U", "F"])
+    student.result(2016, "U")
+    assert reasons(student) == ["result_already_recorded"]
+    student.correct(2016, "F", "passed")
+    assert reasons(student) == ["result_already_recorded"]
+    student.correct(2016, "U", "passed")  # no result, but closed: closing comes first
+    assert reasons(student) == ["result_already_recorded"]
+    assert student.balance == 140
+
+
+def test_deregistering_a_restored_unit_keeps_it_and_refunds_nothing() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.restore(2016, ["U"])
+    decision = student.deregister(2016, ["U"], date(2016, 9, 30))
+    assert decision.events == ()
+    assert not student.account.units[(2016, "U")].deregistered
+    student.result(2016, "U")
+    assert reasons(student) == ["result_already_recorded"]
+
+
+def test_restored_deregistered_unit_refuses_a_later_result_not_registered() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.deregister(
+        2016, ["U"], date(2016, 12, 1), reason="programme_change", reenrolled_on=date(2016, 12, 1)
+    )
+    student.restore(2016, ["U"])
+    student.result(2016, "U")
+    assert reasons(student) == ["not_registered"]
+    student.correct(2016, "U", "passed")
+    assert reasons(student) == ["not_registered"]
+
+
+def test_restored_credits_get_no_bonus_and_leave_the_first_60_open() -> None:
+    student = Student()
+    student.register(2016, {"U": 6, "A": 60})
+    student.restore(2016, ["U"])
+    student.result(2016, "A")
+    assert entries_of(student) == [("acquired", 60, "A"), ("bonus", 60, "A")]
+
+
+def test_restoration_is_booked_to_its_year_in_the_statement() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    student.register(2017, {"V": 6})
+    student.restore(2016, ["U"])
+    rows = student.statement_rows(current_year=2018)
+    assert [(r["academic_year"], r["restored"], r["balance"]) for r in rows] == [
+        (2016, 6, 140),
+        (2017, 0, 134),
+    ]
+
+
+def test_remaining_bonus_and_rebuild_reserve() -> None:
+    student = Student()
+    student.register(2016, {"A": 50, "B": 60, "C": 20})  # 10
+    student.result(2016, "A")  # 110, bonus 50
+    view = account_view(student.account, current_year=2017)
+    assert (view.remaining_bonus / 4, view.rebuild_reserve / 4) == (10, 0)
+    student.correct(2016, "A", "failed")  # 10, bonus 0
+    view = account_view(student.account, current_year=2018)  # 2017 projected: 20
+    assert (view.balance / 4, view.remaining_bonus / 4, view.rebuild_reserve / 4) == (20, 60, 40)
+    student.register(2019, {"D": 6})  # rebuilt entries written
+    view = account_view(student.account, current_year=2019)
+    assert view.remaining_bonus == 0
 
 
 # --- R4 degrees -----------------------------------------------------------------------------

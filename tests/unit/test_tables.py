@@ -19,6 +19,7 @@ def row(
     acquired: float = 0,
     bonus: float = 0,
     refunded: float = 0,
+    restored: float = 0,
     degree_deduction: float = 0,
     rebuilt: float = 0,
     projected: bool = False,
@@ -35,6 +36,7 @@ def row(
         acquired=quarters(acquired),
         bonus=quarters(bonus),
         refunded=quarters(refunded),
+        restored=quarters(restored),
         degree_deduction=quarters(degree_deduction),
         rebuilt=quarters(rebuilt),
         balance=quarters(balance),
@@ -110,7 +112,7 @@ def test_bonus_blank_cells_stay_in_their_columns() -> None:
 
 def test_optional_rows_only_when_some_year_has_them() -> None:
     for text in (render_statement_plain("mary", MARY), render_statement_text("mary", MARY)):
-        for label in ("Refunded", "Degree deduction", "Rebuilt"):
+        for label in ("Refunded", "Restored", "Degree deduction", "Rebuilt"):
             assert label not in text
     graduate = [
         row(2016, 140, 140, invested=-6, refunded=6),
@@ -120,6 +122,9 @@ def test_optional_rows_only_when_some_year_has_them() -> None:
     assert cells(text, "Refunded") == ["+6"]
     assert cells(text, "Degree deduction") == ["-140"]
     assert "Rebuilt" not in text
+    restored = [row(2016, 140, 140, invested=-6, restored=6), row(2017, 140, 140)]
+    text = render_statement_plain("fm", restored)
+    assert cells(text, "Restored") == ["+6"]
 
 
 def test_projected_years_are_marked_with_a_footnote() -> None:

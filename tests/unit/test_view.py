@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import date
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from learning_account.domain.model import OPENING_BALANCE
 from learning_account.domain.statement import AccountView, StatementRow
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
+from learning_account.projection import UnitWhatIf, WhatIf
 from learning_account.store import AccountStore
 from learning_account.view import render_account_page
 from support.apply import apply
@@ -259,3 +261,102 @@ async def test_asyncapi_is_served_once_rendered(redis_client: Redis) -> None:
 
 async def test_no_asyncapi_route_unless_configured(client: httpx.AsyncClient) -> None:
     assert (await client.get("/asyncapi.json")).status_code == 404
+
+
+# --- what if: the latest year's units without a result ---------------------------------------
+
+STRICT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def in_progress(student_id: str) -> list[dict[str, Any]]:
+    """Passed a year, then registered 2019-2020: A passed, B and C still without a result."""
+    return [
+        ev.registration(student_id, 2018, {"OLD": 6}),
+        ev.exam_result(student_id, 2018, "OLD", "failed"),
+        ev.registration(student_id, 2019, {"A": 6, "B": 2.5, "C": 6, "GONE": 6}),
+        ev.exam_result(student_id, 2019, "A"),
+        ev.deregistration(student_id, 2019, ["GONE"], date(2019, 10, 1)),  # refunded: +6
+        # later in the year, but under an examination contract: not a year that uses the account
+        ev.registration(student_id, 2020, {"EXAM": 6}, contract="exam"),
+    ]
+
+
+async def test_what_if_shows_each_unit_without_a_result_passed_and_failed(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, in_progress("ines"))
+    response = await client.get("/accounts/ines/view")
+    page = parse_account_page(response.text)
+    balance = 140 - 6 - 20.5 + 6 + 6 + 6  # 131.5
+    assert page.text_of("balance") == "131.5"
+    assert page.text_of("what-if-title") == "What if: course units of 2019-2020 without a result"
+    # a pass returns the credits and the same again as bonus (first 60 diploma credits)
+    assert page.table("what-if") == [
+        ["Unit", "Credits", "If passed", "If failed"],
+        ["B", "2.5", f"{balance + 5:g}", f"{balance:g}"],
+        ["C", "6", f"{balance + 12:g}", f"{balance:g}"],
+    ]
+    assert page.scripts == 0
+    assert response.headers["content-security-policy"] == STRICT_CSP
+
+
+async def test_what_if_balances_are_those_of_the_projection(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(redis_client, in_progress("same"))
+    page = await page_of(client, "same")
+    for code, _credits, if_passed, if_failed in page.table("what-if")[1:]:
+        for outcome, shown in (("passed", if_passed), ("failed", if_failed)):
+            result = ev.exam_result("same", 2019, code, outcome)
+            body = {"events": [{"type": result["type"], "data": result["data"]}]}
+            answer = (await client.post("/accounts/same/projection", json=body)).json()
+            assert f"{answer['balance']:g}" == shown, (code, outcome)
+
+
+async def test_no_what_if_when_every_unit_of_the_latest_year_has_a_result(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    # 2018-2019 still has a unit without a result, but the latest year is 2019-2020
+    await apply(
+        redis_client,
+        [
+            ev.registration("done", 2018, {"OPEN": 6}),
+            ev.registration("done", 2019, {"A": 6}),
+            ev.exam_result("done", 2019, "A"),
+        ],
+    )
+    response = await client.get("/accounts/done/view")
+    page = parse_account_page(response.text)
+    assert "what-if" not in page.tables
+    assert "what-if-title" not in page.by_id
+    assert list(page.tables) == ["statement"]
+
+
+def test_what_if_unit_codes_are_escaped() -> None:
+    nasty = '<script>alert("x")</script>"'
+    view = AccountView("s", 100 * 4, 0, False, 2019)
+    rows = [StatementRow(2019, OPENING_BALANCE, -160, 0, 0, 0, 0, 0, 100 * 4)]
+    what_if = WhatIf(2019, (UnitWhatIf(nasty, 24, 112 * 4, 100 * 4),))
+    document = render_account_page("s", view, rows, what_if)
+    assert "<script>" not in document
+    page = parse_account_page(document)
+    assert page.scripts == 0
+    assert page.table("what-if")[1] == [nasty, "6", "112", "100"]
+
+
+async def test_what_if_leaves_out_a_restored_unit(
+    redis_client: Redis, client: httpx.AsyncClient
+) -> None:
+    await apply(
+        redis_client,
+        [
+            ev.registration("closed", 2019, {"U": 6, "V": 6}),
+            ev.credits_restoration("closed", 2019, ["U"]),
+        ],
+    )
+    page = await page_of(client, "closed")
+    assert page.text_of("balance") == "134"
+    assert page.table("what-if") == [
+        ["Unit", "Credits", "If passed", "If failed"],
+        ["V", "6", "146", "134"],
+    ]

@@ -10,6 +10,7 @@ from typing import Any, get_args
 
 import pytest
 
+from learning_account import events as ev
 from learning_account import wire
 from learning_account.wire import InvalidMessage, decode
 
@@ -638,6 +639,8 @@ def test_names_topics_and_types_as_the_contract_does() -> None:
     )
     assert wire.TOPIC_TYPES["learning-account.exam-results.v1"] == {
         "be.flanders.learning-account.exam-result-recorded.v1",
+        "be.flanders.learning-account.exam-result-corrected.v1",
+        "be.flanders.learning-account.credits-restored.v1",
         "be.flanders.learning-account.degree-awarded.v1",
     }
     assert wire.short_name(wire.DEAD_LETTERED_TYPE) == "dead-lettered"
@@ -658,4 +661,66 @@ def test_lists_exhaustion_options_and_rejection_reasons_of_the_contract() -> Non
         "not_registered",
         "result_already_recorded",
         "unknown_registration",
+        "no_result_to_correct",
+        "nothing_to_restore",
     )
+
+
+# --- corrections and restorations (R3.7, R3.8) --------------------------------------------------
+
+
+def _decode_event(event: dict[str, Any], topic: str = wire.EXAM_RESULTS_TOPIC) -> Any:
+    return wire.decode(topic, json.dumps(event).encode(), b"r0123456")
+
+
+def test_correction_and_restoration_decode_on_the_exam_results_topic() -> None:
+    correction = ev.exam_result_correction("r0123456", 2016, "PSY101", "failed", reason=None)
+    restoration = ev.credits_restoration("r0123456", 2016, ["PSY101", "PSY102"])
+    decoded = _decode_event(correction)
+    assert (decoded.data.outcome, decoded.data.reason) == ("failed", None)
+    assert _decode_event(restoration).data.course_unit_codes == ["PSY101", "PSY102"]
+    for event in (correction, restoration):
+        with pytest.raises(wire.InvalidMessage, match="does not belong on topic"):
+            _decode_event(event, wire.REGISTRATIONS_TOPIC)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "valid"),
+    [
+        ("reason", "x" * 200, True),
+        ("reason", "x" * 201, False),
+        ("outcome", "annulled", False),
+        ("corrected_on", None, False),
+    ],
+)
+def test_correction_fields_are_checked(field: str, value: Any, valid: bool) -> None:
+    event = ev.exam_result_correction("r0123456", 2016, "PSY101", "passed")
+    event["data"][field] = value
+    if valid:
+        _decode_event(event)
+    else:
+        with pytest.raises(wire.InvalidMessage, match=f"data invalid: data.{field}"):
+            _decode_event(event)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "valid"),
+    [
+        ("course_unit_codes", [], False),
+        ("course_unit_codes", ["A", "A"], False),
+        ("course_unit_codes", [f"U{i}" for i in range(100)], True),
+        ("course_unit_codes", [f"U{i}" for i in range(101)], False),
+        ("decision_reference", "", False),
+        ("decision_reference", "R" * 64, True),
+        ("decision_reference", "R" * 65, False),
+        ("decided_on", "2018-13-01", False),
+    ],
+)
+def test_restoration_fields_are_checked(field: str, value: Any, valid: bool) -> None:
+    event = ev.credits_restoration("r0123456", 2016, ["PSY101"])
+    event["data"][field] = value
+    if valid:
+        _decode_event(event)
+    else:
+        with pytest.raises(wire.InvalidMessage, match="data invalid: data"):
+            _decode_event(event)

@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from scenario import CreditExhausted, EventRejected, Student, units
+from scenario import BalanceChanged, CreditExhausted, EventRejected, Student, units
 
 COLUMNS = (
     "year",
@@ -154,3 +154,88 @@ def test_account_at_55_rebuilds_one_entry_of_5() -> None:
     decision = student.register(2019, {"C": 6})
     rebuilt = [e for e in decision.events[0].entries if e.kind == "rebuilt"]
     assert [(e.amount / 4, e.academic_year) for e in rebuilt] == [(5, 2017)]
+
+
+def test_credit_contract_in_a_master_after_master_deducts_its_credits() -> None:
+    credit = Student()
+    credit.register(2016, {"MAM1": 12, "MAM2": 8}, kind="master_after_master", contract="credit")
+    assert credit.balance == 140 - 20
+    diploma = Student()
+    diploma.register(2016, {"MAM1": 12, "MAM2": 8}, kind="master_after_master")
+    assert diploma.balance is None  # nothing deducted, no account opened
+
+
+def test_correction_example_takes_back_and_grants_in_processing_order() -> None:
+    student = Student()
+    student.register(2016, {"A": 6, "B": 6, "C": 6})
+    student.result(2016, "A")
+    assert student.balance == 140 - 6  # C stays invested in this variant
+    student.result(2016, "B", "failed")
+    student.correct(2016, "B", "passed")
+    assert student.balance == 152 - 6
+    assert student.account.bonus_granted == 12 * 4
+    student.correct(2016, "A", "failed")
+    changed = student.last_events(BalanceChanged)[0]
+    assert [(e.kind, e.amount / 4) for e in changed.entries] == [("acquired", -6), ("bonus", -6)]
+    assert student.balance == 140 - 6
+    assert student.account.bonus_granted == 6 * 4
+    student.correct(2016, "C", "passed")
+    assert [event.reason for event in student.last_events(EventRejected)] == [
+        "no_result_to_correct"
+    ]
+
+
+def test_correction_example_row_reads_as_the_rules_say() -> None:
+    student = Student()
+    student.register(2016, {"A": 6, "B": 6})
+    assert student.balance == 128
+    student.result(2016, "A")
+    assert student.balance == 140
+    student.result(2016, "B", "failed")
+    assert student.balance == 140
+    student.correct(2016, "B", "passed")
+    assert (student.balance, student.account.bonus_granted / 4) == (152, 12)
+    student.correct(2016, "A", "failed")
+    assert (student.balance, student.account.bonus_granted / 4) == (140, 6)
+    assert student.statement_table(current_year=2017) == [
+        (2016, 140, -12, 6, 6, 0, 0, 0, 140, False)
+    ]
+
+
+def test_force_majeure_example_restores_the_lost_unit_once() -> None:
+    student = Student()
+    student.register(2016, {"U": 6, "P": 6})
+    student.result(2016, "P")
+    assert student.balance == 140  # P passed: 6 + 6 bonus back
+    decision = student.restore(2016, ["U"])
+    changed = decision.events[0]
+    assert [(e.kind, e.amount / 4, e.academic_year) for e in changed.entries] == [
+        ("restored", 6, 2016)
+    ]
+    assert student.balance == 146
+    for codes in (["U"], ["P"]):
+        student.restore(2016, codes)
+        assert [e.reason for e in student.last_events(EventRejected)] == ["nothing_to_restore"]
+    student.result(2016, "U")
+    assert [e.reason for e in student.last_events(EventRejected)] == ["result_already_recorded"]
+    assert student.balance == 146
+
+
+def test_force_majeure_example_for_a_student_with_only_u() -> None:
+    student = Student()
+    student.register(2016, {"U": 6})
+    assert student.balance == 134
+    student.restore(2016, ["U"])
+    assert student.balance == 140
+    assert student.statement_rows(current_year=2018)[0]["restored"] == 6
+
+
+def test_force_majeure_example_half_refunded_unit_restores_the_other_half() -> None:
+    student = Student()
+    student.register(2016, {"U": 6}, starts_on=date(2016, 9, 26))
+    student.deregister(
+        2016, ["U"], date(2016, 11, 28), reason="programme_change", reenrolled_on=date(2016, 12, 2)
+    )
+    assert student.balance == 137
+    student.restore(2016, ["U"])
+    assert student.balance == 140

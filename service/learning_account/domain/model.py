@@ -102,6 +102,7 @@ class EntryKind(StrEnum):
     ACQUIRED = "acquired"
     BONUS = "bonus"
     REFUNDED = "refunded"
+    RESTORED = "restored"
     DEGREE_DEDUCTION = "degree_deduction"
     REBUILT = "rebuilt"
 
@@ -112,6 +113,8 @@ class Refusal(StrEnum):
     NOT_REGISTERED = "not_registered"
     RESULT_ALREADY_RECORDED = "result_already_recorded"
     UNKNOWN_REGISTRATION = "unknown_registration"
+    NO_RESULT_TO_CORRECT = "no_result_to_correct"
+    NOTHING_TO_RESTORE = "nothing_to_restore"
 
 
 EXHAUSTED_OPTIONS = (
@@ -171,8 +174,11 @@ class Register:
 
     @property
     def uses_account(self) -> bool:
-        """R2.1: diploma or credit contract in a bachelor's or master's programme."""
-        return self.contract in (Contract.DIPLOMA, Contract.CREDIT) and self.programme_kind in (
+        """R2.1: a credit contract in any programme, a diploma contract in a bachelor's or
+        master's programme."""
+        if self.contract is Contract.CREDIT:
+            return True
+        return self.contract is Contract.DIPLOMA and self.programme_kind in (
             ProgrammeKind.BACHELOR,
             ProgrammeKind.MASTER,
         )
@@ -186,6 +192,30 @@ class RecordResult:
     unit_code: str
     outcome: ResultOutcome
     recorded_on: date
+
+
+@immutable
+class CorrectResult:
+    """R3.7: an institution replaces a recorded final result."""
+
+    event: EventRef
+    student_id: str
+    academic_year: int
+    unit_code: str
+    outcome: ResultOutcome
+    corrected_on: date
+
+
+@immutable
+class RestoreCredits:
+    """R3.8: a force-majeure decision gives back what was lost on course units of one year."""
+
+    event: EventRef
+    student_id: str
+    academic_year: int
+    unit_codes: tuple[str, ...]
+    decided_on: date
+    decision_reference: str
 
 
 @immutable
@@ -210,7 +240,7 @@ class Deregister:
     generation_student: bool | None = None
 
 
-Command = Register | RecordResult | AwardDegree | Deregister
+Command = Register | RecordResult | CorrectResult | RestoreCredits | AwardDegree | Deregister
 
 
 # --- state --------------------------------------------------------------------------------
@@ -218,7 +248,12 @@ Command = Register | RecordResult | AwardDegree | Deregister
 
 @immutable
 class CourseUnit:
-    """A course unit registered for one academic year (kept after deregistration, marked so)."""
+    """A course unit registered for one academic year (kept after deregistration, marked so).
+
+    `bonus` is what its pass received (R3.3) and `refunded` what its deregistration gave back
+    (R5); None when the state was stored before units kept them and the totals do not tell
+    (see `unit_facts`). `restored`: closed by a force-majeure restoration (R3.8).
+    """
 
     credits: int
     contract: Contract
@@ -227,8 +262,11 @@ class CourseUnit:
     generation_student: bool | None = None
     result: ResultOutcome | None = None
     deregistered: bool = False
+    bonus: int | None = 0
+    refunded: int | None = 0
+    restored: bool = False
 
-    def with_result(self, result: ResultOutcome) -> CourseUnit:
+    def with_result(self, result: ResultOutcome, bonus: int = 0) -> CourseUnit:
         """This unit with its final result (`dataclasses.replace`, without its generic cost)."""
         return CourseUnit(
             self.credits,
@@ -238,14 +276,18 @@ class CourseUnit:
             self.generation_student,
             result,
             self.deregistered,
+            bonus,
+            self.refunded,
+            self.restored,
         )
 
 
 @immutable
 class HeldResult:
-    """An exam result that arrived before its registration (R3.6), with when it was held."""
+    """An exam result that arrived before its registration (R3.6), with when it was held; or a
+    correction held behind such a result (R3.7), with the result's time."""
 
-    command: RecordResult
+    command: RecordResult | CorrectResult
     held_at: float
 
 
@@ -259,6 +301,7 @@ class YearTotals:
     refunded: int = 0
     degree_deduction: int = 0
     rebuilt: int = 0
+    restored: int = 0  # last: the stored rows of earlier formats have the six columns before it
 
     @property
     def total(self) -> int:
@@ -269,6 +312,7 @@ class YearTotals:
             + self.refunded
             + self.degree_deduction
             + self.rebuilt
+            + self.restored
         )
 
 

@@ -21,6 +21,7 @@ from .model import (
     BalanceChanged,
     Command,
     Contract,
+    CorrectResult,
     CourseUnit,
     CreditExhausted,
     CreditLow,
@@ -40,10 +41,12 @@ from .model import (
     RecordResult,
     Refusal,
     Register,
+    RestoreCredits,
     ResultOutcome,
     YearTotals,
     format_academic_year,
 )
+from .unit_facts import unit_bonus, unit_refund
 
 DEFAULT_POLICY = Policy()
 
@@ -54,10 +57,11 @@ _TOTALS_COLUMN = {
     EntryKind.REFUNDED: 3,
     EntryKind.DEGREE_DEDUCTION: 4,
     EntryKind.REBUILT: 5,
+    EntryKind.RESTORED: 6,
 }
 
 
-def _columns(totals: YearTotals) -> tuple[int, int, int, int, int, int]:
+def _columns(totals: YearTotals) -> tuple[int, int, int, int, int, int, int]:
     return (
         totals.invested,
         totals.acquired,
@@ -65,6 +69,7 @@ def _columns(totals: YearTotals) -> tuple[int, int, int, int, int, int]:
         totals.refunded,
         totals.degree_deduction,
         totals.rebuilt,
+        totals.restored,
     )
 
 
@@ -79,6 +84,10 @@ def decide(
             step.register(command, now)
         case RecordResult():
             step.record_result(command, now)
+        case CorrectResult():
+            step.correct_result(command, now)
+        case RestoreCredits():
+            step.restore_credits(command)
         case AwardDegree():
             step.award_degree(command)
         case Deregister():
@@ -200,7 +209,7 @@ class _Step:
         if sums is None:
             totals = self.years.get(entry.academic_year)
             sums = self.year_sums[entry.academic_year] = (
-                [0] * 6 if totals is None else list(_columns(totals))
+                [0] * 7 if totals is None else list(_columns(totals))
             )
         if column is not None:
             sums[column] += entry.amount
@@ -345,17 +354,21 @@ class _Step:
         ]
 
     def apply_held_results_for(self, command: Register, now: float) -> None:
-        """R3.6: held results of the new registration apply now, each as its own event."""
+        """R3.6: held results of the new registration apply now, each as its own event (a held
+        correction right after its result, R3.7)."""
         for held in self.held_results_for(command):
             self.held.remove(held)
-            self.record_result(held.command, now, rebuild=False)
+            if isinstance(held.command, CorrectResult):
+                self.correct_result(held.command, now, rebuild=False)
+            else:
+                self.record_result(held.command, now, rebuild=False)
 
     def refuse_held_results_for(self, command: Register) -> None:
         for held in self.held_results_for(command):
             self.held.remove(held)
             self.refuse_unknown_registration(held.command)
 
-    def refuse_unknown_registration(self, result: RecordResult) -> None:
+    def refuse_unknown_registration(self, result: RecordResult | CorrectResult) -> None:
         self.refuse(
             result.event,
             Refusal.UNKNOWN_REGISTRATION,
@@ -364,10 +377,21 @@ class _Step:
         )
 
     def expire_held_results(self, now: float) -> None:
+        # a held correction carries its result's time, so it expires with it
         for held in list(self.held):
             if now - held.held_at >= self.policy.result_hold_seconds:
                 self.held.remove(held)
                 self.refuse_unknown_registration(held.command)
+
+    def held_result_of(self, year: int, unit_code: str) -> HeldResult | None:
+        for held in self.held:
+            if (
+                isinstance(held.command, RecordResult)
+                and held.command.academic_year == year
+                and held.command.unit_code == unit_code
+            ):
+                return held
+        return None
 
     # --- R3 exam results --------------------------------------------------------------------
 
@@ -381,37 +405,126 @@ class _Step:
             self.held.append(HeldResult(command, now))
             self.announce_change(command.event, year, previous, entries)
             return
-        if unit.deregistered:
-            self.announce_change(command.event, year, previous, entries)
-            self.refuse(
-                command.event,
-                Refusal.NOT_REGISTERED,
-                f"course unit {command.unit_code} was deregistered for"
-                f" {format_academic_year(year)}",
-            )
-            return
-        if unit.result is not None:
-            self.announce_change(command.event, year, previous, entries)
-            self.refuse(
-                command.event,
+        refusal = _closed_unit(unit, command.unit_code, year)
+        if refusal is None and unit.result is not None:
+            refusal = (
                 Refusal.RESULT_ALREADY_RECORDED,
                 f"course unit {command.unit_code} already has a final result ({unit.result})"
                 f" for {format_academic_year(year)}",
             )
+        if refusal is not None:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(command.event, *refusal)
             return
         self.units[key] = unit.with_result(command.outcome)
-        if unit.uses_account and command.outcome is ResultOutcome.PASSED:
-            entries.append(
-                self.book(Entry(EntryKind.ACQUIRED, unit.credits, year, command.unit_code))
-            )
-            if unit.contract is Contract.DIPLOMA and not self.rebuilt_credits:
-                bonus = min(unit.credits, BONUS_CAP - self.bonus_granted)
-                if bonus > 0:
-                    self.bonus_granted += bonus
-                    entries.append(
-                        self.book(Entry(EntryKind.BONUS, bonus, year, command.unit_code))
-                    )
+        if command.outcome is ResultOutcome.PASSED:
+            entries.extend(self.acquire(key, unit))
         self.announce_change(command.event, year, previous, entries)
+
+    def acquire(self, key: tuple[int, str], unit: CourseUnit) -> list[Entry]:
+        """R3.1/R3.3: a pass processed now returns the credits, with the bonus still open."""
+        if not unit.uses_account:
+            return []
+        year, code = key
+        entries = [self.book(Entry(EntryKind.ACQUIRED, unit.credits, year, code))]
+        bonus = 0
+        if unit.contract is Contract.DIPLOMA and not self.rebuilt_credits:
+            bonus = max(0, min(unit.credits, BONUS_CAP - self.bonus_granted))
+            if bonus:
+                self.bonus_granted += bonus
+                entries.append(self.book(Entry(EntryKind.BONUS, bonus, year, code)))
+        self.units[key] = self.units[key].with_result(ResultOutcome.PASSED, bonus)
+        return entries
+
+    def correct_result(self, command: CorrectResult, now: float, *, rebuild: bool = True) -> None:
+        """R3.7: the correction replaces the recorded outcome; only a pass won or lost counts."""
+        year = command.academic_year
+        previous = self.balance
+        entries = self.rebuild_until(year) if rebuild else []
+        key = (year, command.unit_code)
+        unit = self.units.get(key)
+        if unit is None and (held := self.held_result_of(year, command.unit_code)) is not None:
+            self.held.append(HeldResult(command, held.held_at))
+            self.announce_change(command.event, year, previous, entries)
+            return
+        refusal = _uncorrectable(unit, command.unit_code, year)
+        if refusal is not None:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(command.event, *refusal)
+            return
+        assert unit is not None and unit.result is not None
+        was_passed = unit.result is ResultOutcome.PASSED
+        if command.outcome is ResultOutcome.PASSED and not was_passed:
+            self.units[key] = unit.with_result(command.outcome)
+            entries.extend(self.acquire(key, unit))
+        elif was_passed and command.outcome is not ResultOutcome.PASSED:
+            entries.extend(self.take_back(key, unit))
+            self.units[key] = unit.with_result(command.outcome)
+        else:  # failed and tolerated alike, or the outcome already recorded
+            self.units[key] = replace(unit, result=command.outcome)
+        self.announce_change(command.event, year, previous, entries)
+
+    def take_back(self, key: tuple[int, str], unit: CourseUnit) -> list[Entry]:
+        """R3.7: a pass taken back returns its credits and exactly its bonus, which is freed."""
+        if not unit.uses_account:
+            return []
+        year, code = key
+        entries = [self.book(Entry(EntryKind.ACQUIRED, -unit.credits, year, code))]
+        bonus = unit_bonus(key, self.units, self.year_totals(year))
+        if bonus:
+            self.bonus_granted -= bonus
+            entries.append(self.book(Entry(EntryKind.BONUS, -bonus, year, code)))
+        return entries
+
+    def year_totals(self, year: int) -> YearTotals | None:
+        sums = self.year_sums.get(year)
+        return YearTotals(*sums) if sums is not None else self.years.get(year)
+
+    # --- R3.8 force majeure -----------------------------------------------------------------
+
+    def restore_credits(self, command: RestoreCredits) -> None:
+        year = command.academic_year
+        previous = self.balance
+        entries = self.rebuild_until(year)
+        never = [code for code in command.unit_codes if (year, code) not in self.units]
+        if never:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(
+                command.event,
+                Refusal.NOT_REGISTERED,
+                f"course units never registered for {format_academic_year(year)}: "
+                + ", ".join(never),
+            )
+            return
+        amounts = {
+            code: self.restorable((year, code))
+            for code in command.unit_codes
+            if self.units[(year, code)].uses_account
+        }
+        spent = [code for code, amount in amounts.items() if amount <= 0]
+        if spent:
+            self.announce_change(command.event, year, previous, entries)
+            self.refuse(
+                command.event,
+                Refusal.NOTHING_TO_RESTORE,
+                f"nothing left to restore for {format_academic_year(year)}: " + ", ".join(spent),
+            )
+            return
+        for code, amount in amounts.items():
+            self.units[(year, code)] = replace(self.units[(year, code)], restored=True)
+            entries.append(self.book(Entry(EntryKind.RESTORED, amount, year, code)))
+        self.announce_change(command.event, year, previous, entries)
+
+    def restorable(self, key: tuple[int, str]) -> int:
+        """R3.8: invested minus what was already returned (acquired or refunded, net)."""
+        unit = self.units[key]
+        if unit.restored:
+            return 0
+        acquired = unit.credits if unit.result is ResultOutcome.PASSED else 0
+        refunded = (
+            unit_refund(key, self.units, self.year_totals(key[0])) if unit.deregistered else 0
+        )
+        return unit.credits - acquired - refunded
 
     # --- R4 degrees -------------------------------------------------------------------------
 
@@ -450,14 +563,14 @@ class _Step:
             return
         for code in command.unit_codes:
             unit = self.units[(year, code)]
-            if unit.result is not None:
-                continue  # R5.1: a unit with a final result stays registered
-            self.units[(year, code)] = replace(unit, deregistered=True)
-            if not unit.uses_account:
-                continue
-            refund = deregistration_refund(
-                unit, command, generation_student=self.is_generation_student(command, unit)
-            )
+            if unit.result is not None or unit.restored:
+                continue  # R5.1, R3.8: a unit with a final result or restored stays registered
+            refund = 0
+            if unit.uses_account:
+                refund = deregistration_refund(
+                    unit, command, generation_student=self.is_generation_student(command, unit)
+                )
+            self.units[(year, code)] = replace(unit, deregistered=True, refunded=refund)
             if refund:
                 entries.append(self.book(Entry(EntryKind.REFUNDED, refund, year, code)))
         self.announce_change(command.event, year, previous, entries)
@@ -469,6 +582,37 @@ class _Step:
         if unit.generation_student is not None:
             return unit.generation_student
         return self.generation_year == command.academic_year
+
+
+def _closed_unit(unit: CourseUnit, code: str, year: int) -> tuple[Refusal, str] | None:
+    """R3.6, R3.8: a deregistered unit takes no result; a restored one is closed."""
+    if unit.deregistered:
+        return (
+            Refusal.NOT_REGISTERED,
+            f"course unit {code} was deregistered for {format_academic_year(year)}",
+        )
+    if unit.restored:
+        return (
+            Refusal.RESULT_ALREADY_RECORDED,
+            f"course unit {code} was restored by force majeure for {format_academic_year(year)}",
+        )
+    return None
+
+
+def _uncorrectable(unit: CourseUnit | None, code: str, year: int) -> tuple[Refusal, str] | None:
+    """R3.7: only a recorded final result of a registered, open unit can be corrected."""
+    if unit is None:
+        return (
+            Refusal.NOT_REGISTERED,
+            f"course unit {code} is not registered for {format_academic_year(year)}",
+        )
+    refusal = _closed_unit(unit, code, year)
+    if refusal is None and unit.result is None:
+        refusal = (
+            Refusal.NO_RESULT_TO_CORRECT,
+            f"course unit {code} has no final result for {format_academic_year(year)}",
+        )
+    return refusal
 
 
 def _credits_text(quarters: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import OPENING_BALANCE, Account, Entry
+from .model import BONUS_CAP, OPENING_BALANCE, REBUILD_CEILING, Account, Entry
 from .rules import last_counted_year, rebuild_entries
 
 
@@ -20,6 +20,7 @@ class StatementRow:
     rebuilt: int
     balance: int
     projected: bool = False
+    restored: int = 0  # last, with a default: rows built before the column keep their meaning
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +30,22 @@ class AccountView:
     bonus_granted: int
     master_degree: bool
     as_of_academic_year: int
+    remaining_bonus: int = 0
+    rebuild_reserve: int = 0
 
     @property
     def exhausted(self) -> bool:
         return self.balance <= 0
+
+
+def remaining_bonus(account: Account) -> int:
+    """R3.3: the bonus still to get (60 - bonus granted), none once a rebuild added credits."""
+    return 0 if account.rebuilt_credits else max(0, BONUS_CAP - account.bonus_granted)
+
+
+def rebuild_reserve(balance: int) -> int:
+    """R6.1: what years without enrolment could still add to a balance (up to 60)."""
+    return max(0, REBUILD_CEILING - balance)
 
 
 def projected_rebuild(account: Account, current_year: int) -> list[Entry]:
@@ -46,12 +59,15 @@ def account_view(account: Account, current_year: int) -> AccountView:
     if account.balance is None:
         raise ValueError(f"student {account.student_id} has no learning account")
     projected = sum(entry.amount for entry in projected_rebuild(account, current_year))
+    balance = account.balance + projected
     return AccountView(
         student_id=account.student_id,
-        balance=account.balance + projected,
+        balance=balance,
         bonus_granted=account.bonus_granted,
         master_degree=account.master_degree,
         as_of_academic_year=current_year,
+        remaining_bonus=remaining_bonus(account),
+        rebuild_reserve=rebuild_reserve(balance),
     )
 
 
@@ -75,6 +91,7 @@ def statement(account: Account, current_year: int) -> list[StatementRow]:
                 degree_deduction=totals.degree_deduction,
                 rebuilt=totals.rebuilt,
                 balance=balance,
+                restored=totals.restored,
             )
         )
         start = balance

@@ -1,0 +1,21 @@
+"""What every phase of the benchmark shares: where it lives, the partitions and topics it uses,
+and how it reports progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS_DIR = HERE / "results"
+PARTITIONS = 3
+NAIVE_OUT = "bench.naive-out.v1"
+CEILING_OUT = "bench.ceiling-out.v1"
+LIBRDKAFKA_OUT = "bench.librdkafka-out.v1"
+REFERENCE_TOPICS = (NAIVE_OUT, CEILING_OUT, LIBRDKAFKA_OUT)
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,173 @@
+"""In-process figures, without Kafka: Redis memory per student after four years of history, and
+the Processor's cost per event at a student's event #1, #100, #250 and #500."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from load import student_year
+from redis.asyncio import Redis
+
+from learning_account import events as ev
+from learning_account.pipeline import InputRecord, Processor
+from learning_account.redis_connect import redis_client
+from learning_account.settings import Settings
+from learning_account.store import AccountStore, account_key
+
+
+class Feeder:
+    """Turns CloudEvent dicts into InputRecords with increasing offsets and timestamps."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def records(self, events: Iterable[dict[str, Any]]) -> list[InputRecord]:
+        out = []
+        for event in events:
+            self.offset += 1
+            out.append(
+                InputRecord(
+                    topic=ev.topic_of(event),
+                    partition=0,
+                    offset=self.offset,
+                    key=event["data"]["student_id"].encode(),
+                    value=ev.to_bytes(event),
+                    timestamp_ms=1_700_000_000_000 + self.offset,
+                )
+            )
+        return out
+
+
+async def process_all(processor: Processor, records: Sequence[InputRecord], size: int) -> None:
+    for start in range(0, len(records), size):
+        await processor.process(records[start : start + size])
+
+
+async def measure_memory(redis_url: str, students: int) -> dict[str, Any]:
+    """Four academic years of history per student through the Processor, then used_memory."""
+    redis = Redis.from_url(redis_url)
+    await redis.flushall()
+    await asyncio.sleep(0.2)
+    before = int((await redis.info("memory"))["used_memory"])
+    settings = Settings()
+    processor = Processor(AccountStore(redis), settings.policy)
+    feeder = Feeder()
+    rng = random.Random(5)
+    ids = [f"m{n:07d}" for n in range(students)]
+    failed: dict[str, list[str]] = {}
+    events_total = 0
+    started = time.perf_counter()
+    for year in (2020, 2021, 2022, 2023):
+        regs, deregs, results = [], [], []
+        for sid in ids:
+            registration, deregistration, year_results = student_year(
+                rng, sid, year, failed, pass_rate=0.85, deregistered_units=(1,)
+            )
+            regs.append(registration)
+            deregs.extend([deregistration] if deregistration else [])
+            results.extend(year_results)
+            if year == 2022 and rng.random() < 0.5:
+                results.append(ev.degree(sid, year, "bachelor"))
+        for phase in (regs, deregs, results):
+            records = feeder.records(phase)
+            events_total += len(records)
+            await process_all(processor, records, 500)
+    seconds = time.perf_counter() - started
+    await asyncio.sleep(0.2)
+    with_outbox = int((await redis.info("memory"))["used_memory"])
+    sample = ids[: min(50, len(ids))]
+    account_bytes = [await redis.memory_usage(account_key(sid)) or 0 for sid in sample]
+    state_len = [len(await redis.hget(account_key(sid), "s") or b"") for sid in sample]
+    # what is left once the outbox retention (LA_OUTBOX_RETENTION_SECONDS) has passed
+    out_keys = 0
+    async for key in redis.scan_iter(match="la:*:out:*", count=1000):
+        await redis.unlink(key)
+        out_keys += 1
+    await asyncio.sleep(0.5)
+    steady = int((await redis.info("memory"))["used_memory"])
+    # the same, counted key by key (immune to the keyspace table still sized for the outbox)
+    async with redis.pipeline(transaction=False) as pipe:
+        for sid in ids:
+            pipe.memory_usage(account_key(sid), samples=0)
+        pipe.memory_usage("la:held", samples=0)
+        usages = await pipe.execute()
+    await redis.aclose()
+    return {
+        "students": students,
+        "events": events_total,
+        "events_per_student": events_total / students,
+        "processor_events_per_s": events_total / seconds,
+        "bytes_per_student_with_outbox": (with_outbox - before) / students,
+        "bytes_per_student": sum(u or 0 for u in usages) / students,
+        "bytes_per_student_used_memory": (steady - before) / students,
+        "outbox_keys": out_keys,
+        "sample_account_hash_bytes": statistics.mean(account_bytes),
+        "sample_state_blob_bytes": statistics.mean(state_len),
+    }
+
+
+def history_track(sid: str, length: int) -> list[dict[str, Any]]:
+    """A student's first `length` events: yearly a registration of 10 units, then 10 passes."""
+    events: list[dict[str, Any]] = []
+    year = 1970
+    while len(events) < length:
+        units = {f"H{year}-{i:02d}": 6.0 for i in range(10)}
+        events.append(ev.registration(sid, year, units))
+        events.extend(ev.exam_result(sid, year, code) for code in units)
+        year += 1
+    return events[:length]
+
+
+async def measure_history(
+    redis_url: str,
+    students: int,
+    checkpoints: Sequence[int] = (1, 100, 250, 500),
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Per-event Processor time (no Kafka) at a student's event number 1, 100, 250, 500.
+
+    Every batch holds one event of each of `students` students, all at the same position in
+    their history, so its time / students is the cost of that position. A position's cost is
+    averaged over the 11-event yearly cycle (1 registration + 10 results) it falls in, so every
+    checkpoint weighs the same mix of event types. The whole history is played `rounds` times
+    (new students each time) and each position keeps its median: this machine is shared, and
+    one slow batch should not decide a checkpoint.
+    """
+    redis = redis_client(redis_url, cluster=False)
+    await redis.flushall()
+    processor = Processor(AccountStore(redis), Settings().policy)
+    feeder = Feeder()
+    last = max(checkpoints)
+    cycle = 11
+    length = ((last - 1) // cycle + 1) * cycle
+    timings: list[list[float]] = [[] for _ in range(length)]
+    state_bytes = 0
+    for round_ in range(rounds):
+        tracks = [history_track(f"h{round_}-{n:05d}", length) for n in range(students)]
+        for position in range(length):
+            records = feeder.records(track[position] for track in tracks)
+            started = time.perf_counter()
+            await processor.process(records)
+            timings[position].append((time.perf_counter() - started) / students * 1e6)
+        key = account_key(tracks[0][0]["subject"])
+        state_bytes = len(await redis.hget(key, "s") or b"")
+    await redis.aclose()
+    per_position = [statistics.median(values) for values in timings]
+    result: dict[str, Any] = {
+        "students_per_batch": students,
+        "rounds": rounds,
+        "state_bytes_at_end": state_bytes,
+    }
+    costs: dict[str, float] = {}
+    for k in checkpoints:
+        start = ((k - 1) // cycle) * cycle
+        window = per_position[start : start + cycle]
+        costs[str(k)] = statistics.mean(window)
+    result["us_per_event_at"] = costs
+    result["ratio_500_vs_1"] = costs[str(last)] / costs[str(min(checkpoints))]
+    return result
