@@ -3,11 +3,13 @@
 Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
 - `la:{sid}:account`   hash: `s` the account without its year totals and course units, `v`
                        its version (optimistic concurrency), `d` the idempotency digests
-                       already applied (8 bytes each, CloudEvents source + id), `t:<year>` the
+                       already applied (8 bytes each, CloudEvents source + id), `p` those of
+                       sweeper steps whose outputs may not be published yet, `t:<year>` the
                        totals and `u:<year>` the course units of one academic year
 - `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
                        duplicate delivery re-publishes them identically
-- `la:held`            sorted set: students with held exam results, by earliest deadline
+- `la:held`            sorted set: students with held exam results, by earliest deadline (0
+                       while refusals wait for publication)
 
 Applying a batch is two round trips whatever its size: one pipelined read of every touched
 student, one pipelined atomic write per student (a Lua script that checks the version, writes the
