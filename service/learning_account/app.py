@@ -103,6 +103,7 @@ def create_broker(settings: Settings) -> KafkaBroker:
         acks="all",
         # an idempotent producer is not needed: outputs carry derived ids, consumers dedupe
         enable_idempotence=False,
+        max_request_size=settings.kafka_max_message_bytes,
         graceful_timeout=settings.graceful_timeout_seconds,
         client_id=f"learning-account-{__version__}",
         security=security,
@@ -157,6 +158,7 @@ class Service:
             settings.policy,
             tracer=create_tracer(settings.tracing),
             consumer_group=settings.consumer_group,
+            max_message_bytes=settings.kafka_max_message_bytes,
         )
         self.broker = create_broker(settings)
         self.subscriber = self.broker.subscriber(

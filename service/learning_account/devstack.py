@@ -719,16 +719,21 @@ def start_redis_cluster(
         )
         deadline = time.monotonic() + timeout
         while True:
-            info = subprocess.run(
-                [cli, "-h", host, "-p", str(ports[0]), "cluster", "info"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout
-            if "cluster_state:ok" in info:
+            # every node: each one answers CLUSTERDOWN until it has seen all slots assigned
+            infos = [
+                subprocess.run(
+                    [cli, "-h", host, "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
+                for port in ports
+            ]
+            waiting = [info for info in infos if "cluster_state:ok" not in info]
+            if not waiting:
                 return nodes
             if time.monotonic() > deadline:
-                raise DevStackError(f"Redis Cluster not ok within {timeout}s:\n{info}")
+                raise DevStackError(f"Redis Cluster not ok within {timeout}s:\n{waiting[0]}")
             time.sleep(0.2)
     except BaseException:
         for node in nodes:

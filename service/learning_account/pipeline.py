@@ -3,7 +3,8 @@
 The steps, whatever the batch size: decode every record; load every touched student in one
 Redis round trip; decide in memory, in record order per student; write each student's new state,
 applied digests and outputs atomically, all in one pipelined round trip. A duplicate (already
-applied, or twice in the batch) re-publishes the stored outputs and applies nothing. The caller
+applied, or twice in the batch) re-publishes the stored outputs and applies nothing. A step with
+an output the broker would refuse is not applied: its record is dead-lettered instead. The caller
 publishes the outputs and only then commits the input offsets.
 """
 
@@ -21,13 +22,26 @@ from .commands import to_command
 from .domain.model import Account, Command, Decision, Policy, immutable
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
-from .store import AccountStore, AccountWrite, AppliedStep, LoadedAccount, event_digest
+from .store import (
+    AccountStore,
+    AccountWrite,
+    AppliedStep,
+    HeldClaim,
+    LoadedAccount,
+    event_digest,
+    next_version,
+)
 from .tracing import applying
 from .wire import InvalidMessage, decode
 
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 20
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+"""The largest record the producer sends: aiokafka's default `max_request_size`."""
+RECORD_HEADROOM_BYTES = 1024
+"""Of a record's size, what is not its key and value: batch and record framing, headers."""
 
 
 @immutable
@@ -68,12 +82,15 @@ class Processor:
         clock: Callable[[], float] = time.time,
         tracer: Tracer | None = None,
         consumer_group: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock
         self.tracer = tracer
         self.consumer_group = consumer_group
+        self.max_output_bytes = max_message_bytes - RECORD_HEADROOM_BYTES
+        """The largest key plus value of an output record."""
 
     async def process(self, records: Sequence[InputRecord]) -> BatchReport:
         records = arrival_order(records)
@@ -156,6 +173,12 @@ class Processor:
                 produced.append((item.index, in_batch[item.digest]))
                 tally.duplicates += 1
                 continue
+            if loaded.unreadable is not None:
+                # nothing is written: the record is decided once the account is repaired
+                error = f"internal error: the stored account cannot be read ({loaded.unreadable})"
+                produced.append((item.index, [self._dead_letter(item.record, error)]))
+                tally.dead_lettered += 1
+                continue
             event = item.command.event
             try:
                 if self.tracer is None:
@@ -179,6 +202,16 @@ class Processor:
                 produced.append(
                     (item.index, [self._dead_letter(item.record, f"internal error: {error!r}")])
                 )
+                tally.dead_lettered += 1
+                continue
+            oversized = self.oversized(messages)
+            if oversized is not None:
+                # the account stays as it was; the digest keeps the verdict for a re-delivery
+                log.warning("outputs too large for the broker on %s/%s", event.source, event.id)
+                messages = [self._dead_letter(item.record, oversized)]
+                steps.append(AppliedStep(item.digest, encode_stored(messages)))
+                in_batch[item.digest] = messages
+                produced.append((item.index, messages))
                 tally.dead_lettered += 1
                 continue
             if log.isEnabledFor(logging.DEBUG):
@@ -205,8 +238,23 @@ class Processor:
             account=account,
             steps=tuple(steps),
             held_deadline=self.held_deadline(account),
+            was_held=bool(loaded.account.held),
         )
         return write, produced
+
+    def oversized(self, messages: Sequence[OutputMessage]) -> str | None:
+        """Why the broker would refuse one of a step's outputs, None if it takes them all.
+
+        `learning-account rebuild` applies the same bound, so it skips what live dead-lettered.
+        """
+        for message in messages:
+            size = len(message.key or b"") + len(message.value)
+            if size > self.max_output_bytes:
+                return (
+                    f"internal error: its {message.event_type} output would be {size} bytes,"
+                    f" more than the {self.max_output_bytes} an output record may have"
+                )
+        return None
 
     def _apply(
         self, account: Account, item: _Item, now: float, stamp: str, traceparent: str | None
@@ -230,24 +278,74 @@ class Processor:
     ) -> int:
         """Refuse held exam results whose holding time passed (R3.6) with no event to carry them.
 
-        The refusals are published before the state is written: if the process dies in between,
-        the next sweep decides and publishes the same refusals again (same ids).
+        Per due student: 1. claim its index entry; 2. load the account; 3. write the refusals
+        with it as a step of stored outputs (a compare-and-set on the version: a batch that wrote
+        the account meanwhile wins, and the sweep reads and decides again); 4. publish them, and
+        any a crashed sweep left stored but unpublished (same ids, same bytes); 5. settle: drop
+        them from the pending ones and schedule the next sweep of the student.
         """
         now = self.clock()
         refused = 0
         for student_id in await self.store.due_held(now, limit):
-            loaded = (await self.store.load({student_id: []}))[student_id]
-            decision = expire_held_results(loaded.account, now=now, policy=self.policy)
-            if decision.events:
-                await publish([to_message(event, now_text()) for event in decision.events])
-                committed = await self.store.commit(
-                    [AccountWrite(student_id, loaded.version, decision.account, ())]
-                )
-                if not committed[student_id]:
-                    continue  # changed meanwhile: the next sweep looks again
-                refused += len(decision.events)
-            await self.store.reschedule_held(student_id, self.held_deadline(decision.account))
+            # Step 1.
+            claim = await self.store.claim_held(student_id)
+            if claim is not None:
+                refused += await self._sweep_student(student_id, claim, now, publish)
         return refused
+
+    async def _sweep_student(
+        self,
+        student_id: str,
+        claim: HeldClaim,
+        now: float,
+        publish: Callable[[list[OutputMessage]], Awaitable[None]],
+    ) -> int:
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            # Step 2.
+            loaded = (await self.store.load({student_id: []}))[student_id]
+            if loaded.unreadable is not None:
+                log.warning("held results of %s not swept: %s", student_id, loaded.unreadable)
+                return 0
+            decision = expire_held_results(loaded.account, now=now, policy=self.policy)
+            messages = [
+                message
+                for stored in await self.store.stored_outputs(student_id, loaded.pending)
+                if stored
+                for message in decode_stored(stored)
+            ]
+            published = list(loaded.pending)
+            version = loaded.version
+            if decision.events:
+                # Step 3.
+                stamp = now_text()
+                refusals = [
+                    (event_digest(event.caused_by), to_message(event, stamp))
+                    for event in decision.events
+                ]
+                write = AccountWrite(
+                    student_id,
+                    loaded.version,
+                    decision.account,
+                    tuple(AppliedStep(digest, encode_stored([m])) for digest, m in refusals),
+                    held_deadline=self.held_deadline(decision.account),
+                    was_held=True,
+                    pending=True,
+                )
+                if not (await self.store.commit([write]))[student_id]:
+                    continue
+                version = next_version(loaded.version)
+                messages.extend(message for _, message in refusals)
+                published.extend(digest for digest, _ in refusals)
+            # Step 4.
+            if messages:
+                await publish(messages)
+            # Step 5.
+            await self.store.settle_held(
+                student_id, version, published, self.held_deadline(decision.account), claim
+            )
+            return len(decision.events)
+        log.warning("held results of %s not swept: the account kept changing", student_id)
+        return 0
 
 
 def arrival_order(records: Sequence[InputRecord]) -> list[InputRecord]:

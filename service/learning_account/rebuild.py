@@ -101,6 +101,7 @@ async def rebuild(
         processor = Processor(
             AccountStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds),
             settings.policy,
+            max_message_bytes=settings.kafka_max_message_bytes,
         )
         size = settings.batch_max_records
         for start in range(0, len(records), size):

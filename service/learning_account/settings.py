@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from .domain.model import Policy, credits_to_quarters
+from .pipeline import DEFAULT_MAX_MESSAGE_BYTES
 from .runtime import parse_gc_threshold
 
 ENV_PREFIX = "LA_"
@@ -151,7 +152,12 @@ class Settings(BaseSettings):
     batch_timeout_ms: Annotated[int, Field(ge=0)] = 50
     fetch_max_wait_ms: Annotated[int, Field(ge=0)] = 20
     """How long a fetch may wait at the broker for data: the latency floor when traffic is light."""
-    outbox_retention_seconds: Annotated[float, Field(gt=0)] = 7 * 24 * 3600
+    outbox_retention_seconds: Annotated[float, Field(ge=0.001)] = 7 * 24 * 3600
+    """At least 1 ms: the outbox is written with a retention in whole milliseconds."""
+    kafka_max_message_bytes: Annotated[int, Field(ge=512 * 1024)] = DEFAULT_MAX_MESSAGE_BYTES
+    """The largest record the producer sends (its `max_request_size`); a step with a larger
+    output is dead-lettered. At least 512 KiB, so that a dead letter fits (its payload, cut at
+    64 KiB, may grow sixfold as JSON text)."""
     held_sweep_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
     """Unset: every 5 s, or more often when the holding time is short (see below)."""
     gc_threshold: Annotated[

@@ -3,11 +3,13 @@
 Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
 - `la:{sid}:account`   hash: `s` the account without its year totals and course units, `v`
                        its version (optimistic concurrency), `d` the idempotency digests
-                       already applied (8 bytes each, CloudEvents source + id), `t:<year>` the
+                       already applied (8 bytes each, CloudEvents source + id), `p` those of
+                       sweeper steps whose outputs may not be published yet, `t:<year>` the
                        totals and `u:<year>` the course units of one academic year
 - `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
                        duplicate delivery re-publishes them identically
-- `la:held`            sorted set: students with held exam results, by earliest deadline
+- `la:held`            sorted set: students with held exam results, by earliest deadline (0
+                       while refusals wait for publication)
 
 Applying a batch is two round trips whatever its size: one pipelined read of every touched
 student, one pipelined atomic write per student (a Lua script that checks the version, writes the
@@ -18,6 +20,8 @@ names are read and written, so a student's long history does not make an event m
 from __future__ import annotations
 
 import hashlib
+import math
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,15 +37,72 @@ HELD_INDEX_KEY = "la:held"
 
 DIGEST_BYTES = 8
 
+# Every script checks everything a write could fail on before its first write, and a script
+# over many students checks them all first: Redis does not roll back a script that fails halfway
+# (and refuses only the first write of a script for lack of memory).
+_HELPERS = """
+local function is_number(text)
+  local n = tonumber(text)
+  return n ~= nil and n == n
+end
+
+local function of_type(key, ...)
+  local kind = redis.call('TYPE', key).ok
+  for _, allowed in ipairs({...}) do
+    if kind == allowed then return true end
+  end
+  return false
+end
+
+local function has_digest(list, digest)
+  local start = 1
+  while true do
+    local at = string.find(list, digest, start, true)
+    if not at then return false end
+    if (at - 1) % 8 == 0 then return true end
+    start = at + 1
+  end
+end
+"""
+
+# ARGV: 1 expected version, 2 core, 3 outbox retention (ms), 4 number of year fields, 5 the held
+# index's score for this student (a number, '-' to remove, '' to leave it), 6 '1' when the steps'
+# outputs still wait for publication (their digests go to `p`, else to `d`), 7 the student id;
+# then the year fields (name, value), then per outputs key its digest and outputs.
 _COMMIT_ONE = """
-local function commit_one(keys, argv)
+local function check_commit(keys, argv)
+  local nfields = tonumber(argv[4])
+  if #argv < 7 or not nfields or nfields < 0 or nfields % 1 ~= 0
+      or #argv ~= 7 + 2 * nfields + 2 * (#keys - 1) then
+    return 'commit: the arguments do not match the keys'
+  end
+  local retention = tonumber(argv[3])
+  if not retention or retention < 1 or retention % 1 ~= 0 then
+    return 'commit: the outbox retention must be a whole number of milliseconds, at least 1'
+  end
+  if argv[5] ~= '' and argv[5] ~= '-' and not is_number(argv[5]) then
+    return 'commit: the held index score is not a number'
+  end
+  if argv[6] ~= '' and argv[6] ~= '1' then
+    return 'commit: the pending flag is neither empty nor 1'
+  end
+  for at = 8 + 2 * nfields, #argv, 2 do
+    if #argv[at] ~= 8 then return 'commit: a digest is not 8 bytes' end
+  end
+  if not of_type(keys[1], 'hash', 'none') then return 'commit: the account is not a hash' end
+  local current = redis.call('HGET', keys[1], 'v')
+  if current and not is_number(current) then return 'commit: the stored version is not a number' end
+  return nil
+end
+
+local function commit_one(keys, argv, index)
   local current = redis.call('HGET', keys[1], 'v')
   if (current or '') ~= argv[1] then
     return 0
   end
   local version = (tonumber(current) or 0) + 1
   redis.call('HSET', keys[1], 's', argv[2], 'v', version)
-  local at = 5
+  local at = 8
   for i = 1, tonumber(argv[4]) do
     redis.call('HSET', keys[1], argv[at], argv[at + 1])
     at = at + 2
@@ -55,77 +116,191 @@ local function commit_one(keys, argv)
     end
     at = at + 2
   end
+  local pending = redis.call('HGET', keys[1], 'p') or ''
   if #digests > 0 then
-    local seen = redis.call('HGET', keys[1], 'd') or ''
-    redis.call('HSET', keys[1], 'd', seen .. table.concat(digests))
+    local list = argv[6] == '1' and 'p' or 'd'
+    local listed = redis.call('HGET', keys[1], list) or ''
+    listed = listed .. table.concat(digests)
+    redis.call('HSET', keys[1], list, listed)
+    if list == 'p' then pending = listed end
   end
-  return version
+  if index then
+    if pending ~= '' then
+      redis.call('ZADD', index, 0, argv[7])
+    elseif argv[5] == '-' then
+      redis.call('ZREM', index, argv[7])
+    elseif argv[5] ~= '' then
+      redis.call('ZADD', index, argv[5], argv[7])
+    end
+  end
+  return {version, pending ~= '' and 1 or 0}
+end
+"""
+
+# ARGV: 1 the version the caller last wrote or read, 2 the student id, 3 the held index's score
+# ('' when nothing is held), 4 the published digests (8 bytes each, concatenated).
+_SETTLE_ONE = """
+local function check_settle(keys, argv)
+  if #keys ~= 1 or #argv ~= 4 then return 'settle: the arguments do not match the keys' end
+  if argv[3] ~= '' and not is_number(argv[3]) then
+    return 'settle: the held index score is not a number'
+  end
+  if #argv[4] % 8 ~= 0 then return 'settle: a digest is not 8 bytes' end
+  if not of_type(keys[1], 'hash', 'none') then return 'settle: the account is not a hash' end
+  return nil
+end
+
+local function settle_one(keys, argv, index)
+  local pending = redis.call('HGET', keys[1], 'p') or ''
+  if pending ~= '' and argv[4] ~= '' then
+    local kept = {}
+    for at = 1, #pending, 8 do
+      local digest = string.sub(pending, at, at + 7)
+      if not has_digest(argv[4], digest) then kept[#kept + 1] = digest end
+    end
+    pending = table.concat(kept)
+    if pending == '' then
+      redis.call('HDEL', keys[1], 'p')
+    else
+      redis.call('HSET', keys[1], 'p', pending)
+    end
+  end
+  -- a write since then set the index itself, from the state it wrote
+  if index and (redis.call('HGET', keys[1], 'v') or '') == argv[1] then
+    if pending ~= '' then
+      redis.call('ZADD', index, 0, argv[2])
+    elseif argv[3] ~= '' then
+      redis.call('ZADD', index, argv[3], argv[2])
+    else
+      redis.call('ZREM', index, argv[2])
+    end
+  end
+  return pending ~= '' and 1 or 0
 end
 """
 
 _LOAD_ONE = """
 local function load_one(keys, argv)
   local n = tonumber(argv[1])
-  local fields = {'s', 'v', 'd'}
+  local fields = {'s', 'v', 'd', 'p'}
   for i = n + 2, #argv do
     fields[#fields + 1] = argv[i]
   end
   local values = redis.call('HMGET', keys[1], unpack(fields))
   local seen = values[3] or ''
-  local reply = {values[1], values[2]}
+  local reply = {values[1], values[2], values[4]}
   for i = 1, n do
-    local digest = argv[i + 1]
-    local found = false
-    local start = 1
-    while true do
-      local at = string.find(seen, digest, start, true)
-      if not at then break end
-      if (at - 1) % 8 == 0 then
-        found = true
-        break
-      end
-      start = at + 1
-    end
-    if found then
+    if has_digest(seen, argv[i + 1]) then
       reply[#reply + 1] = redis.call('GET', keys[i + 1]) or ''
     else
       reply[#reply + 1] = 0
     end
   end
-  for i = 4, #values do
+  for i = 5, #values do
     reply[#reply + 1] = values[i]
   end
   return reply
 end
 """
 
+# a claimed index entry is released (rescheduled or removed) only if no writer re-scored it since
+_RELEASE_CLAIM = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+return 1
+"""
 
-def _for_each_student(function: str) -> str:
+
+def _for_each_student(function: str, check: str | None = None, index: bool = False) -> str:
     """Apply `function` to every student of the call: ARGV[1] students, then per student its
-    number of keys and of arguments, then all arguments; KEYS in the same student order."""
+    number of keys and of arguments, then all arguments; KEYS in the same student order, then
+    the held index when `index`. With `check`, every student is checked before the first write.
+    """
+    index_key = "KEYS[#KEYS]" if index else "nil"
+    checks = (
+        f"""
+if {index_key} and not of_type({index_key}, 'zset', 'none') then
+  return redis.error_reply('the held index is not a sorted set')
+end
+for s = 1, count do
+  local failure = {check}(calls[s][1], calls[s][2])
+  if failure then return redis.error_reply(failure) end
+end"""
+        if check
+        else ""
+    )
     return f"""
 local count = tonumber(ARGV[1])
+if not count or count < 0 or count % 1 ~= 0 or #ARGV < 1 + 2 * count then
+  return redis.error_reply('the student counts do not match the arguments')
+end
 local key_at, arg_at = 1, 2 + 2 * count
-local replies = {{}}
+local calls = {{}}
 for s = 1, count do
   local nkeys, nargs = tonumber(ARGV[2 * s]), tonumber(ARGV[2 * s + 1])
+  if not nkeys or not nargs or nkeys < 0 or nargs < 0 then
+    return redis.error_reply('the student counts do not match the arguments')
+  end
   local keys, argv = {{}}, {{}}
   for i = 1, nkeys do keys[i] = KEYS[key_at + i - 1] end
   for i = 1, nargs do argv[i] = ARGV[arg_at + i - 1] end
-  replies[s] = {function}(keys, argv)
+  calls[s] = {{keys, argv}}
   key_at, arg_at = key_at + nkeys, arg_at + nargs
+end
+if key_at - 1 ~= #KEYS - {1 if index else 0} or arg_at - 1 ~= #ARGV then
+  return redis.error_reply('the student counts do not match the arguments')
+end{checks}
+local replies = {{}}
+for s = 1, count do
+  replies[s] = {function}(calls[s][1], calls[s][2], {index_key})
 end
 return replies
 """
 
 
+def _checked_one(check: str, function: str) -> str:
+    """One student's call (a Redis Cluster: the held index lives on another slot)."""
+    return f"""
+local failure = {check}(KEYS, ARGV)
+if failure then return redis.error_reply(failure) end
+return {function}(KEYS, ARGV, nil)
+"""
+
+
 # one call per student (a Redis Cluster: each student's keys on their own slot)
-_COMMIT_SCRIPT = _COMMIT_ONE + "return commit_one(KEYS, ARGV)\n"
-_LOAD_SCRIPT = _LOAD_ONE + "return load_one(KEYS, ARGV)\n"
-# one call per batch (a single Redis): the per-command cost of the client is paid once
-_COMMIT_MANY_SCRIPT = _COMMIT_ONE + _for_each_student("commit_one")
-_LOAD_MANY_SCRIPT = _LOAD_ONE + _for_each_student("load_one")
-_SCRIPTS = (_COMMIT_SCRIPT, _LOAD_SCRIPT, _COMMIT_MANY_SCRIPT, _LOAD_MANY_SCRIPT)
+_COMMIT_SCRIPT = _HELPERS + _COMMIT_ONE + _checked_one("check_commit", "commit_one")
+_SETTLE_SCRIPT = _HELPERS + _SETTLE_ONE + _checked_one("check_settle", "settle_one")
+_LOAD_SCRIPT = _HELPERS + _LOAD_ONE + "return load_one(KEYS, ARGV)\n"
+# one call per batch (a single Redis): the per-command cost of the client is paid once, and the
+# held index is written in the same script as the accounts
+_COMMIT_MANY_SCRIPT = (
+    _HELPERS + _COMMIT_ONE + _for_each_student("commit_one", "check_commit", index=True)
+)
+_SETTLE_MANY_SCRIPT = (
+    _HELPERS + _SETTLE_ONE + _for_each_student("settle_one", "check_settle", index=True)
+)
+_LOAD_MANY_SCRIPT = _HELPERS + _LOAD_ONE + _for_each_student("load_one")
+_SCRIPTS = (
+    _COMMIT_SCRIPT,
+    _SETTLE_SCRIPT,
+    _LOAD_SCRIPT,
+    _COMMIT_MANY_SCRIPT,
+    _SETTLE_MANY_SCRIPT,
+    _LOAD_MANY_SCRIPT,
+    _RELEASE_CLAIM,
+)
+
+
+def next_version(version: str) -> str:
+    """The version a successful commit on `version` writes (as the commit script counts)."""
+    return str(int(version or 0) + 1)
 
 
 def event_digest(event: EventRef) -> str:
@@ -168,6 +343,10 @@ class LoadedAccount:
     version: str
     seen: dict[str, bytes | None] = field(default_factory=dict)
     """Digests already applied, with their stored outputs (None once the retention passed)."""
+    pending: tuple[str, ...] = ()
+    """Digests of sweeper steps whose stored outputs may not have been published yet."""
+    unreadable: str | None = None
+    """Why the stored state could not be decoded (`account` is then an empty one)."""
 
 
 @immutable
@@ -183,10 +362,32 @@ class AccountWrite:
     account: Account
     steps: tuple[AppliedStep, ...]
     held_deadline: float | None = None
+    was_held: bool = False
+    """The account held results as loaded: the held index may list it."""
+    pending: bool = False
+    """The steps are the sweeper's: their outputs are published after the write, and the
+    student stays due in the held index until `settle_held` says they were."""
+
+
+@immutable
+class HeldClaim:
+    """A sweeper's hold on a student's held-index entry (a Redis Cluster only: `marker` is the
+    due score it set, released by `settle_held` unless a writer re-scored the entry since)."""
+
+    marker: int | None
 
 
 class AccountStore:
-    """Works the same on a single Redis and on a Redis Cluster (`redis.asyncio.RedisCluster`)."""
+    """Works the same on a single Redis and on a Redis Cluster (`redis.asyncio.RedisCluster`).
+
+    The held index (`la:held`) never lists a student later than its earliest deadline, nor drops
+    a student that holds results or has unpublished sweeper outputs (then its score is 0); an
+    early or stale entry only costs the sweeper a look. On a single Redis the commit and settle
+    scripts write the entry with the account. On a cluster it lives on another slot: a writer
+    sets it after its commit, and the sweeper first claims it (a negative score, due at once, so
+    a crash leaves it due), then reads, writes and publishes, and releases the claim only if no
+    writer re-scored the entry meanwhile (a later writer's score stands).
+    """
 
     def __init__(
         self,
@@ -195,6 +396,10 @@ class AccountStore:
         outbox_retention_seconds: float = 7 * 24 * 3600,
         observe: Callable[[str, float], None] | None = None,
     ) -> None:
+        if not outbox_retention_seconds >= 0.001 or math.isinf(outbox_retention_seconds):
+            raise ValueError(
+                f"the outbox retention must be at least 1 ms, not {outbox_retention_seconds!r} s"
+            )
         self.redis = redis
         self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
         self._observe = observe
@@ -238,14 +443,21 @@ class AccountStore:
         self._timed("load", started)
         loaded: dict[str, LoadedAccount] = {}
         for (student_id, digests, years), reply in zip(requests, replies, strict=True):
-            state, version = reply[0], reply[1]
-            outputs = reply[2 : 2 + len(digests)]
-            fields = reply[2 + len(digests) :]  # per year: its units, its totals
+            state, version, pending = reply[0], reply[1], reply[2] or b""
+            outputs = reply[3 : 3 + len(digests)]
+            fields = reply[3 + len(digests) :]  # per year: its units, its totals
             units = {year: blob for year, blob in zip(years, fields[::2], strict=True) if blob}
             totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
+            unreadable = None
+            try:
+                account = decode_account(student_id, state, units, totals)
+            except Exception as error:  # one corrupt account must not fail everyone's batch
+                account, unreadable = Account(student_id), repr(error)
             entry = LoadedAccount(
-                decode_account(student_id, state, units, totals),
+                account,
                 version.decode() if version else "",
+                pending=_digests(pending),
+                unreadable=unreadable,
             )
             for digest, stored in zip(digests, outputs, strict=True):
                 if stored != 0:
@@ -270,20 +482,17 @@ class AccountStore:
         calls: list[tuple[list[str], list[Any]]],
         one: str,
         many: str,
-        extra: Callable[[Any], int] | None = None,
+        *,
+        index: bool = False,
     ) -> list[Any]:
-        """Each call's script reply; one EVALSHA for all on a single Redis, one each on a cluster.
-
-        `extra(pipe)` queues further commands ahead of the scripts and says how many (their
-        replies are dropped).
-        """
+        """Each call's script reply; one EVALSHA for all on a single Redis (with the held index
+        as the last key when `index`), one EVAL each on a cluster."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            queued = extra(pipe) if extra is not None else 0
             if self._cluster:
                 for keys, args in calls:
                     # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
                     pipe.eval(one, len(keys), *keys, *args)
-                return (await self._checked(pipe))[queued:]
+                return await self._checked(pipe)
             all_keys: list[str] = []
             header: list[Any] = [len(calls)]
             all_args: list[Any] = []
@@ -291,9 +500,11 @@ class AccountStore:
                 all_keys.extend(keys)
                 header.extend((len(keys), len(args)))
                 all_args.extend(args)
+            if index:
+                all_keys.append(HELD_INDEX_KEY)
             pipe.evalsha(_sha(many), len(all_keys), *all_keys, *header, *all_args)
             replies = await self._checked(pipe)
-            return list(replies[queued])
+            return list(replies[0])
 
     async def commit(self, writes: Iterable[AccountWrite]) -> dict[str, bool]:
         """Write each student atomically; False for a student whose version moved meanwhile."""
@@ -308,6 +519,8 @@ class AccountStore:
             # write that did go through now fails its version check and is reloaded as seen
             await self._load_scripts()
             replies = await self._execute_commit(writes)
+        if self._cluster:
+            await self._index_after_commit(writes, replies)
         self._timed("commit", started)
         return {write.student_id: bool(reply) for write, reply in zip(writes, replies, strict=True)}
 
@@ -322,6 +535,9 @@ class AccountStore:
                 encode_core(write.account),
                 self.outbox_retention_ms,
                 len(units) + len(totals),
+                _index_score(write.held_deadline, remove=write.was_held),
+                "1" if write.pending else "",
+                write.student_id,
             ]
             for year, rows in units.items():
                 args.extend((units_field(year), rows))
@@ -331,15 +547,20 @@ class AccountStore:
                 keys.append(outputs_key(write.student_id, step.digest))
                 args.extend((bytes.fromhex(step.digest), step.outputs))
             calls.append((keys, args))
+        return await self._run_scripts(calls, _COMMIT_SCRIPT, _COMMIT_MANY_SCRIPT, index=True)
 
-        def index_held(pipe: Any) -> int:
-            held = [write for write in writes if write.held_deadline is not None]
-            for write in held:
-                # an index entry ahead of the state is harmless: the sweeper re-checks
-                pipe.zadd(HELD_INDEX_KEY, {write.student_id: write.held_deadline}, lt=True)
-            return len(held)
-
-        return await self._run_scripts(calls, _COMMIT_SCRIPT, _COMMIT_MANY_SCRIPT, index_held)
+    async def _index_after_commit(self, writes: list[AccountWrite], replies: list[Any]) -> None:
+        """A cluster's held index, set after the commits that went through (see the class)."""
+        scores: dict[str, float] = {}
+        for write, reply in zip(writes, replies, strict=True):
+            if not reply or write.pending:
+                continue  # the sweeper's own write: its claim keeps the entry due
+            if reply[1]:
+                scores[write.student_id] = 0
+            elif write.held_deadline is not None:
+                scores[write.student_id] = write.held_deadline
+        if scores:
+            await self.redis.zadd(HELD_INDEX_KEY, scores)
 
     @staticmethod
     async def _checked(pipe: Any) -> list[Any]:
@@ -366,14 +587,66 @@ class AccountStore:
         members = await self.redis.zrangebyscore(HELD_INDEX_KEY, "-inf", now, start=0, num=limit)
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
-    async def reschedule_held(self, student_id: str, deadline: float | None) -> None:
-        if deadline is None:
-            await self.redis.zrem(HELD_INDEX_KEY, student_id)
-        else:
-            await self.redis.zadd(HELD_INDEX_KEY, {student_id: deadline})
+    async def claim_held(self, student_id: str) -> HeldClaim | None:
+        """Hold a due index entry while sweeping it; None if it is gone (swept meanwhile)."""
+        if not self._cluster:
+            return HeldClaim(None)  # the scripts write the index with the account
+        marker = -secrets.randbelow(2**52) - 1
+        changed = await self.redis.zadd(HELD_INDEX_KEY, {student_id: marker}, xx=True, ch=True)
+        return HeldClaim(marker) if changed else None
+
+    async def stored_outputs(self, student_id: str, digests: Sequence[str]) -> list[bytes | None]:
+        """The outputs stored for these steps (None once the retention passed)."""
+        if not digests:
+            return []
+        values: list[Any] = await self.redis.mget([outputs_key(student_id, d) for d in digests])
+        return [value or None for value in values]
+
+    async def settle_held(
+        self,
+        student_id: str,
+        version: str,
+        published: Sequence[str],
+        deadline: float | None,
+        claim: HeldClaim,
+    ) -> None:
+        """After a sweep of the account at `version`: drop the published digests from the
+        pending ones, and schedule the student's next sweep at `deadline` (None: nothing held)
+        unless a write since then scheduled it."""
+        args: list[Any] = [
+            version,
+            student_id,
+            _index_score(deadline, remove=False),
+            b"".join(bytes.fromhex(digest) for digest in published),
+        ]
+        keys = [account_key(student_id)]
+        try:
+            replies = await self._run_scripts(
+                [(keys, args)], _SETTLE_SCRIPT, _SETTLE_MANY_SCRIPT, index=True
+            )
+        except NoScriptError:
+            await self._load_scripts()
+            replies = await self._run_scripts(
+                [(keys, args)], _SETTLE_SCRIPT, _SETTLE_MANY_SCRIPT, index=True
+            )
+        if claim.marker is not None:
+            score = "0" if replies[0] else _index_score(deadline, remove=False)
+            await self.redis.eval(
+                _RELEASE_CLAIM, 1, HELD_INDEX_KEY, student_id, claim.marker, score
+            )
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+
+def _index_score(deadline: float | None, *, remove: bool) -> str:
+    if deadline is not None:
+        return repr(deadline)
+    return "-" if remove else ""
+
+
+def _digests(listed: bytes) -> tuple[str, ...]:
+    return tuple(listed[at : at + DIGEST_BYTES].hex() for at in range(0, len(listed), DIGEST_BYTES))
 
 
 def _sha(script: str) -> str:

@@ -6,12 +6,14 @@ import json
 from datetime import date
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from learning_account import events as ev
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.pipeline import InputRecord, Processor
+from learning_account.settings import Settings
 from learning_account.state_codec import FORMAT
 from learning_account.store import AccountStore, AccountWrite
 from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
@@ -237,3 +239,153 @@ async def test_the_core_does_not_grow_with_the_years(redis_client: Redis) -> Non
         await proc.process([record(ev.exam_result("long", year, f"U{year}", "passed"))])
         sizes.append(len(await redis_client.hget("la:{long}:account", "s")))
     assert max(sizes) - min(sizes) <= 2  # the balance may gain a digit, nothing more
+
+
+def wide_registration(student_id: str, year: int) -> dict[str, Any]:
+    """100 course units with long codes: a balance-changed of about 20 kB."""
+    return ev.registration(student_id, year, {f"U{n:03d}-{'x' * 150}": 0.5 for n in range(100)})
+
+
+async def test_a_step_with_an_output_over_the_size_bound_is_dead_lettered_and_not_applied(
+    redis_client: Redis,
+) -> None:
+    proc = Processor(AccountStore(redis_client), Policy(), max_message_bytes=16 * 1024)
+    wide = record(wide_registration("s9", 2016))
+    narrow = record(ev.registration("s9", 2017, {"A": 6}))
+    report = await proc.process([wide, narrow])
+    assert [m.topic for m in report.outputs] == [DEAD_LETTER_TOPIC, BALANCE_CHANGED_TOPIC]
+    letter = data(report.outputs[0].value)
+    assert letter["error"].startswith("internal error") and letter["offset"] == wide.offset
+    # the next event of the student is decided on the account as before the wide one
+    changed = data(report.outputs[1].value)
+    assert (changed["previous_balance"], changed["balance"]) == (0, 134)
+    account = await proc.store.get("s9", with_units=True)
+    assert account is not None and account.balance == 134 * 4
+    assert {year for year, _ in account.units} == {2017}
+    again = await proc.process([wide, narrow])
+    assert again.duplicates == 2
+    assert [m.value for m in again.outputs] == [m.value for m in report.outputs]
+
+
+async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
+    redis_client: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from learning_account import rebuild
+
+    history = [
+        record(wide_registration("s10", 2016)),
+        record(ev.registration("s10", 2017, {"A": 6})),
+        record(ev.exam_result("s10", 2017, "A")),
+    ]
+    # below what LA_KAFKA_MAX_MESSAGE_BYTES accepts, to keep the records small
+    settings = Settings().model_copy(update={"kafka_max_message_bytes": 16 * 1024})
+    live = Processor(
+        AccountStore(redis_client), Policy(), max_message_bytes=settings.kafka_max_message_bytes
+    )
+    assert (await live.process(history)).dead_lettered == 1
+
+    async def read_history(bootstrap: str) -> list[list[InputRecord]]:
+        return [history]
+
+    monkeypatch.setattr(rebuild, "read_history", read_history)
+    target_url = redis_url.rsplit("/", 1)[0] + "/5"
+    target = Redis.from_url(target_url)
+    await target.flushdb()
+    try:
+        report = await rebuild.rebuild(settings, redis_url=target_url)
+        assert (report.applied, report.dead_lettered) == (2, 1)
+        rebuilt = await AccountStore(target).get("s10", with_units=True)
+        assert rebuilt == await live.store.get("s10", with_units=True)
+    finally:
+        await target.flushdb()
+        await target.aclose()
+
+
+async def test_an_unreadable_stored_account_dead_letters_its_records_only(
+    redis_client: Redis,
+) -> None:
+    proc = processor(redis_client)
+    await proc.process([record(ev.registration("s11", 2016, {"A": 6}))])
+    await redis_client.hset("la:{s11}:account", "s", b"{not json")
+    report = await proc.process(
+        [
+            record(ev.exam_result("s11", 2016, "A")),
+            record(ev.registration("s12", 2016, {"A": 6})),
+        ]
+    )
+    assert [m.topic for m in report.outputs] == [DEAD_LETTER_TOPIC, BALANCE_CHANGED_TOPIC]
+    assert data(report.outputs[0].value)["error"].startswith("internal error")
+    assert await redis_client.hget("la:{s11}:account", "s") == b"{not json"
+
+
+@pytest.fixture
+async def own_kafka(tmp_path: Any) -> Any:
+    """A broker of this test alone: the service reads the fixed input topics from the start."""
+    from learning_account.devstack import ensure_topics, free_port, start_tansu, wait_for_kafka
+    from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+
+    port = free_port()
+    broker = start_tansu(port, tmp_path)
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        await wait_for_kafka(bootstrap)
+        await ensure_topics(bootstrap, {t: 1 for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+async def test_the_service_dead_letters_an_output_the_producer_refuses_and_goes_on(
+    own_kafka: str, redis_client: Redis, redis_url: str
+) -> None:
+    """Once the state was written and every retry re-sent the oversized output, for ever."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from learning_account.app import Service
+    from learning_account.devstack import free_port
+    from learning_account.wire import INPUT_TOPICS
+    from support.service import OutputCollector, send
+
+    # 34 KiB (below what LA_KAFKA_MAX_MESSAGE_BYTES accepts, to keep the records small): the
+    # wide registration's balance-changed (about 34.7 kB) is over it, and the dead letter
+    # carrying that registration (about 32.7 kB) is under
+    settings = Settings(
+        kafka_bootstrap_servers=own_kafka,
+        redis_url=redis_url,
+        redis_cluster="false",
+        http_port=free_port(),
+        consumer_group="output-size",
+        gc_threshold=None,
+    ).model_copy(update={"kafka_max_message_bytes": 34 * 1024})
+    wide = ev.registration("s13", 2016, {f"U{n:03d}-{'x' * 251}": 0.5 for n in range(100)})
+    narrow = ev.registration("s13", 2017, {"A": 6})
+    other = ev.registration("s14", 2017, {"A": 6})
+    service = Service(settings)
+    collector = OutputCollector(own_kafka)
+    await service.start()
+    await collector.start()
+    try:
+        await send(own_kafka, [wide, narrow, other])
+        await collector.wait_for(lambda: len(collector.records) >= 3, timeout=30)
+        letters = collector.messages(DEAD_LETTER_TOPIC)
+        assert [m["data"]["error"][:14] for m in letters] == ["internal error"]
+        changes = collector.messages(BALANCE_CHANGED_TOPIC)
+        changed = {m["data"]["caused_by"]["id"]: m["data"] for m in changes}
+        assert set(changed) == {narrow["id"], other["id"]}
+        assert changed[narrow["id"]]["previous_balance"] == 0  # the wide one was not applied
+        consumer = AIOKafkaConsumer(bootstrap_servers=own_kafka, group_id="output-size")
+        await consumer.start()
+        try:
+            registrations = TopicPartition(INPUT_TOPICS[0], 0)
+            for _ in range(100):
+                if await consumer.committed(registrations) == 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert await consumer.committed(registrations) == 3
+        finally:
+            await consumer.stop()
+    finally:
+        await collector.stop()
+        await service.stop()
