@@ -28,6 +28,16 @@ def _choice(value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _seconds_above_zero(name: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"LA_{name} must be a number of seconds above 0, not {text!r}")
+    return seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -49,6 +59,8 @@ class Settings:
     gc_threshold: tuple[int, int, int] | None = (100_000, 50, 100)
     """Python's cyclic GC thresholds once started (None: Python's own); see runtime.tune_gc."""
     graceful_timeout_seconds: float = 30.0
+    stall_seconds: float = 60.0
+    """Readiness fails when a partition with records to read made no progress for this long."""
     log_level: str = "INFO"
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
@@ -103,6 +115,9 @@ class Settings:
             gc_threshold=parse_gc_threshold(get("GC_THRESHOLD", "100000,50,100")),
             graceful_timeout_seconds=float(
                 get("GRACEFUL_TIMEOUT_SECONDS", str(defaults.graceful_timeout_seconds))
+            ),
+            stall_seconds=_seconds_above_zero(
+                "STALL_SECONDS", get("STALL_SECONDS", str(defaults.stall_seconds))
             ),
             log_level=get("LOG_LEVEL", defaults.log_level).upper(),
             kafka_security_protocol=get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
