@@ -12,11 +12,12 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer import message_accumulator
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from redis.asyncio import Redis
@@ -30,6 +31,7 @@ from learning_account.devstack import (
     start_tansu,
     wait_for_kafka,
 )
+from learning_account.kafka_records import unreadable
 from learning_account.settings import Settings
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
@@ -120,17 +122,15 @@ async def start_service(
     started: list[Running] = []
 
     async def start(**settings: Any) -> Running:
-        service = Service(
-            Settings(
-                kafka_bootstrap_servers=topics,
-                redis_url=redis_url,  # database 0, flushed for each test by redis_client
-                redis_cluster="false",
-                http_port=free_port(),
-                consumer_group=f"hostile-{uuid.uuid4().hex[:8]}",
-                graceful_timeout_seconds=5,
-                **settings,
-            )
-        )
+        defaults: dict[str, Any] = {
+            "kafka_bootstrap_servers": topics,
+            "redis_url": redis_url,  # database 0, flushed for each test by redis_client
+            "redis_cluster": "false",
+            "http_port": free_port(),
+            "consumer_group": f"hostile-{uuid.uuid4().hex[:8]}",
+            "graceful_timeout_seconds": 5,
+        }
+        service = Service(Settings(**{**defaults, **settings}))
         await service.start()
         started.append(Running(service))
         return started[-1]
@@ -305,3 +305,134 @@ async def test_an_invalid_record_with_a_timestamp_out_of_range_is_dead_lettered(
     (letter,) = dead_letters_of(outputs, bad_key)
     assert (letter["error_code"], letter["payload"]) == ("not_json", '{"specversion": "1.0"')
     assert await running.get("/health/ready") == (200, {"ready": True})
+
+
+# --- a batch that cannot be read, and a consumer that makes no progress ---------------------------
+
+
+class _BadChecksum(_DefaultRecordBatchBuilderPy):  # type: ignore[misc]
+    def build(self) -> bytearray:
+        batch = super().build()
+        batch[17:21] = b"\x00\x00\x00\x00"  # the CRC-32C of a v2 batch
+        return batch  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A broker of this test alone: what it sends there cannot be read by anyone."""
+    port = free_port()
+    proc = start_tansu(port, tmp_path)
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        await wait_for_kafka(bootstrap, timeout=30)
+        await ensure_topics(bootstrap, {t: PARTITIONS for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+        yield bootstrap
+    finally:
+        proc.stop()
+
+
+def lag_of(metrics: str, topic: str) -> dict[int, float]:
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith("la_consumer_lag{") and f'topic="{topic}"' in line:
+            partition = int(line.split('partition="')[1].split('"')[0])
+            found[partition] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        offsets = {}
+        for topic in INPUT_TOPICS:
+            for partition in range(PARTITIONS):
+                offset = await probe.committed(TopicPartition(topic, partition))
+                if offset is not None and offset >= 0:
+                    offsets[(topic, partition)] = offset
+        return offsets
+    finally:
+        await probe.stop()
+
+
+async def test_an_unreadable_batch_is_retried_with_backoff_never_skipped(
+    start_service: Callable[..., Awaitable[Running]],
+    own_broker: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running = await start_service(kafka_bootstrap_servers=own_broker, stall_seconds=1)
+    before = students("before", 6)
+    await produce(own_broker, [registration(name) for name in before])
+    await running.wait_applied(before)
+    with monkeypatch.context() as patch:
+        patch.setattr(message_accumulator, "DefaultRecordBatchBuilder", _BadChecksum)
+        await produce(own_broker, [registration(students("corrupt", 1)[0])])
+    after = students("after", 9)
+    await produce(own_broker, [registration(name) for name in after])
+
+    async def not_ready() -> bool:
+        return (await running.get("/health/ready"))[0] == 503
+
+    await running.wait_for(not_ready, "readiness failing")
+    caplog.clear()
+    await asyncio.sleep(3)
+    retries = [r for r in caplog.records if "rewinding and retrying" in r.getMessage()]
+    assert 1 <= len(retries) <= 8, "retries back off"
+    assert await not_ready()
+    _status, metrics = await running.get("/metrics")
+    assert sum(lag_of(metrics, REGISTRATIONS_TOPIC).values()) >= 1
+    # nothing is committed past a record whose effect is not in Redis
+    group = running.service.settings.consumer_group
+    committed = await committed_offsets(own_broker, group)
+    applied = {name for name in before + after if await running.balance(name) == BALANCE}
+    assert set(before) <= applied
+    consumer = AIOKafkaConsumer(bootstrap_servers=own_broker, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(REGISTRATIONS_TOPIC, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        read = await consumer.getmany(*partitions, timeout_ms=2000)
+    finally:
+        await consumer.stop()
+    for tp, records in read.items():
+        for record in records:
+            if record.offset < committed.get((tp.topic, tp.partition), 0):
+                assert unreadable(record) is None
+                assert record.key is not None and record.key.decode() in applied
+
+
+async def test_readiness_fails_while_a_partition_with_records_makes_no_progress(
+    start_service: Callable[..., Awaitable[Running]], topics: str
+) -> None:
+    running = await start_service(stall_seconds=1)
+    service = running.service
+    release = asyncio.Event()
+    process = service.processor.process
+
+    async def stuck(records: Any) -> Any:
+        await release.wait()
+        return await process(records)
+
+    service.processor.process = stuck  # type: ignore[method-assign]
+    names = students("stuck", 5)
+    await produce(topics, [registration(name) for name in names])
+
+    async def not_ready() -> bool:
+        return (await running.get("/health/ready"))[0] == 503
+
+    try:
+        await running.wait_for(not_ready, "readiness failing", timeout=10)
+        _status, metrics = await running.get("/metrics")
+        assert "la_ready 0.0" in metrics
+        assert sum(lag_of(metrics, REGISTRATIONS_TOPIC).values()) >= len(names)
+    finally:
+        release.set()
+    await running.wait_applied(names)
+
+    async def ready_and_caught_up() -> bool:
+        _status, metrics = await running.get("/metrics")
+        lags = lag_of(metrics, REGISTRATIONS_TOPIC)
+        return (await running.get("/health/ready"))[0] == 200 and not any(lags.values())
+
+    await running.wait_for(ready_and_caught_up, "readiness back and no lag", timeout=10)
