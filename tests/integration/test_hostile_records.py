@@ -22,6 +22,7 @@ from aiokafka.producer import message_accumulator
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from redis.asyncio import Redis
 
+from learning_account import app
 from learning_account import events as ev
 from learning_account.app import Service
 from learning_account.devstack import (
@@ -436,3 +437,30 @@ async def test_readiness_fails_while_a_partition_with_records_makes_no_progress(
         return (await running.get("/health/ready"))[0] == 200 and not any(lags.values())
 
     await running.wait_for(ready_and_caught_up, "readiness back and no lag", timeout=10)
+
+
+async def test_a_batch_the_parser_fails_on_is_rewound_not_skipped(
+    start_service: Callable[..., Awaitable[Running]],
+    outputs: OutputCollector,
+    topics: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = await start_service()
+    # the header filter left out: FastStream's own parser fails on the null header value
+    monkeypatch.setattr(app, "_readable_headers", lambda record: record)
+    names = students("parser", 8)
+    await produce(topics, [registration(name) for name in names], headers={4: [("x", None)]})
+
+    async def not_ready() -> bool:
+        return (await running.get("/health/ready"))[0] == 503
+
+    await running.wait_for(not_ready, "readiness failing")
+    monkeypatch.undo()
+    await assert_all_applied_once(running, outputs, names)
+    await running.wait_for(
+        lambda: _is_ready(running), "readiness back once the batch went through", timeout=10
+    )
+
+
+async def _is_ready(running: Running) -> bool:
+    return (await running.get("/health/ready"))[0] == 200
