@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka import TopicPartition
 
 from learning_account.app import Service
@@ -67,3 +68,11 @@ async def test_a_partition_with_records_and_no_progress_for_the_window_is_a_stal
     await service._check_partitions(consumer, now=131.0)
     assert not service._stalled
     await service.redis.aclose()
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "soon", "inf", "nan", ""])
+def test_the_stall_window_is_a_number_of_seconds_above_zero(text: str) -> None:
+    assert Settings.from_env({}).stall_seconds == 60
+    assert Settings.from_env({"LA_STALL_SECONDS": "2.5"}).stall_seconds == 2.5
+    with pytest.raises(ValueError, match="LA_STALL_SECONDS"):
+        Settings.from_env({"LA_STALL_SECONDS": text})
