@@ -196,6 +196,7 @@ class Service:
             asyncapi=self.asyncapi,
         )
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._broker_started = False
         self._in_flight = asyncio.Lock()
         self._failures = 0
@@ -256,7 +257,8 @@ class Service:
             delay,
         )
         self._rewind(consumer, records)
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):  # a stop ends the wait: the batch is rewound
+            await asyncio.wait_for(self._stop_requested.wait(), delay)
 
     async def publish(self, messages: Sequence[OutputMessage]) -> None:
         """Send every output without waiting for each, then wait for all acknowledgements.
@@ -368,11 +370,11 @@ class Service:
         stalled = []
         for partition in assigned:
             progress = self._partitions.get(partition)
-            if progress is None:
-                progress = self._partitions[partition] = _Progress(None, now)
-                committed = await consumer.committed(partition)
+            if progress is None:  # newly assigned: where the group stands on it
+                committed = await asyncio.wait_for(consumer.committed(partition), timeout=5)
                 if committed is not None and committed >= 0:
                     self._committed.setdefault(partition, committed)
+                progress = self._partitions[partition] = _Progress(None, now)
             done = self._committed.get(partition)
             highwater = consumer.highwater(partition)
             if highwater is None:
@@ -392,8 +394,8 @@ class Service:
                 ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(stalled)),
             )
         self._stalled = bool(stalled)
-        if self._stalled:
-            self.metrics.ready.set(0)
+        if self._broker_started and not self._stopping:
+            self.metrics.ready.set(0 if self._stalled or self._failures else 1)
 
     # --- held exam results --------------------------------------------------------------------
 
@@ -490,6 +492,7 @@ class Service:
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
         self._stopping = True
+        self._stop_requested.set()
         self.metrics.ready.set(0)
         try:
             await asyncio.wait_for(

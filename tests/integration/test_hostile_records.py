@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,6 +36,7 @@ from learning_account.devstack import (
 )
 from learning_account.kafka_records import unreadable
 from learning_account.settings import Settings
+from learning_account.store import AccountStore
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -257,6 +260,7 @@ async def test_a_header_name_that_is_not_utf8_loses_nothing_on_any_partition(
     outputs: OutputCollector,
     topics: str,
     not_utf8_header_names: None,
+    redis_url: str,
 ) -> None:
     running = await start_service()
     names = students("bad-name", 30)  # keyed by student: spread over the three partitions
@@ -270,6 +274,23 @@ async def test_a_header_name_that_is_not_utf8_loses_nothing_on_any_partition(
     later = students("after-bad-name", 3)
     await produce(topics, [registration(name) for name in later])
     await assert_all_applied_once(running, outputs, later)
+    # `learning-account rebuild`, in a process of its own, reads them as the live service did
+    target = redis_url.rsplit("/", 1)[0] + "/7"
+    async with Redis.from_url(target) as rebuilt:
+        await rebuilt.flushdb()
+        rebuild = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "learning_account.cli", "rebuild", "--redis-url", target),
+            env={**os.environ, "LA_KAFKA_BOOTSTRAP_SERVERS": topics},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _out, errors = await rebuild.communicate()
+        assert rebuild.returncode == 0, errors.decode()[-2000:]
+        store = AccountStore(rebuilt)
+        assert [getattr(await store.get(name), "balance", None) for name in names] == [
+            BALANCE * 4
+        ] * len(names)
 
 
 # --- case 3: compressed record batches -----------------------------------------------------------
