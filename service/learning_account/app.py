@@ -368,6 +368,9 @@ class Service:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(partition.topic, str(partition.partition))
         stalled = []
+        # no batch in flight or failing: the consumer's position counts too, as it passes the
+        # control records of transactions, which no batch ever commits
+        idle = not self._in_flight.locked() and not self._failures
         for partition in assigned:
             progress = self._partitions.get(partition)
             if progress is None:  # newly assigned: where the group stands on it
@@ -375,10 +378,13 @@ class Service:
                 if committed is not None and committed >= 0:
                     self._committed.setdefault(partition, committed)
                 progress = self._partitions[partition] = _Progress(None, now)
-            done = self._committed.get(partition)
             highwater = consumer.highwater(partition)
             if highwater is None:
                 continue  # not fetched yet
+            done = self._committed.get(partition)
+            if idle:
+                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
+                done = max(done or 0, position)
             lag = max(0, highwater - (done or 0))
             self.metrics.consumer_lag.labels(
                 topic=partition.topic, partition=str(partition.partition)

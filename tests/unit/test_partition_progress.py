@@ -12,12 +12,13 @@ A, B = TopicPartition("in", 0), TopicPartition("in", 1)
 
 
 class FakeConsumer:
-    """What the service asks of its aiokafka consumer: assignment, committed offsets, ends."""
+    """What the service asks of its aiokafka consumer: assignment, offsets, ends."""
 
     def __init__(self) -> None:
         self.assigned = {A, B}
         self.ends = {A: 10, B: 4}
         self.commits = {A: 5}
+        self.positions: dict[TopicPartition, int] = {}
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
@@ -27,6 +28,9 @@ class FakeConsumer:
 
     async def committed(self, partition: TopicPartition) -> int | None:
         return self.commits.get(partition)
+
+    async def position(self, partition: TopicPartition) -> int:
+        return self.positions.get(partition, self.commits.get(partition, 0))
 
 
 def lags(service: Service) -> dict[str, float]:
@@ -67,6 +71,22 @@ async def test_a_partition_with_records_and_no_progress_for_the_window_is_a_stal
     service._committed[A] = 10  # caught up: nothing left to read is no stall
     await service._check_partitions(consumer, now=131.0)
     assert not service._stalled
+    await service.redis.aclose()
+
+
+async def test_a_trailing_control_record_is_no_stall_but_a_stuck_batch_is() -> None:
+    service = Service(Settings(stall_seconds=60))
+    consumer = FakeConsumer()
+    consumer.assigned = {A}
+    service._committed[A] = 9
+    consumer.positions[A] = 10  # past a transaction marker at offset 9: no record to read
+    await service._check_partitions(consumer, now=0.0)
+    await service._check_partitions(consumer, now=100.0)
+    assert (service._stalled, lags(service)) == (False, {"0": 0})
+    async with service._in_flight:  # a batch in flight that never ends: the position is moot
+        await service._check_partitions(consumer, now=101.0)
+        await service._check_partitions(consumer, now=200.0)
+        assert (service._stalled, lags(service)) == (True, {"0": 1})
     await service.redis.aclose()
 
 
