@@ -43,7 +43,7 @@ _DECOMPRESS = {
 
 
 class Unreadable:
-    """Why the records of a partition from `offset` on could not be read (see unreadable())."""
+    """Why a partition could not be read from the marker record's offset on (see unreadable())."""
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
