@@ -3,12 +3,15 @@
 Nothing connects at import time. `Service(settings)` builds everything; `run()` serves until
 stopped. Delivery is at-least-once with effectively-once effects:
 
-    fetch a batch -> Processor (Redis: load, decide, atomic write per student)
-                  -> publish every output, await all acks -> commit the batch's offsets
+    fetch a batch -> hold it in the merge of its partition number (ordering.Merge)
+                  -> the records the merges release, in record-time order per partition number
+                  -> Processor (Redis: load, decide, atomic write per student)
+                  -> publish every output, await all acks -> commit the applied records' offsets
 
-A batch that fails anywhere is rewound (every partition in it seeks back to its first record) and
-retried with backoff; nothing is committed past it. A re-delivered batch is absorbed by the
-idempotency digests and re-publishes the stored outputs.
+Held records are not committed. A batch that fails anywhere is rewound (every partition number
+in it drops its held records and seeks back to its first unapplied record) and retried with
+backoff; nothing is committed past it. A re-delivered batch is absorbed by the idempotency
+digests and re-publishes the stored outputs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -37,6 +41,7 @@ from .devstack import leave_group_if_first_generation
 from .http_api import create_http_app
 from .kafka_records import install_tolerant_reading, unreadable
 from .metrics import Metrics
+from .ordering import LAGGING_WAIT_SECONDS, Merge, NotCoPartitioned, check_co_partitioned
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
 from .redis_connect import is_cluster, redis_client
@@ -50,6 +55,7 @@ from .wire import (
     CREDIT_LOW_TOPIC,
     DEAD_LETTER_TOPIC,
     INPUT_TOPICS,
+    REGISTRATIONS_TOPIC,
     REJECTIONS_TOPIC,
     BalanceChangedEvent,
     CreditExhaustedEvent,
@@ -183,6 +189,9 @@ class Service:
             parser=self._parse_batch,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            # partition p of every input topic on one member: one student's events meet there
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            listener=_DropMerges(self),
             title="learning-account-inputs",
             description=(
                 "Registrations, exam results and degrees, deregistrations (CloudEvents 1.0, "
@@ -211,6 +220,9 @@ class Service:
         self._stalled = False
         self._partitions: dict[TopicPartition, _Progress] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._merges: dict[int, Merge] = {}
+        self._waiting: dict[int, float] = {}
+        """Per partition number: since when (monotonic) its merge waits for a lagging topic."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
 
@@ -237,22 +249,80 @@ class Service:
             self._rewind(consumer, records)
             return
         async with self._in_flight:
-            started = time.perf_counter()
             try:
                 for record in records:
                     if (failure := unreadable(record)) is not None:
                         raise failure.error
-                report = await self.processor.process([_input_record(r) for r in records])
-                await self.publish(report.outputs)
-            except Exception as error:  # unreadable, Redis or Kafka unavailable, or a bug: retry
+            except Exception as error:  # rewound with what its partitions hold: read again
                 await self._batch_failed(consumer, records, error)
                 return
-            self._failures = 0
-            await self._commit(consumer, records)
-            self._observe(report, records, started)
+            clock_ms = round(time.time() * 1000)
+            for record in records:
+                merge = self._merges.setdefault(record.partition, Merge(record.partition))
+                merge.add(_input_record(record), clock_ms)
+            await self._apply_released(consumer)
+
+    async def _apply_released(self, consumer: Any) -> None:
+        """Apply what the merges release, publish, commit (the caller holds `_in_flight`)."""
+        started = time.perf_counter()
+        records = await self._release(consumer)
+        if not records:
+            return
+        try:
+            report = await self.processor.process(records)
+            await self.publish(report.outputs)
+        except Exception as error:  # Redis or Kafka unavailable, or a bug: retry
+            await self._batch_failed(consumer, records, error)
+            return
+        self._failures = 0
+        await self._commit(consumer, records)
+        self._observe(report, records, started)
+
+    async def _release(self, consumer: Any) -> list[InputRecord]:
+        """The records every merge may release now: it waits, for LAGGING_WAIT_SECONDS at most,
+        only for a lagging topic-partition it holds nothing of."""
+        now = time.monotonic()
+        released: list[InputRecord] = []
+        for number, merge in self._merges.items():
+            if not merge.holding():
+                self._waiting.pop(number, None)
+                continue
+            since = self._waiting.get(number)
+            lagging: list[str] = []
+            if since is None or now - since < LAGGING_WAIT_SECONDS:
+                for topic in INPUT_TOPICS:
+                    if not merge.holds(topic) and await _lagging(consumer, topic, number):
+                        lagging.append(topic)
+            released.extend(merge.release(lagging))
+            if merge.holding():
+                self._waiting.setdefault(number, now)
+            else:
+                self._waiting.pop(number, None)
+        return released
+
+    async def _release_waiting(self) -> None:
+        """Apply what merges hold once what they wait for comes, or the wait runs out, even when
+        no batch arrives meanwhile."""
+        while not self._stopping:
+            await asyncio.sleep(0.1)
+            consumer = getattr(self.subscriber, "consumer", None)
+            if consumer is None or self._failures or not self._waiting:
+                continue  # a failing batch retries on its own, and its rewind dropped the merges
+            async with self._in_flight:
+                if not self._stopping:
+                    await self._apply_released(consumer)
+
+    def drop_merges(self, partitions: Sequence[TopicPartition]) -> None:
+        """Forget what the merges of these partition numbers hold (revoked, or read again)."""
+        for number in {partition.partition for partition in partitions}:
+            self._merges.pop(number, None)
+            self._waiting.pop(number, None)
 
     async def _batch_failed(
-        self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]], error: BaseException
+        self,
+        consumer: Any,
+        records: Sequence[ConsumerRecord[Any, Any] | InputRecord],
+        error: BaseException,
     ) -> None:
         """Rewind the batch and wait, longer each time in a row (readiness fails meanwhile)."""
         self._failures += 1
@@ -299,7 +369,7 @@ class Service:
         state = getattr(getattr(config, "producer", None), "_producer", None)
         return getattr(state, "producer", None)
 
-    async def _commit(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    async def _commit(self, consumer: Any, records: Sequence[InputRecord]) -> None:
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             partition = TopicPartition(record.topic, record.partition)
@@ -311,9 +381,18 @@ class Service:
             # partitions moved during a rebalance: their new owner re-reads and dedupes
             log.warning("offset commit failed (%r); the records will be re-delivered", error)
 
-    def _rewind(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    def _rewind(
+        self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any] | InputRecord]
+    ) -> None:
+        """Seek every partition number of the records back to its first unapplied record."""
+        unapplied = list(records)
+        for number in {record.partition for record in records}:
+            merge = self._merges.pop(number, None)
+            self._waiting.pop(number, None)
+            if merge is not None:
+                unapplied.extend(merge.drop())
         first: dict[TopicPartition, int] = {}
-        for record in records:
+        for record in unapplied:
             partition = TopicPartition(record.topic, record.partition)
             first[partition] = min(first.get(partition, record.offset), record.offset)
         for partition, offset in first.items():
@@ -322,9 +401,7 @@ class Service:
             except Exception as error:  # no longer assigned: the new owner reads it
                 log.info("cannot rewind %s (%r)", partition, error)
 
-    def _observe(
-        self, report: BatchReport, records: Sequence[ConsumerRecord[Any, Any]], started: float
-    ) -> None:
+    def _observe(self, report: BatchReport, records: Sequence[InputRecord], started: float) -> None:
         metrics = self.metrics
         if not self._stalled:
             metrics.ready.set(1)
@@ -338,8 +415,9 @@ class Service:
         metrics.duplicates.inc(report.duplicates)
         now_ms = time.time() * 1000
         for record in records:
-            if record.timestamp and record.timestamp > 0:
-                metrics.event_latency_seconds.observe(max(0.0, (now_ms - record.timestamp) / 1000))
+            if record.timestamp_ms and record.timestamp_ms > 0:
+                latency = (now_ms - record.timestamp_ms) / 1000
+                metrics.event_latency_seconds.observe(max(0.0, latency))
         log.info(
             "batch applied",
             extra={
@@ -380,6 +458,8 @@ class Service:
         # control records of transactions, which no batch ever commits
         idle = not self._in_flight.locked() and not self._failures
         for partition in assigned:
+            merge = self._merges.get(partition.partition)
+            held = merge is not None and merge.holds(partition.topic)
             progress = self._partitions.get(partition)
             if progress is None:  # newly assigned: where the group stands on it
                 committed = await asyncio.wait_for(consumer.committed(partition), timeout=5)
@@ -390,7 +470,7 @@ class Service:
             if highwater is None:
                 continue  # not fetched yet
             done = self._committed.get(partition)
-            if idle:
+            if idle and not held:  # a held record is read, not yet applied
                 position = await asyncio.wait_for(consumer.position(partition), timeout=1)
                 done = max(done or 0, position)
             lag = max(0, highwater - (done or 0))
@@ -417,13 +497,53 @@ class Service:
         interval = self.settings.held_sweep_interval_seconds
         while not self._stopping:
             try:
-                refused = await self.processor.sweep_held(self.publish)
+                refused = 0
+                consumer = getattr(self.subscriber, "consumer", None)
+                # under the batch lock: a released record is applied before its time counts
+                async with self._in_flight:
+                    until = None if consumer is None else await self._held_cutoff(consumer)
+                    if until is not None and not self._stopping:
+                        refused = await self.processor.sweep_held(self.publish, until=until)
                 if refused:
                     log.info("held exam results refused", extra={"refused": refused})
                 self.metrics.held_results.set(await self.redis.zcard(HELD_INDEX_KEY))
             except Exception as error:
                 log.warning("held-result sweep failed (%r)", error)
             await asyncio.sleep(interval)
+
+    async def _held_cutoff(self, consumer: Any) -> float | None:
+        """The input time (seconds) every partition number assigned here has passed, for R3.6:
+        the latest record time applied, by the registrations and by the merge, or the clock
+        where all is caught up; None while one of them has applied nothing yet."""
+        numbers = {tp.partition for tp in consumer.assignment() if tp.topic in INPUT_TOPICS}
+        if not numbers:
+            return None
+        clock_ms = round(time.time() * 1000)
+        cutoff = clock_ms
+        for number in numbers:
+            merge = self._merges.get(number)
+            behind = {
+                topic
+                for topic in INPUT_TOPICS
+                if (merge is not None and merge.holds(topic))
+                or await _lagging(consumer, topic, number)
+            }
+            if not behind:
+                continue
+            progress = None if merge is None else merge.time
+            if REGISTRATIONS_TOPIC in behind:
+                registrations = (
+                    None if merge is None else merge.released_time.get(REGISTRATIONS_TOPIC)
+                )
+                progress = (
+                    None
+                    if registrations is None or progress is None
+                    else min(registrations, progress)
+                )
+            if progress is None:
+                return None
+            cutoff = min(cutoff, progress)
+        return cutoff / 1000
 
     def asyncapi(self) -> str:
         """The AsyncAPI 3.0 document FastStream generates from this wiring (served over HTTP)."""
@@ -474,6 +594,7 @@ class Service:
             if http_task.done():
                 await http_task  # raises the reason the server did not start
         await self._start_broker()
+        self._tasks.append(asyncio.create_task(self._release_waiting(), name="merge-waits"))
         self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
         self._tasks.append(asyncio.create_task(self._watch_partitions(), name="partitions"))
         tune_gc(self.settings.gc_threshold)
@@ -494,14 +615,31 @@ class Service:
         delay = 0.5
         while True:
             try:
+                await self.broker.connect()
+                await self._check_input_partitions()
                 await self.broker.start()
                 return
+            except NotCoPartitioned:
+                raise
             except Exception as error:
                 log.warning("Kafka not reachable yet (%r); retrying in %.1fs", error, delay)
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
+
+    async def _check_input_partitions(self) -> None:
+        """Refuse to run unless the input topics that exist have the same partition count."""
+        producer = self._aiokafka_producer()
+        if producer is None:
+            return
+        cluster = await producer.client.fetch_all_metadata()
+        counts = {
+            topic: len(numbers)
+            for topic in INPUT_TOPICS
+            if (numbers := cluster.partitions_for_topic(topic))
+        }
+        check_co_partitioned(counts)
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
@@ -568,6 +706,32 @@ class _Progress:
 
     offset: int | None
     since: float
+
+
+class _DropMerges(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On a rebalance, what the merges hold of revoked partitions is read again by their owner."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.service.drop_merges(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.service.drop_merges(assigned)  # they are read from the committed offsets
+
+
+async def _lagging(consumer: Any, topic: str, number: int) -> bool:
+    """Whether the topic-partition has records to read that are not fetched yet."""
+    partition = TopicPartition(topic, number)
+    highwater = consumer.highwater(partition)
+    if highwater is None:
+        return partition in consumer.assignment()  # assigned, nothing fetched yet
+    try:
+        position = await asyncio.wait_for(consumer.position(partition), timeout=0.5)
+    except Exception:  # not assigned (any more), or no position yet
+        return False
+    return bool(position < highwater)
 
 
 def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:

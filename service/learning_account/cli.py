@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
+from .ordering import NotCoPartitioned
 from .redrive import add_arguments as add_redrive_arguments
 from .settings import Settings, SettingsError, reveal
 from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS_TOPIC
@@ -373,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(asyncapi_document(settings))
     except KeyboardInterrupt:
         return 130
+    except NotCoPartitioned as error:
+        print(error, file=sys.stderr)
+        return 2
     except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1

@@ -10,7 +10,6 @@ publishes the outputs and only then commits the input offsets.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Tracer
 
 from .commands import to_command
-from .domain.model import Account, Command, Decision, Policy, immutable
+from .domain.model import Account, Command, Decision, DomainEvent, Policy, immutable
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
 from .store import (
@@ -46,6 +45,8 @@ RECORD_HEADROOM_BYTES = 1024
 
 @immutable
 class InputRecord:
+    """A record as fetched; `timestamp_ms` is its record time once ordering.Merge held it."""
+
     topic: str
     partition: int
     offset: int
@@ -93,11 +94,11 @@ class Processor:
         """The largest key plus value of an output record."""
 
     async def process(self, records: Sequence[InputRecord]) -> BatchReport:
-        records = arrival_order(records)
+        """Apply the records in the order given (ordering.Merge's, so per student the order of
+        the record times); each record at its time, which also times out held results."""
         report = BatchReport()
         outputs: list[list[OutputMessage]] = [[] for _ in records]
         by_student: dict[str, list[_Item]] = {}
-        stamp = now_text()
         for index, record in enumerate(records):
             try:
                 decoded = decode(record.topic, record.value, record.key)
@@ -127,9 +128,7 @@ class Processor:
             tallies: dict[str, BatchReport] = {}
             for student_id, items in pending.items():
                 tally = BatchReport()
-                write, produced = self._decide_student(
-                    student_id, items, loaded[student_id], stamp, tally
-                )
+                write, produced = self._decide_student(student_id, items, loaded[student_id], tally)
                 decided[student_id] = produced
                 tallies[student_id] = tally
                 if write is not None:
@@ -155,14 +154,12 @@ class Processor:
         student_id: str,
         items: list[_Item],
         loaded: LoadedAccount,
-        stamp: str,
         tally: BatchReport,
     ) -> tuple[AccountWrite | None, list[tuple[int, list[OutputMessage]]]]:
         account = loaded.account
         produced: list[tuple[int, list[OutputMessage]]] = []
         steps: list[AppliedStep] = []
         in_batch: dict[str, list[OutputMessage]] = {}
-        now = self.clock()
         for item in items:
             if item.digest in loaded.seen:
                 stored = loaded.seen[item.digest]
@@ -180,6 +177,9 @@ class Processor:
                 tally.dead_lettered += 1
                 continue
             event = item.command.event
+            moment = item.record.timestamp_ms
+            now = moment / 1000 if moment is not None else self.clock()
+            stamp = now_text(moment)
             try:
                 if self.tracer is None:
                     decision, messages = self._apply(account, item, now, stamp, None)
@@ -259,8 +259,26 @@ class Processor:
     def _apply(
         self, account: Account, item: _Item, now: float, stamp: str, traceparent: str | None
     ) -> tuple[Decision, list[OutputMessage]]:
+        account, expired = self.expire(account, now)
         decision = decide(account, item.command, now=now, policy=self.policy)
-        return decision, [to_message(out, stamp, traceparent) for out in decision.events]
+        messages = [to_message(out, stamp, traceparent) for out in decision.events]
+        return decision, [message for _, message in expired] + messages
+
+    def expire(
+        self, account: Account, until: float
+    ) -> tuple[Account, list[tuple[DomainEvent, OutputMessage]]]:
+        """Refuse the held results whose deadline is at or before `until` (R3.6), each stamped
+        with its deadline, so the refusal reads the same whichever record or sweep decides it."""
+        hold = self.policy.result_hold_seconds
+        refusals: list[tuple[DomainEvent, OutputMessage]] = []
+        for deadline in sorted(
+            {h.held_at + hold for h in account.held if h.held_at + hold <= until}
+        ):
+            decision = expire_held_results(account, now=deadline, policy=self.policy)
+            account = decision.account
+            stamp = now_text(round(deadline * 1000))
+            refusals.extend((event, to_message(event, stamp)) for event in decision.events)
+        return account, refusals
 
     def held_deadline(self, account: Account) -> float | None:
         if not account.held:
@@ -283,9 +301,14 @@ class Processor:
         )
 
     async def sweep_held(
-        self, publish: Callable[[list[OutputMessage]], Awaitable[None]], limit: int = 500
+        self,
+        publish: Callable[[list[OutputMessage]], Awaitable[None]],
+        limit: int = 500,
+        *,
+        until: float | None = None,
     ) -> int:
-        """Refuse held exam results whose holding time passed (R3.6) with no event to carry them.
+        """Refuse held exam results whose deadline is at or before `until` (R3.6: the input time
+        the registrations reached; the clock when not given) with no event to carry them.
 
         Per due student: 1. claim its index entry; 2. load the account; 3. write the refusals
         with it as a step of stored outputs (a compare-and-set on the version: a batch that wrote
@@ -293,7 +316,7 @@ class Processor:
         any a crashed sweep left stored but unpublished (same ids, same bytes); 5. settle: drop
         them from the pending ones and schedule the next sweep of the student.
         """
-        now = self.clock()
+        now = self.clock() if until is None else until
         refused = 0
         for student_id in await self.store.due_held(now, limit):
             # Step 1.
@@ -315,7 +338,7 @@ class Processor:
             if loaded.unreadable is not None:
                 log.warning("held results of %s not swept: %s", student_id, loaded.unreadable)
                 return 0
-            decision = expire_held_results(loaded.account, now=now, policy=self.policy)
+            account, expired = self.expire(loaded.account, now)
             messages = [
                 message
                 for stored in await self.store.stored_outputs(student_id, loaded.pending)
@@ -324,19 +347,15 @@ class Processor:
             ]
             published = list(loaded.pending)
             version = loaded.version
-            if decision.events:
+            if expired:
                 # Step 3.
-                stamp = now_text()
-                refusals = [
-                    (event_digest(event.caused_by), to_message(event, stamp))
-                    for event in decision.events
-                ]
+                refusals = [(event_digest(event.caused_by), message) for event, message in expired]
                 write = AccountWrite(
                     student_id,
                     loaded.version,
-                    decision.account,
+                    account,
                     tuple(AppliedStep(digest, encode_stored([m])) for digest, m in refusals),
-                    held_deadline=self.held_deadline(decision.account),
+                    held_deadline=self.held_deadline(account),
                     was_held=True,
                     pending=True,
                 )
@@ -350,28 +369,11 @@ class Processor:
                 await publish(messages)
             # Step 5.
             await self.store.settle_held(
-                student_id, version, published, self.held_deadline(decision.account), claim
+                student_id, version, published, self.held_deadline(account), claim
             )
-            return len(decision.events)
+            return len(expired)
         log.warning("held results of %s not swept: the account kept changing", student_id)
         return 0
-
-
-def arrival_order(records: Sequence[InputRecord]) -> list[InputRecord]:
-    """The batch in the order the broker received it, as far as record timestamps tell.
-
-    A fetched batch lists partition after partition; a student's registration and result sit on
-    different topics. Merging the partitions by record timestamp (each partition's own order kept;
-    ties keep the fetched order) restores arrival order across topics within the batch.
-    """
-    partitions: dict[tuple[str, int], list[tuple[int, int, InputRecord]]] = {}
-    for position, record in enumerate(records):
-        partitions.setdefault((record.topic, record.partition), []).append(
-            (record.timestamp_ms or 0, position, record)
-        )
-    if len(partitions) < 2:
-        return list(records)
-    return [record for _, _, record in heapq.merge(*partitions.values())]
 
 
 def _count(tally: BatchReport, command: Command, decision: Decision) -> None:

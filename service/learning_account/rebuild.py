@@ -1,14 +1,14 @@
 """Rebuild every account from the input topics' history into a Redis (normally an empty one).
 
 The history is read from the beginning of every partition of the three input topics and applied
-in arrival order: the partitions are merged by record timestamp (each partition's own order
-kept), which is the order the live service saw them in as far as the broker can tell. Nothing is
-published: downstream systems already received the outputs when the events were live.
+in the order the live service applies it (ordering.merged), with held results timed out as the
+live service does: once the merge has passed their deadline in record time, and at the end by the
+clock. Nothing is published: downstream systems already received the outputs when the events were
+live.
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from .kafka_records import install_tolerant_reading, unreadable
+from .ordering import merged
+from .outputs import OutputMessage
 from .pipeline import InputRecord, Processor
 from .settings import Settings
 from .store import AccountStore
@@ -84,14 +86,6 @@ async def read_history(bootstrap: str, idle_ms: int = 1500) -> list[list[InputRe
         await consumer.stop()
 
 
-def in_arrival_order(partitions: list[list[InputRecord]]) -> list[InputRecord]:
-    keyed = [
-        [((record.timestamp_ms or 0), index, record.offset, record) for record in records]
-        for index, records in enumerate(partitions)
-    ]
-    return [item[3] for item in heapq.merge(*keyed)]
-
-
 async def rebuild(
     settings: Settings,
     *,
@@ -99,7 +93,8 @@ async def rebuild(
     progress: Callable[[int, int], Any] | None = None,
 ) -> RebuildReport:
     started = time.monotonic()
-    records = in_arrival_order(await read_history(settings.kafka_bootstrap_servers))
+    history = await read_history(settings.kafka_bootstrap_servers)
+    records = merged(history, round(time.time() * 1000))
     redis = Redis.from_url(redis_url or settings.redis_url)
     report = RebuildReport(records=len(records))
     try:
@@ -110,13 +105,22 @@ async def rebuild(
         )
         size = settings.batch_max_records
         for start in range(0, len(records), size):
-            batch = await processor.process(records[start : start + size])
+            chunk = records[start : start + size]
+            batch = await processor.process(chunk)
+            # the chunk's last record time: the merge of its partition number has passed it
+            await processor.sweep_held(_nowhere, until=(chunk[-1].timestamp_ms or 0) / 1000)
             report.applied += sum(batch.applied.values())
             report.duplicates += batch.duplicates
             report.dead_lettered += batch.dead_lettered
             if progress is not None:
                 progress(min(start + size, len(records)), len(records))
+        while await processor.sweep_held(_nowhere):
+            pass  # caught up: what the clock has timed out
     finally:
         await redis.aclose()
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+async def _nowhere(messages: list[OutputMessage]) -> None:
+    """A rebuild publishes nothing."""

@@ -142,28 +142,6 @@ async def test_sweeper_refuses_a_held_result_after_the_holding_time(redis_client
     assert account is not None and account.held == ()
 
 
-def test_batch_is_merged_across_partitions_by_arrival_time() -> None:
-    from learning_account.pipeline import arrival_order
-
-    def at(topic: str, offset: int, ms: int) -> InputRecord:
-        return InputRecord(topic, 0, offset, None, b"", ms)
-
-    fetched = [at("reg", 0, 10), at("reg", 1, 30), at("res", 0, 20), at("res", 1, 40)]
-    assert [(r.topic, r.offset) for r in arrival_order(fetched)] == [
-        ("reg", 0),
-        ("res", 0),
-        ("reg", 1),
-        ("res", 1),
-    ]
-    # a partition's own order is kept even when its timestamps go backwards
-    skewed = [at("reg", 0, 50), at("reg", 1, 10), at("res", 0, 20)]
-    assert [(r.topic, r.offset) for r in arrival_order(skewed)] == [
-        ("res", 0),
-        ("reg", 0),
-        ("reg", 1),
-    ]
-
-
 async def test_every_output_kind_validates_against_the_contract(redis_client: Redis) -> None:
     from learning_account.wire import decode
 

@@ -61,10 +61,12 @@ class Clock:
 _offsets: dict[str, int] = {}
 
 
-def record(event: dict[str, Any]) -> InputRecord:
+def record(event: dict[str, Any], at: float = START) -> InputRecord:
+    """The event's record, stamped `at` (seconds): its time for the holding time (R3.6)."""
     topic = ev.topic_of(event)
     offset = _offsets[topic] = _offsets.get(topic, -1) + 1
-    return InputRecord(topic, 0, offset, event["subject"].encode(), ev.to_bytes(event), 1_000)
+    value = ev.to_bytes(event)
+    return InputRecord(topic, 0, offset, event["subject"].encode(), value, round(at * 1000))
 
 
 def processor(store: AccountStore, clock: Clock) -> Processor:
@@ -94,7 +96,8 @@ async def test_a_batch_applying_the_held_result_meanwhile_makes_the_sweepers_com
     reports: list[BatchReport] = []
 
     async def registration_arrives() -> None:
-        reports.append(await batch.process([record(ev.registration("s1", 2016, {"A": 6}))]))
+        registration = record(ev.registration("s1", 2016, {"A": 6}), batch_clock.now)
+        reports.append(await batch.process([registration]))
 
     sweeper_store.before_commit = registration_arrives  # the sweeper decided on the held result
     published = Published()
@@ -124,7 +127,7 @@ async def test_a_sweep_meanwhile_makes_the_batchs_commit_lose_and_the_result_sta
         swept.append(await sweeper.sweep_held(published))
 
     batch_store.before_commit = sweep  # the batch decided to release the held result
-    report = await batch.process([record(ev.registration("s2", 2016, {"A": 6}))])
+    report = await batch.process([record(ev.registration("s2", 2016, {"A": 6}), clock.now)])
     assert report.conflicts == 1 and swept == [1]
     assert caused_by(published, REJECTIONS_TOPIC) == [result["id"]]
     assert result["id"] not in caused_by(report.outputs, BALANCE_CHANGED_TOPIC)
@@ -145,7 +148,7 @@ async def test_a_result_held_by_a_batch_during_a_sweep_keeps_its_index_entry(
     second = ev.exam_result("s3", 2016, "B")
 
     async def second_result_held() -> None:
-        assert (await batch.process([record(second)])).held == 1
+        assert (await batch.process([record(second, clock.now)])).held == 1
 
     sweeper_store.before_settle = second_result_held  # after the sweeper's commit and publish
     published = Published()
