@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -279,8 +279,8 @@ class Service:
         self._observe(report, records, started)
 
     async def _release(self, consumer: Any) -> list[InputRecord]:
-        """The records every merge may release now: it waits, for LAGGING_WAIT_SECONDS at most,
-        only for a lagging topic-partition it holds nothing of."""
+        """The records every merge may release now: it stops at a topic-partition it holds nothing
+        of while that one is lagging (for LAGGING_WAIT_SECONDS at most)."""
         now = time.monotonic()
         released: list[InputRecord] = []
         for number, merge in self._merges.items():
@@ -288,12 +288,15 @@ class Service:
                 self._waiting.pop(number, None)
                 continue
             since = self._waiting.get(number)
-            lagging: list[str] = []
-            if since is None or now - since < LAGGING_WAIT_SECONDS:
-                for topic in INPUT_TOPICS:
-                    if not merge.holds(topic) and await _lagging(consumer, topic, number):
-                        lagging.append(topic)
-            released.extend(merge.release(lagging))
+            waited_out = since is not None and now - since >= LAGGING_WAIT_SECONDS
+            waiting_for: list[str] = []
+            for topic in INPUT_TOPICS:
+                # what the client fetched comes with a coming batch: it is always waited for
+                if _prefetched(consumer, topic, number) or (
+                    not waited_out and await _lagging(consumer, topic, number)
+                ):
+                    waiting_for.append(topic)
+            released.extend(merge.release(waiting_for))
             if merge.holding():
                 self._waiting.setdefault(number, now)
             else:
@@ -719,6 +722,13 @@ class _DropMerges(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self.service.drop_merges(assigned)  # they are read from the committed offsets
+
+
+def _prefetched(consumer: Any, topic: str, number: int) -> bool:
+    """Whether the client holds fetched records of the topic-partition not yet handed out (a
+    private aiokafka buffer: False if a release moves it)."""
+    buffered = getattr(getattr(consumer, "_fetcher", None), "_records", None)
+    return isinstance(buffered, Mapping) and TopicPartition(topic, number) in buffered
 
 
 async def _lagging(consumer: Any, topic: str, number: int) -> bool:

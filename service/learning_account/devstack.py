@@ -446,6 +446,9 @@ async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:  # noqa
     raise TimeoutError(f"Kafka at {bootstrap} not reachable within {timeout}s: {last_error!r}")
 
 
+_LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
 async def ensure_topics(
     bootstrap: str,
     topics: Mapping[str, int],
@@ -456,9 +459,12 @@ async def ensure_topics(
     """Create ``{topic: partitions}`` if missing; existing topics are left alone.
 
     Retries until the broker answers or ``timeout`` expires. A topic that already exists with a
-    different partition count is logged as a warning (it is not changed).
+    different partition count is logged as a warning (it is not changed). The input topics are
+    stamped by the broker's clock, as deploy/ creates them (a broker may ignore the setting).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from .wire import INPUT_TOPICS
 
     if not topics:
         return
@@ -475,7 +481,15 @@ async def ensure_topics(
         try:
             await asyncio.wait_for(admin.start(), timeout=max(0.5, deadline - time.monotonic()))
             response = await admin.create_topics(
-                [NewTopic(name, n, replication_factor) for name, n in pending.items()]
+                [
+                    NewTopic(
+                        name,
+                        n,
+                        replication_factor,
+                        topic_configs=_LOG_APPEND_TIME if name in INPUT_TOPICS else {},
+                    )
+                    for name, n in pending.items()
+                ]
             )
             existing: list[str] = []
             for entry in response.topic_errors:

@@ -504,6 +504,9 @@ def test_compose_topics_service_creates_every_contract_topic(tmp_path: Path) -> 
     for name in wire.INPUT_TOPICS:
         assert topics[name].partitions >= 3
         assert int(topics[name].configs["retention.ms"]) >= 30 * day_ms
+        # the broker's clock orders them (contracts.md "Order"), and they are co-partitioned
+        assert topics[name].configs["message.timestamp.type"] == "LogAppendTime"
+    assert len({topics[name].partitions for name in wire.INPUT_TOPICS}) == 1
     for name in wire.OUTPUT_TOPICS:
         assert topics[name].partitions >= 1 and "retention.ms" in topics[name].configs
     assert int(topics[wire.DEAD_LETTER_TOPIC].configs["retention.ms"]) >= 30 * day_ms
@@ -547,6 +550,10 @@ def test_k8s_topics_job_runs_the_same_script(tmp_path: Path) -> None:
     # useful replicas are capped by the input topics' partitions (k8s/README.md)
     replicas = deployment()["spec"]["replicas"]
     assert all(topics[name].partitions >= replicas for name in wire.INPUT_TOPICS)
+    assert len({topics[name].partitions for name in wire.INPUT_TOPICS}) == 1
+    assert {topics[name].configs["message.timestamp.type"] for name in wire.INPUT_TOPICS} == {
+        "LogAppendTime"
+    }
 
 
 def test_compose_topics_script_names_no_unknown_topic() -> None:

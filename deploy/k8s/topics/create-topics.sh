@@ -27,9 +27,14 @@ DEAD_LETTER_RETENTION_MS=31536000000 # 365 days: each dead letter needs a human 
 INPUT_MAX_BYTES=2097152
 OUTPUT_MAX_BYTES=1048588             # the broker default
 
-# create TOPIC PARTITIONS RETENTION_MS MAX_MESSAGE_BYTES
+# Inputs are stamped by the broker's clock: the service merges the three topics by record time
+# and times held results in it (contracts.md "Order"); producer clocks may be skewed.
+INPUT_TIMESTAMP_TYPE=LogAppendTime
+OUTPUT_TIMESTAMP_TYPE=CreateTime     # the broker default
+
+# create TOPIC PARTITIONS RETENTION_MS MAX_MESSAGE_BYTES TIMESTAMP_TYPE
 create() {
-    topic="$1" partitions="$2" retention_ms="$3" max_message_bytes="$4"
+    topic="$1" partitions="$2" retention_ms="$3" max_message_bytes="$4" timestamp_type="$5"
     echo "creating ${topic}: ${partitions} partitions, retention.ms=${retention_ms}"
     # ${COMMAND_CONFIG:+...} adds the option only when a properties file is given
     "${KAFKA_BIN}/kafka-topics.sh" --bootstrap-server "${BOOTSTRAP_SERVERS}" \
@@ -39,22 +44,24 @@ create() {
         --config cleanup.policy=delete \
         --config retention.ms="${retention_ms}" \
         --config min.insync.replicas="${MIN_INSYNC_REPLICAS}" \
-        --config max.message.bytes="${max_message_bytes}"
+        --config max.message.bytes="${max_message_bytes}" \
+        --config message.timestamp.type="${timestamp_type}"
 }
 
 # Input topics: one consumer group reads all three; replicas beyond INPUT_PARTITIONS idle.
-create learning-account.registrations.v1 "${INPUT_PARTITIONS}" "${INPUT_RETENTION_MS}" "${INPUT_MAX_BYTES}"
-create learning-account.exam-results.v1 "${INPUT_PARTITIONS}" "${INPUT_RETENTION_MS}" "${INPUT_MAX_BYTES}"
-create learning-account.deregistrations.v1 "${INPUT_PARTITIONS}" "${INPUT_RETENTION_MS}" "${INPUT_MAX_BYTES}"
+# They must have the same partition count (co-partitioned): the service refuses to run if not.
+create learning-account.registrations.v1 "${INPUT_PARTITIONS}" "${INPUT_RETENTION_MS}" "${INPUT_MAX_BYTES}" "${INPUT_TIMESTAMP_TYPE}"
+create learning-account.exam-results.v1 "${INPUT_PARTITIONS}" "${INPUT_RETENTION_MS}" "${INPUT_MAX_BYTES}" "${INPUT_TIMESTAMP_TYPE}"
+create learning-account.deregistrations.v1 "${INPUT_PARTITIONS}" "${INPUT_RETENTION_MS}" "${INPUT_MAX_BYTES}" "${INPUT_TIMESTAMP_TYPE}"
 
 # Output topics, keyed by student id.
-create learning-account.balance-changed.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}"
-create learning-account.credit-exhausted.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}"
-create learning-account.credit-low.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}"
-create learning-account.rejections.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}"
+create learning-account.balance-changed.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}" "${OUTPUT_TIMESTAMP_TYPE}"
+create learning-account.credit-exhausted.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}" "${OUTPUT_TIMESTAMP_TYPE}"
+create learning-account.credit-low.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}" "${OUTPUT_TIMESTAMP_TYPE}"
+create learning-account.rejections.v1 "${OUTPUT_PARTITIONS}" "${OUTPUT_RETENTION_MS}" "${OUTPUT_MAX_BYTES}" "${OUTPUT_TIMESTAMP_TYPE}"
 
 # Dead letters: few, and each one needs a human, so keep them long.
-create learning-account.dead-letter.v1 "${OUTPUT_PARTITIONS}" "${DEAD_LETTER_RETENTION_MS}" "${OUTPUT_MAX_BYTES}"
+create learning-account.dead-letter.v1 "${OUTPUT_PARTITIONS}" "${DEAD_LETTER_RETENTION_MS}" "${OUTPUT_MAX_BYTES}" "${OUTPUT_TIMESTAMP_TYPE}"
 
 echo "topics:"
 "${KAFKA_BIN}/kafka-topics.sh" --bootstrap-server "${BOOTSTRAP_SERVERS}" \
