@@ -504,9 +504,11 @@ class Service:
                 consumer = getattr(self.subscriber, "consumer", None)
                 # under the batch lock: a released record is applied before its time counts
                 async with self._in_flight:
-                    until = None if consumer is None else await self._held_cutoff(consumer)
-                    if until is not None and not self._stopping:
-                        refused = await self.processor.sweep_held(self.publish, until=until)
+                    cutoffs = {} if consumer is None else await self._held_cutoffs(consumer)
+                    if cutoffs and not self._stopping:
+                        refused = await self.processor.sweep_held(
+                            self.publish, until=min(cutoffs.values()), partitions=cutoffs
+                        )
                 if refused:
                     log.info("held exam results refused", extra={"refused": refused})
                 self.metrics.held_results.set(await self.redis.zcard(HELD_INDEX_KEY))
@@ -514,15 +516,13 @@ class Service:
                 log.warning("held-result sweep failed (%r)", error)
             await asyncio.sleep(interval)
 
-    async def _held_cutoff(self, consumer: Any) -> float | None:
-        """The input time (seconds) every partition number assigned here has passed, for R3.6:
+    async def _held_cutoffs(self, consumer: Any) -> dict[int, float]:
+        """Per partition number assigned here, the input time (seconds) it has passed, for R3.6:
         the latest record time applied, by the registrations and by the merge, or the clock
-        where all is caught up; None while one of them has applied nothing yet."""
+        where nothing is held and nothing is left to read; none while it applied nothing yet."""
         numbers = {tp.partition for tp in consumer.assignment() if tp.topic in INPUT_TOPICS}
-        if not numbers:
-            return None
-        clock_ms = round(time.time() * 1000)
-        cutoff = clock_ms
+        clock = time.time()
+        cutoffs: dict[int, float] = {}
         for number in numbers:
             merge = self._merges.get(number)
             behind = {
@@ -532,21 +532,18 @@ class Service:
                 or await _lagging(consumer, topic, number)
             }
             if not behind:
+                cutoffs[number] = clock
                 continue
-            progress = None if merge is None else merge.time
+            if merge is None or merge.time is None:
+                continue
+            progress = merge.time
             if REGISTRATIONS_TOPIC in behind:
-                registrations = (
-                    None if merge is None else merge.released_time.get(REGISTRATIONS_TOPIC)
-                )
-                progress = (
-                    None
-                    if registrations is None or progress is None
-                    else min(registrations, progress)
-                )
-            if progress is None:
-                return None
-            cutoff = min(cutoff, progress)
-        return cutoff / 1000
+                registrations = merge.released_time.get(REGISTRATIONS_TOPIC)
+                if registrations is None:
+                    continue
+                progress = min(progress, registrations)
+            cutoffs[number] = progress / 1000
+        return cutoffs
 
     def asyncapi(self) -> str:
         """The AsyncAPI 3.0 document FastStream generates from this wiring (served over HTTP)."""

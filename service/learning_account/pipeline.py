@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from opentelemetry.trace import Tracer
 
 from .commands import to_command
-from .domain.model import Account, Command, Decision, DomainEvent, Policy, immutable
+from .domain.model import Account, Command, Decision, DomainEvent, HeldResult, Policy, immutable
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
 from .store import (
@@ -261,14 +261,22 @@ class Processor:
     ) -> tuple[Decision, list[OutputMessage]]:
         account, expired = self.expire(account, now)
         decision = decide(account, item.command, now=now, policy=self.policy)
+        if len(decision.account.held) > len(account.held):  # held here: on this partition
+            held = tuple(
+                h if h in account.held else replace(h, partition=item.record.partition)
+                for h in decision.account.held
+            )
+            decision = replace(decision, account=replace(decision.account, held=held))
         messages = [to_message(out, stamp, traceparent) for out in decision.events]
         return decision, [message for _, message in expired] + messages
 
     def expire(
-        self, account: Account, until: float
+        self, account: Account, until: float | None
     ) -> tuple[Account, list[tuple[DomainEvent, OutputMessage]]]:
         """Refuse the held results whose deadline is at or before `until` (R3.6), each stamped
         with its deadline, so the refusal reads the same whichever record or sweep decides it."""
+        if until is None:
+            return account, []
         hold = self.policy.result_hold_seconds
         refusals: list[tuple[DomainEvent, OutputMessage]] = []
         for deadline in sorted(
@@ -306,9 +314,12 @@ class Processor:
         limit: int = 500,
         *,
         until: float | None = None,
+        partitions: Mapping[int, float] | None = None,
     ) -> int:
         """Refuse held exam results whose deadline is at or before `until` (R3.6: the input time
-        the registrations reached; the clock when not given) with no event to carry them.
+        the registrations reached; the clock when not given) with no event to carry them. With
+        `partitions`, a result counts the time of its partition number there, and one of a
+        partition number not there is left to the instance that owns it.
 
         Per due student: 1. claim its index entry; 2. load the account; 3. write the refusals
         with it as a step of stored outputs (a compare-and-set on the version: a batch that wrote
@@ -317,19 +328,28 @@ class Processor:
         them from the pending ones and schedule the next sweep of the student.
         """
         now = self.clock() if until is None else until
+        cutoffs = dict(partitions or {})
+        latest = max(cutoffs.values(), default=now) if partitions is not None else now
+
+        def cutoff(held: tuple[HeldResult, ...]) -> float | None:
+            if partitions is None:
+                return now
+            times = [now if h.partition is None else cutoffs.get(h.partition) for h in held]
+            return None if None in times else min(t for t in times if t is not None)
+
         refused = 0
-        for student_id in await self.store.due_held(now, limit):
+        for student_id in await self.store.due_held(latest, limit):
             # Step 1.
             claim = await self.store.claim_held(student_id)
             if claim is not None:
-                refused += await self._sweep_student(student_id, claim, now, publish)
+                refused += await self._sweep_student(student_id, claim, cutoff, publish)
         return refused
 
     async def _sweep_student(
         self,
         student_id: str,
         claim: HeldClaim,
-        now: float,
+        cutoff: Callable[[tuple[HeldResult, ...]], float | None],
         publish: Callable[[list[OutputMessage]], Awaitable[None]],
     ) -> int:
         for _attempt in range(MAX_CONFLICT_RETRIES):
@@ -338,7 +358,7 @@ class Processor:
             if loaded.unreadable is not None:
                 log.warning("held results of %s not swept: %s", student_id, loaded.unreadable)
                 return 0
-            account, expired = self.expire(loaded.account, now)
+            account, expired = self.expire(loaded.account, cutoff(loaded.account.held))
             messages = [
                 message
                 for stored in await self.store.stored_outputs(student_id, loaded.pending)

@@ -285,7 +285,8 @@ def encode_core(account: Account) -> bytes:
 
 
 def _held_row(held: HeldResult) -> list[Any]:
-    """A held result, or a held correction (then a trailing 1, its date the correction's)."""
+    """A held result, or a held correction (then a 1 at index 8, its date the correction's), and
+    its partition number at index 9 when known."""
     command = held.command
     correction = isinstance(command, CorrectResult)
     day = command.corrected_on if isinstance(command, CorrectResult) else command.recorded_on
@@ -299,7 +300,9 @@ def _held_row(held: HeldResult) -> list[Any]:
         _OUTCOME[command.outcome],
         day.toordinal(),
     ]
-    if correction:
+    if held.partition is not None:
+        row += [int(correction), held.partition]
+    elif correction:
         row.append(1)
     return row
 
@@ -313,7 +316,8 @@ def _held_from_row(student_id: str, row: list[Any]) -> HeldResult:
         command = CorrectResult(event, student_id, year, code, _OUTCOME_BACK[outcome], day)
     else:
         command = RecordResult(event, student_id, year, code, _OUTCOME_BACK[outcome], day)
-    return HeldResult(command=command, held_at=held_at)
+    partition = row[9] if len(row) > 9 else None
+    return HeldResult(command=command, held_at=held_at, partition=partition)
 
 
 def decode_account(

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,19 @@ class FaultReport:
 class Feed:
     """Sends the workload phase by phase; a phase is done when the group committed all of it."""
 
-    def __init__(self, bootstrap: str, group: str, workload: Workload) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        workload: Workload,
+        *,
+        skew_ms: Mapping[str, int] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.group = group
         self.workload = workload
+        self.skew_ms = dict(skew_ms or {})
+        """Per topic: how far its producer's clock is off (its records' timestamps)."""
         self.ends: dict[TopicPartition, int] = {}
         self._probe: AIOKafkaConsumer | None = None
 
@@ -97,8 +106,15 @@ class Feed:
         )
         await producer.start()
         try:
+            skew = self.skew_ms.get(phase.topic)
             pending = [
-                await producer.send(phase.topic, value, key=key) for key, value in phase.records
+                await producer.send(
+                    phase.topic,
+                    value,
+                    key=key,
+                    timestamp_ms=None if skew is None else round(time.time() * 1000) + skew,
+                )
+                for key, value in phase.records
             ]
             self._note_ends(await asyncio.gather(*pending))
         finally:

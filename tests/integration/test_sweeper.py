@@ -6,6 +6,7 @@ The interleavings are forced in-process: a store that runs a batch just before t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -223,3 +224,24 @@ async def test_a_consumer_write_keeps_a_student_with_unpublished_refusals_due(
     published = Published()
     await processor(store, clock).sweep_held(published)
     assert len(caused_by(published, REJECTIONS_TOPIC)) == 2
+
+
+async def test_a_held_result_counts_the_input_time_of_its_own_partition_number(
+    any_redis: Any,
+) -> None:
+    clock = Clock()
+    batch = processor(AccountStore(any_redis), clock)
+    result = ev.exam_result("s6", 2016, "A")
+    await batch.process([dataclasses.replace(record(result), partition=1)])
+    account = await batch.store.get("s6")
+    assert account is not None and [h.partition for h in account.held] == [1]
+    clock.now += 2 * HOLD  # the clock plays no part once partitions are given
+    deadline = START + HOLD
+    published = Published()
+    # partition number 0 passed the deadline, the result's own did not: it still waits
+    assert await batch.sweep_held(published, until=deadline, partitions={0: deadline, 1: 0}) == 0
+    # a partition number not assigned here is left to the instance that owns it
+    assert await batch.sweep_held(published, until=deadline, partitions={0: deadline}) == 0
+    assert published == []
+    assert await batch.sweep_held(published, until=deadline, partitions={1: deadline}) == 1
+    assert caused_by(published, REJECTIONS_TOPIC) == [result["id"]]

@@ -81,6 +81,10 @@ def test_a_held_correction_round_trips_behind_its_result() -> None:
     held = (HeldResult(result, 5.0), HeldResult(correction, 5.0))
     stored = decode_account("r1", encode_core(Account("r1", balance=536, held=held)))
     assert stored.held == held
+    # with the partition number it came on (R3.6 counts that partition's time)
+    held = (HeldResult(result, 5.0, 2), HeldResult(correction, 5.0, 2))
+    stored = decode_account("r1", encode_core(Account("r1", balance=536, held=held)))
+    assert stored.held == held and stored.held[1].partition == 2
 
 
 def test_year_totals_write_the_restored_column_only_when_used() -> None:

@@ -289,6 +289,9 @@ class HeldResult:
 
     command: RecordResult | CorrectResult
     held_at: float
+    """The result's record time (seconds): its deadline counts from it."""
+    partition: int | None = None
+    """The input partition number it came on, whose progress times it out (None: not known)."""
 
 
 @immutable

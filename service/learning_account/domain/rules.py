@@ -446,7 +446,7 @@ class _Step:
         key = (year, command.unit_code)
         unit = self.units.get(key)
         if unit is None and (held := self.held_result_of(year, command.unit_code)) is not None:
-            self.held.append(HeldResult(command, held.held_at))
+            self.held.append(HeldResult(command, held.held_at, held.partition))
             self.announce_change(command.event, year, previous, entries)
             return
         refusal = _uncorrectable(unit, command.unit_code, year)
