@@ -54,6 +54,8 @@ def complete(document: Mapping[str, Any]) -> dict[str, Any]:
 def _describe_record(message: dict[str, Any], topic: str, payloads: dict[str, Any]) -> None:
     """One message is one record of `topic`: a CloudEvent of one of the topic's types."""
     types = [event_type for event_type in wire.EVENT_MODELS if wire.TYPE_TOPIC[event_type] == topic]
+    if not types:
+        raise ValueError(f"channel {topic!r} is not a topic of the contract (wire.TOPIC_TYPES)")
     refs = [payloads[event_type] for event_type in types]
     message["payload"] = refs[0] if len(refs) == 1 else {"oneOf": refs}
     message["contentType"] = CLOUDEVENTS_CONTENT_TYPE
