@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -33,6 +34,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from . import __version__
 from .access import JwtVerifier
+from .asyncapi import complete as complete_asyncapi
 from .devstack import leave_group_if_first_generation
 from .http_api import create_http_app
 from .kafka_records import install_tolerant_reading, unreadable
@@ -426,14 +428,17 @@ class Service:
             await asyncio.sleep(interval)
 
     def asyncapi(self) -> str:
-        """The AsyncAPI 3.0 document FastStream generates from this wiring (served over HTTP)."""
+        """The AsyncAPI 3.0 document of this wiring (served over HTTP, exported to contracts/).
+
+        FastStream generates it; `asyncapi.complete` says what FastStream 0.7 cannot.
+        """
         spec = AsyncAPI(
             self.broker,
             title="learning-account",
             version=__version__,
             description="The Flemish learning account (leerkrediet) as a message-driven service.",
         )
-        return spec.to_specification().to_json()
+        return json.dumps(complete_asyncapi(spec.to_specification().to_jsonable()))
 
     # --- health -------------------------------------------------------------------------------
 
