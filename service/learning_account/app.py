@@ -46,11 +46,14 @@ from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
 from .wire import (
     BALANCE_CHANGED_TOPIC,
+    CLOUDEVENTS_CONTENT_TYPE,
+    CONTENT_TYPE_HEADER,
     CREDIT_EXHAUSTED_TOPIC,
     CREDIT_LOW_TOPIC,
     DEAD_LETTER_TOPIC,
     INPUT_TOPICS,
     REJECTIONS_TOPIC,
+    STRUCTURED_HEADERS,
     BalanceChangedEvent,
     CreditExhaustedEvent,
     CreditLowEvent,
@@ -278,13 +281,18 @@ class Service:
         producer = self._aiokafka_producer()
         if producer is not None:
             pending = [
-                await producer.send(message.topic, message.value, key=message.key)
+                await producer.send(
+                    message.topic, message.value, key=message.key, headers=list(STRUCTURED_HEADERS)
+                )
                 for message in messages
             ]
         else:
             pending = [
                 await self.publishers[message.topic].publish(
-                    message.value, key=message.key, no_confirm=True
+                    message.value,
+                    key=message.key,
+                    headers={CONTENT_TYPE_HEADER: CLOUDEVENTS_CONTENT_TYPE},
+                    no_confirm=True,
                 )
                 for message in messages
             ]
@@ -578,4 +586,5 @@ def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:
         key=record.key,
         value=record.value,
         timestamp_ms=record.timestamp,
+        headers=tuple(record.headers),
     )
