@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import sys
 import time
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import uvicorn
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from faststream import AckPolicy
+from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
@@ -36,12 +37,13 @@ from .access import JwtVerifier
 from .devstack import leave_group_if_first_generation
 from .http_api import create_http_app
 from .kafka_records import install_tolerant_reading, unreadable
+from .logs import configure
 from .metrics import Metrics
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
 from .redis_connect import is_cluster, redis_client
 from .runtime import tune_gc
-from .settings import Settings, reveal
+from .settings import Settings, SettingsError, reveal
 from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
 from .wire import (
@@ -435,13 +437,16 @@ class Service:
 
     def asyncapi(self) -> str:
         """The AsyncAPI 3.0 document FastStream generates from this wiring (served over HTTP)."""
-        spec = AsyncAPI(
+        return self.specification().to_specification().to_json()
+
+    def specification(self) -> AsyncAPI:
+        """FastStream's AsyncAPI factory of this wiring (for `asyncapi` and `faststream docs`)."""
+        return AsyncAPI(
             self.broker,
             title="learning-account",
             version=__version__,
             description="The Flemish learning account (leerkrediet) as a message-driven service.",
         )
-        return spec.to_specification().to_json()
 
     # --- health -------------------------------------------------------------------------------
 
@@ -462,6 +467,12 @@ class Service:
 
     async def start(self) -> None:
         """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
+        await self.start_http()
+        await self._start_broker()
+        await self.start_background()
+
+    async def start_http(self) -> None:
+        """Before the broker starts: the Redis mode, then the HTTP API."""
         if self.settings.redis_cluster == "auto" and await is_cluster(self.settings.redis_url):
             await self.redis.aclose()
             self.redis = self.store.redis = redis_client(self.settings.redis_url, cluster=True)
@@ -481,7 +492,9 @@ class Service:
             await asyncio.sleep(0.02)
             if http_task.done():
                 await http_task  # raises the reason the server did not start
-        await self._start_broker()
+
+    async def start_background(self) -> None:
+        """Once the broker runs: the held-result sweeper and the partition watcher; ready."""
         self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
         self._tasks.append(asyncio.create_task(self._watch_partitions(), name="partitions"))
         tune_gc(self.settings.gc_threshold)
@@ -497,12 +510,16 @@ class Service:
             },
         )
 
-    async def _start_broker(self) -> None:
+    async def connect_broker(self) -> None:
+        """Wait for Kafka as `start` does, for a runner that starts the broker itself."""
+        await self._start_broker(connect_only=True)
+
+    async def _start_broker(self, *, connect_only: bool = False) -> None:
         """Wait for Kafka (with backoff) instead of exiting when it is not up yet."""
         delay = 0.5
         while True:
             try:
-                await self.broker.start()
+                await (self.broker.connect() if connect_only else self.broker.start())
                 return
             except Exception as error:
                 log.warning("Kafka not reachable yet (%r); retrying in %.1fs", error, delay)
@@ -513,6 +530,12 @@ class Service:
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
+        await self.stop_consuming()
+        await self.broker.stop()
+        await self.close()
+
+    async def stop_consuming(self) -> None:
+        """Before the broker stops: finish the batch in flight and leave the group."""
         self._stopping = True
         self._stop_requested.set()
         self.metrics.ready.set(0)
@@ -525,7 +548,9 @@ class Service:
         consumer = getattr(self.subscriber, "consumer", None)
         if consumer is not None:
             await leave_group_if_first_generation(consumer)
-        await self.broker.stop()
+
+    async def close(self) -> None:
+        """Once the broker stopped: the HTTP API, the background tasks and Redis."""
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
@@ -587,4 +612,29 @@ def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:
         value=record.value,
         timestamp_ms=record.timestamp,
         headers=tuple(record.headers),
+    )
+
+
+def create_app() -> FastStream:
+    """The service as a FastStream application, wired from the environment (LA_*).
+
+    `faststream run learning_account.app:create_app --factory` serves what
+    `learning-account serve` does; `faststream docs gen learning_account.app:create_app
+    --factory` writes its AsyncAPI document. FastStream starts and stops the broker; its hooks
+    run the rest of `Service.start` / `Service.stop` around it.
+    """
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(error, file=sys.stderr)  # one line, no traceback, as every command does
+        raise SystemExit(2) from None
+    configure(settings.log_level, json_lines=True)
+    service = Service(settings)
+    return FastStream(
+        service.broker,
+        specification=service.specification(),
+        on_startup=[service.start_http, service.connect_broker],
+        after_startup=[service.start_background],
+        on_shutdown=[service.stop_consuming],
+        after_shutdown=[service.close],
     )
