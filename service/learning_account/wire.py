@@ -880,6 +880,8 @@ def binary_attributes(headers: Headers) -> dict[str, str] | None:
     `application/cloudevents…` (contracts.md, "Kafka binding"). Header values are bytes; one of
     the attributes that is not UTF-8 is an invalid envelope. A header without a value is absent.
     """
+    if not headers:
+        return None  # the common case, kept cheap: decode is on the hot path
     found = _present(headers)
     if not _is_binary(found):
         return None
