@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import uvicorn
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from faststream import AckPolicy
+from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
@@ -38,21 +39,25 @@ from .asyncapi import complete as complete_asyncapi
 from .devstack import leave_group_if_first_generation
 from .http_api import create_http_app
 from .kafka_records import install_tolerant_reading, unreadable
+from .logs import configure
 from .metrics import Metrics
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
 from .redis_connect import is_cluster, redis_client
 from .runtime import tune_gc
-from .settings import Settings, reveal
+from .settings import Settings, SettingsError, reveal
 from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
 from .wire import (
     BALANCE_CHANGED_TOPIC,
+    CLOUDEVENTS_CONTENT_TYPE,
+    CONTENT_TYPE_HEADER,
     CREDIT_EXHAUSTED_TOPIC,
     CREDIT_LOW_TOPIC,
     DEAD_LETTER_TOPIC,
     INPUT_TOPICS,
     REJECTIONS_TOPIC,
+    STRUCTURED_HEADERS,
     BalanceChangedEvent,
     CreditExhaustedEvent,
     CreditLowEvent,
@@ -280,13 +285,18 @@ class Service:
         producer = self._aiokafka_producer()
         if producer is not None:
             pending = [
-                await producer.send(message.topic, message.value, key=message.key)
+                await producer.send(
+                    message.topic, message.value, key=message.key, headers=list(STRUCTURED_HEADERS)
+                )
                 for message in messages
             ]
         else:
             pending = [
                 await self.publishers[message.topic].publish(
-                    message.value, key=message.key, no_confirm=True
+                    message.value,
+                    key=message.key,
+                    headers={CONTENT_TYPE_HEADER: CLOUDEVENTS_CONTENT_TYPE},
+                    no_confirm=True,
                 )
                 for message in messages
             ]
@@ -432,13 +442,17 @@ class Service:
 
         FastStream generates it; `asyncapi.complete` says what FastStream 0.7 cannot.
         """
-        spec = AsyncAPI(
+        spec = self.specification()
+        return json.dumps(complete_asyncapi(spec.to_specification().to_jsonable()))
+
+    def specification(self) -> AsyncAPI:
+        """FastStream's AsyncAPI factory of this wiring (for `asyncapi` and `faststream docs`)."""
+        return AsyncAPI(
             self.broker,
             title="learning-account",
             version=__version__,
             description="The Flemish learning account (leerkrediet) as a message-driven service.",
         )
-        return json.dumps(complete_asyncapi(spec.to_specification().to_jsonable()))
 
     # --- health -------------------------------------------------------------------------------
 
@@ -459,6 +473,12 @@ class Service:
 
     async def start(self) -> None:
         """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
+        await self.start_http()
+        await self._start_broker()
+        await self.start_background()
+
+    async def start_http(self) -> None:
+        """Before the broker starts: the Redis mode, then the HTTP API."""
         if self.settings.redis_cluster == "auto" and await is_cluster(self.settings.redis_url):
             await self.redis.aclose()
             self.redis = self.store.redis = redis_client(self.settings.redis_url, cluster=True)
@@ -478,7 +498,9 @@ class Service:
             await asyncio.sleep(0.02)
             if http_task.done():
                 await http_task  # raises the reason the server did not start
-        await self._start_broker()
+
+    async def start_background(self) -> None:
+        """Once the broker runs: the held-result sweeper and the partition watcher; ready."""
         self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
         self._tasks.append(asyncio.create_task(self._watch_partitions(), name="partitions"))
         tune_gc(self.settings.gc_threshold)
@@ -494,12 +516,16 @@ class Service:
             },
         )
 
-    async def _start_broker(self) -> None:
+    async def connect_broker(self) -> None:
+        """Wait for Kafka as `start` does, for a runner that starts the broker itself."""
+        await self._start_broker(connect_only=True)
+
+    async def _start_broker(self, *, connect_only: bool = False) -> None:
         """Wait for Kafka (with backoff) instead of exiting when it is not up yet."""
         delay = 0.5
         while True:
             try:
-                await self.broker.start()
+                await (self.broker.connect() if connect_only else self.broker.start())
                 return
             except Exception as error:
                 log.warning("Kafka not reachable yet (%r); retrying in %.1fs", error, delay)
@@ -510,6 +536,12 @@ class Service:
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
+        await self.stop_consuming()
+        await self.broker.stop()
+        await self.close()
+
+    async def stop_consuming(self) -> None:
+        """Before the broker stops: finish the batch in flight and leave the group."""
         self._stopping = True
         self._stop_requested.set()
         self.metrics.ready.set(0)
@@ -522,7 +554,9 @@ class Service:
         consumer = getattr(self.subscriber, "consumer", None)
         if consumer is not None:
             await leave_group_if_first_generation(consumer)
-        await self.broker.stop()
+
+    async def close(self) -> None:
+        """Once the broker stopped: the HTTP API, the background tasks and Redis."""
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
@@ -583,4 +617,30 @@ def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:
         key=record.key,
         value=record.value,
         timestamp_ms=record.timestamp,
+        headers=tuple(record.headers),
+    )
+
+
+def create_app() -> FastStream:
+    """The service as a FastStream application, wired from the environment (LA_*).
+
+    `faststream run learning_account.app:create_app --factory` serves what
+    `learning-account serve` does; `faststream docs gen learning_account.app:create_app
+    --factory` writes its AsyncAPI document. FastStream starts and stops the broker; its hooks
+    run the rest of `Service.start` / `Service.stop` around it.
+    """
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(error, file=sys.stderr)  # one line, no traceback, as every command does
+        raise SystemExit(2) from None
+    configure(settings.log_level, json_lines=True)
+    service = Service(settings)
+    return FastStream(
+        service.broker,
+        specification=service.specification(),
+        on_startup=[service.start_http, service.connect_broker],
+        after_startup=[service.start_background],
+        on_shutdown=[service.stop_consuming],
+        after_shutdown=[service.close],
     )

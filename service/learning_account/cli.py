@@ -17,7 +17,13 @@ from typing import Any
 from . import events as ev
 from .redrive import add_arguments as add_redrive_arguments
 from .settings import Settings, SettingsError, reveal
-from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS_TOPIC
+from .wire import (
+    BALANCE_CHANGED_TOPIC,
+    INPUT_TOPICS,
+    OUTPUT_TOPICS,
+    REJECTIONS_TOPIC,
+    STRUCTURED_HEADERS,
+)
 
 log = logging.getLogger("learning_account.cli")
 
@@ -90,7 +96,10 @@ async def send_events(bootstrap: str, events: Sequence[dict[str, Any]]) -> None:
     try:
         pending = [
             await producer.send(
-                ev.topic_of(event), ev.to_bytes(event), key=event["data"]["student_id"].encode()
+                ev.topic_of(event),
+                ev.to_bytes(event),
+                key=event["data"]["student_id"].encode(),
+                headers=list(STRUCTURED_HEADERS),
             )
             for event in events
         ]
@@ -301,7 +310,9 @@ async def send_feed(bootstrap: str, records: Sequence[tuple[str, bytes | None, b
             task = bar.add_task("sending", total=len(records))
             pending = []
             for topic, key, value in records:
-                future = await producer.send(topic, value, key=key)
+                future = await producer.send(
+                    topic, value, key=key, headers=list(STRUCTURED_HEADERS)
+                )
                 future.add_done_callback(lambda _: bar.advance(task))
                 pending.append(future)
             await asyncio.gather(*pending)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,9 +188,10 @@ def dead_letter(
     error: str,
     time: str,
     error_code: str = ErrorCode.INTERNAL_ERROR,
+    headers: Mapping[str, str] | None = None,
 ) -> OutputMessage:
     """A message that could not be read or validated, with the error (text and stable code) and
-    its payload as text."""
+    its payload as text (and, in binary mode, its CloudEvents headers)."""
     event_id = str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"dead-letter\n{topic}\n{partition}\n{offset}"))
     payload_bytes = (value or b"")[:DEAD_LETTER_PAYLOAD_LIMIT]
     key_text = _text_or_none(key)
@@ -210,6 +212,8 @@ def dead_letter(
         data["payload_encoding"] = "base64"
     if value is not None and len(value) > DEAD_LETTER_PAYLOAD_LIMIT:
         data["payload_truncated"] = True
+    if headers is not None:
+        data["headers"] = dict(headers)
     subject = key_text
     out = _envelope(event_id, DEAD_LETTERED_TYPE, subject, time, data)
     return OutputMessage(DEAD_LETTER_TOPIC, key, out, event_id, DEAD_LETTERED_TYPE)

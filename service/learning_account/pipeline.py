@@ -32,7 +32,7 @@ from .store import (
     next_version,
 )
 from .tracing import applying
-from .wire import ErrorCode, InvalidMessage, decode
+from .wire import ErrorCode, InvalidMessage, binding_headers, decode
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    """As aiokafka reads them; a CloudEvent in binary mode has its attributes here."""
 
 
 @dataclass(slots=True)
@@ -100,7 +102,7 @@ class Processor:
         stamp = now_text()
         for index, record in enumerate(records):
             try:
-                decoded = decode(record.topic, record.value, record.key)
+                decoded = decode(record.topic, record.value, record.key, record.headers)
                 command = to_command(decoded)
             except InvalidMessage as error:
                 outputs[index] = [self._dead_letter(record, error.reason, error.code)]
@@ -280,6 +282,7 @@ class Processor:
             error,
             stamp,
             code,
+            binding_headers(record.headers),
         )
 
     async def sweep_held(

@@ -64,7 +64,15 @@ async def read_history(bootstrap: str, idle_ms: int = 1500) -> list[list[InputRe
                     raise failure.error  # the live service retries it: a rebuild never skips
             for tp, records in batch.items():
                 history[tp].extend(
-                    InputRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    InputRecord(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        r.value,
+                        r.timestamp,
+                        tuple(r.headers),
+                    )
                     for r in records
                 )
             if batch:

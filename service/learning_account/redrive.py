@@ -4,7 +4,8 @@ Reads the dead-letter topic from the beginning of every partition up to its end 
 the run started, keeps the dead letters that match every filter given (original topic, error
 code, a text in the error, record key, dead-lettered at or after a time), and re-publishes each
 one's original payload (``data.payload``, base64-decoded when ``payload_encoding`` is
-``base64``) to its original topic (``data.topic``) with its original key (``data.key``).
+``base64``) to its original topic (``data.topic``) with its original key (``data.key``) and, for
+a message in CloudEvents binary mode, its original ``ce_`` headers (``data.headers``).
 
 No consumer group. A group's committed offset is one mark per partition, but a redrive is
 selective: committing after ``--topic X`` would silently pass over the dead letters of the other
@@ -36,7 +37,13 @@ from typing import Any
 
 from .devstack import PRODUCER_KWARGS
 from .settings import Settings, reveal
-from .wire import DEAD_LETTER_PAYLOAD_LIMIT, DEAD_LETTER_TOPIC, INPUT_TOPICS, ErrorCode
+from .wire import (
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    DEAD_LETTER_TOPIC,
+    INPUT_TOPICS,
+    STRUCTURED_HEADERS,
+    ErrorCode,
+)
 
 log = logging.getLogger("learning_account.redrive")
 
@@ -123,6 +130,15 @@ def original_key(document: Mapping[str, Any]) -> bytes | None:
         return str(key).encode()
 
 
+def original_headers(data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The CloudEvents headers of a binary-mode original (``data.headers``), else the
+    ``content-type`` of a structured-mode one."""
+    headers = data.get("headers")
+    if not isinstance(headers, dict):
+        return list(STRUCTURED_HEADERS)
+    return [(str(name), str(value).encode()) for name, value in headers.items()]
+
+
 def original_payload(data: Mapping[str, Any]) -> tuple[bytes | None, str]:
     """The original message bytes, or None and why they cannot be re-published."""
     payload = data.get("payload")
@@ -173,7 +189,7 @@ async def redrive(
     needle = error_contains.lower() if error_contains else None
     options = dict(kafka_options or {})
     report = RedriveReport(dry_run=dry_run)
-    seen_payloads: set[tuple[str, bytes | None, bytes]] = set()
+    seen_payloads: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]] = set()
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -213,10 +229,12 @@ async def redrive(
             )
             if item is None:
                 return
-            target, record_key, payload = item
+            target, record_key, payload, headers = item
             if dry_run or producer is None:
                 return
-            pending_acks.append(await producer.send(target, payload, key=record_key))
+            pending_acks.append(
+                await producer.send(target, payload, key=record_key, headers=headers)
+            )
 
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
@@ -262,8 +280,8 @@ def _select(
     since_at: datetime | None,
     input_topics: Collection[str],
     report: RedriveReport,
-    seen: set[tuple[str, bytes | None, bytes]],
-) -> tuple[str, bytes | None, bytes] | None:
+    seen: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]],
+) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]] | None:
     """Filter one dead-letter record; count it; what to re-publish when it is selected."""
     try:
         document = json.loads(record.value)
@@ -313,10 +331,11 @@ def _select(
         note("skipped", why)
         return None
     record_key = original_key(document)
-    identity = (target, record_key, payload)
+    headers = original_headers(data)
+    identity = (target, record_key, payload, tuple(headers))
     if identity in seen:
         report.duplicates += 1
-        note("duplicate", "same topic, key and payload as an earlier dead letter of this run")
+        note("duplicate", "same topic, key, payload and headers as an earlier dead letter")
         return None
     seen.add(identity)
     if report.dry_run:
@@ -324,7 +343,7 @@ def _select(
     else:
         report.republished += 1
         note("republished")
-    return target, record_key, payload
+    return target, record_key, payload, headers
 
 
 # --------------------------------------------------------------------------- command line

@@ -11,8 +11,9 @@ quarter-credits (`to_quarters` / `from_quarters`), so the core never sees a floa
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -135,6 +136,15 @@ def short_name(event_type: str) -> str:
 SERVICE_SOURCE: Final = "urn:learning-account:service"
 SPEC_VERSION: Final = "1.0"
 JSON_CONTENT_TYPE: Final = "application/json"
+#: The Kafka `content-type` header of a structured-mode CloudEvent (CloudEvents Kafka binding).
+CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json; charset=UTF-8"
+CONTENT_TYPE_HEADER: Final = "content-type"
+#: The headers of a record that carries a structured-mode CloudEvent (every output, and inputs
+#: sent by this project's tools).
+STRUCTURED_HEADERS: Final = ((CONTENT_TYPE_HEADER, CLOUDEVENTS_CONTENT_TYPE.encode()),)
+#: Binary mode: the attributes as headers with this prefix; `data` alone is the record value.
+BINARY_HEADER_PREFIX: Final = "ce_"
+BINARY_ATTRIBUTES: Final = ("specversion", "id", "source", "type", "subject", "time", "traceparent")
 
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_COURSE_UNITS: Final = 100
@@ -727,6 +737,19 @@ class DeadLettered(OutputModel):
         description="true when the message was longer than 64 KiB and `payload` is its start",
         examples=[True],
     )
+    headers: Annotated[
+        dict[str, str] | None,
+        WithJsonSchema({"type": "object", "additionalProperties": {"type": "string"}}),
+    ] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description=(
+            "For a message in binary mode (CloudEvents Kafka binding): its `ce_` and "
+            "`content-type` headers, re-published with the payload by a redrive; absent otherwise"
+        ),
+        examples=[{"ce_specversion": "1.0", "content-type": "application/json"}],
+    )
 
 
 # --- Full events (envelope + data), one model per type -----------------------------------------
@@ -870,11 +893,19 @@ class DecodedEvent:
     key: bytes | None
 
 
-def decode(topic: str, value: bytes | None, key: bytes | None = None) -> DecodedEvent:
+Headers = Sequence[tuple[str, bytes | None]]
+"""A record's headers as aiokafka reads them: names as text, values as bytes or null."""
+
+
+def decode(
+    topic: str, value: bytes | None, key: bytes | None = None, headers: Headers = ()
+) -> DecodedEvent:
     """Validate one Kafka record of `topic`; raise `InvalidMessage` if it is not acceptable.
 
-    The record key is kept but not checked: a key that differs from the student id does not make
-    a message invalid (contracts.md).
+    A record in binary mode (`binary_attributes`) is validated as the structured message of the
+    same event: the same model, the same errors, the same idempotency key. The record key is
+    kept but not checked: a key that differs from the student id does not make a message
+    invalid (contracts.md).
     """
     allowed = TOPIC_TYPES.get(topic)
     if allowed is None:
@@ -887,10 +918,16 @@ def decode(topic: str, value: bytes | None, key: bytes | None = None) -> Decoded
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidMessage(f"not UTF-8 (byte {exc.start})", ErrorCode.NOT_UTF8) from None
+    attributes = binary_attributes(headers)
+    if attributes is not None:
+        value = _structured(attributes, value)
     try:
         event = _EVENT_ADAPTER.validate_json(value)
     except ValidationError as exc:
-        raise InvalidMessage(*_describe(exc, topic, allowed)) from None
+        reason, code = _describe(exc, topic, allowed)
+        if attributes is not None and code is ErrorCode.INVALID_ENVELOPE:
+            reason = f"binary mode (ce_ headers): {reason}"
+        raise InvalidMessage(reason, code) from None
     if event.type not in allowed:
         raise InvalidMessage(_wrong_topic(event.type, topic), ErrorCode.WRONG_TOPIC)
     return DecodedEvent(
@@ -904,6 +941,83 @@ def decode(topic: str, value: bytes | None, key: bytes | None = None) -> Decoded
         event=event,
         key=key,
     )
+
+
+def binary_attributes(headers: Headers) -> dict[str, str] | None:
+    """The CloudEvents attributes of a binary-mode record, None for a structured one.
+
+    Binary: a `ce_specversion` header and a `content-type` that is not
+    `application/cloudevents…` (contracts.md, "Kafka binding"). Header values are bytes; one of
+    the attributes that is not UTF-8 is an invalid envelope. A header without a value is absent.
+    """
+    if not headers:
+        return None  # the common case, kept cheap: decode is on the hot path
+    found = _present(headers)
+    if not _is_binary(found):
+        return None
+    content_type = found.get(CONTENT_TYPE_HEADER, b"")
+    attributes: dict[str, str] = {}
+    for attribute in BINARY_ATTRIBUTES:
+        raw = found.get(BINARY_HEADER_PREFIX + attribute)
+        if raw is None:
+            continue
+        try:
+            attributes[attribute] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMessage(
+                f"envelope invalid: header {BINARY_HEADER_PREFIX}{attribute} is not UTF-8"
+            ) from None
+    if content_type:
+        try:
+            attributes["datacontenttype"] = content_type.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMessage("envelope invalid: header content-type is not UTF-8") from None
+    return attributes
+
+
+def binding_headers(headers: Headers) -> dict[str, str] | None:
+    """A binary-mode record's `ce_` and `content-type` headers as text (those that are UTF-8),
+    which its dead letter keeps so that a redrive re-publishes the event whole; else None."""
+    if not _is_binary(_present(headers)):
+        return None
+    kept: dict[str, str] = {}
+    for name, raw in headers:
+        lowered = name.lower()
+        if raw is None or not (
+            lowered.startswith(BINARY_HEADER_PREFIX) or lowered == CONTENT_TYPE_HEADER
+        ):
+            continue
+        try:
+            name.encode("utf-8")  # a name aiokafka could not decode arrives surrogate-escaped
+            kept.setdefault(name, raw.decode("utf-8"))
+        except UnicodeError:
+            continue
+    return kept
+
+
+def _present(headers: Headers) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for name, raw in headers:
+        if raw is not None:
+            found.setdefault(name.lower(), raw)
+    return found
+
+
+def _is_binary(found: Mapping[str, bytes]) -> bool:
+    content_type = found.get(CONTENT_TYPE_HEADER, b"")
+    return f"{BINARY_HEADER_PREFIX}specversion" in found and not content_type.lower().startswith(
+        b"application/cloudevents"
+    )
+
+
+def _structured(attributes: Mapping[str, str], data: bytes) -> bytes:
+    """The structured-mode message of a binary record: its attributes plus `data`, verbatim."""
+    try:
+        json.loads(data)  # one JSON value, nothing after it: safe to splice in as `data`
+    except ValueError as exc:
+        raise InvalidMessage(f"not JSON: {exc}", ErrorCode.NOT_JSON) from None
+    envelope = json.dumps(dict(attributes), ensure_ascii=False).encode()
+    return envelope[:-1] + b', "data": ' + data + b"}"
 
 
 def _describe(exc: ValidationError, topic: str, allowed: frozenset[str]) -> tuple[str, ErrorCode]:
