@@ -243,6 +243,7 @@ def example_messages() -> dict[str, dict[str, Any]]:
             "offset": 42,
             "key": _STUDENT,
             "error": "not JSON: EOF while parsing an object at line 1 column 31",
+            "error_code": "not_json",
             "payload": '{"specversion": "1.0", "id": 7',
         },
     )

@@ -38,6 +38,7 @@ from .wire import (
     EVENT_REJECTED_TYPE,
     REJECTIONS_TOPIC,
     SERVICE_SOURCE,
+    ErrorCode,
 )
 
 OUTPUT_ID_NAMESPACE = uuid.UUID("6f0f2f3e-9a54-5c1b-8d8e-6c1a0b7f4e21")
@@ -105,12 +106,14 @@ def _envelope(
 
 
 def now_text(timestamp_ms: int | None = None) -> str:
-    """An RFC 3339 UTC time with milliseconds: now, or the given epoch milliseconds."""
-    moment = (
-        datetime.now(UTC)
-        if timestamp_ms is None
-        else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    )
+    """An RFC 3339 UTC time with milliseconds: the given epoch milliseconds, or now when none is
+    given or it lies outside years 1-9999 (a producer stamping microseconds, say)."""
+    moment = datetime.now(UTC)
+    if timestamp_ms is not None:
+        try:
+            moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass  # the processing time stands in: the record still gets its dead letter
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -183,8 +186,10 @@ def dead_letter(
     value: bytes | None,
     error: str,
     time: str,
+    error_code: str = ErrorCode.INTERNAL_ERROR,
 ) -> OutputMessage:
-    """A message that could not be read or validated, with the error and its payload as text."""
+    """A message that could not be read or validated, with the error (text and stable code) and
+    its payload as text."""
     event_id = str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"dead-letter\n{topic}\n{partition}\n{offset}"))
     payload_bytes = (value or b"")[:DEAD_LETTER_PAYLOAD_LIMIT]
     key_text = _text_or_none(key)
@@ -194,6 +199,7 @@ def dead_letter(
         "offset": offset,
         "key": key_text if key_text is not None else _b64_or_none(key),
         "error": error,
+        "error_code": str(error_code),
     }
     try:
         (value or b"").decode("utf-8")

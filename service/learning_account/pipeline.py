@@ -32,7 +32,7 @@ from .store import (
     next_version,
 )
 from .tracing import applying
-from .wire import InvalidMessage, decode
+from .wire import ErrorCode, InvalidMessage, decode
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Processor:
                 decoded = decode(record.topic, record.value, record.key)
                 command = to_command(decoded)
             except InvalidMessage as error:
-                outputs[index] = [self._dead_letter(record, error.reason)]
+                outputs[index] = [self._dead_letter(record, error.reason, error.code)]
                 report.dead_lettered += 1
                 continue
             digest = event_digest(command.event)
@@ -267,10 +267,19 @@ class Processor:
             return None
         return min(held.held_at for held in account.held) + self.policy.result_hold_seconds
 
-    def _dead_letter(self, record: InputRecord, error: str) -> OutputMessage:
+    def _dead_letter(
+        self, record: InputRecord, error: str, code: str = ErrorCode.INTERNAL_ERROR
+    ) -> OutputMessage:
         stamp = now_text(record.timestamp_ms)
         return dead_letter(
-            record.topic, record.partition, record.offset, record.key, record.value, error, stamp
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            error,
+            stamp,
+            code,
         )
 
     async def sweep_held(

@@ -161,6 +161,21 @@ class ExhaustionOption(StrEnum):
     EXCEPTIONAL_ADMISSION = "exceptional_admission"
 
 
+class ErrorCode(StrEnum):
+    """Why a message was dead-lettered: stable, for machines and `redrive --error-code`."""
+
+    NOT_JSON = "not_json"
+    NOT_UTF8 = "not_utf8"
+    TOO_LARGE = "too_large"
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNKNOWN_TYPE = "unknown_type"
+    WRONG_TOPIC = "wrong_topic"
+    SUBJECT_MISMATCH = "subject_mismatch"
+    INVALID_DATA = "invalid_data"
+    SOURCE_NOT_ALLOWED = "source_not_allowed"
+    INTERNAL_ERROR = "internal_error"
+
+
 #: The `options` of every credit-exhausted event, in the contract's order.
 EXHAUSTION_OPTIONS: Final = tuple(ExhaustionOption)
 REJECTION_REASONS: Final = tuple(reason.value for reason in RejectionReason)
@@ -638,7 +653,10 @@ class DeadLettered(WireModel):
     partition: int = Field(ge=0, examples=[0])
     offset: int = Field(ge=0, examples=[42])
     key: str | None = Field(description="The record key as text, if any", examples=["r0123456"])
-    error: str = Field(description="Why the message was refused", examples=["not JSON"])
+    error: str = Field(description="Why the message was refused, for people", examples=["not JSON"])
+    error_code: ErrorCode = Field(
+        description="Why the message was refused, stable for machines", examples=["not_json"]
+    )
     payload: str = Field(
         description="The original message as text (base64 when not UTF-8), cut at 64 KiB",
         examples=['{"specversion": "1.0"'],
@@ -763,10 +781,12 @@ _EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(
 
 
 class InvalidMessage(ValueError):
-    """A record that is not a valid message for its topic; `reason` is short and readable."""
+    """A record that is not a valid message for its topic; `reason` is short and readable,
+    `code` is the dead letter's stable `error_code`."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: ErrorCode = ErrorCode.INVALID_ENVELOPE) -> None:
         self.reason = _cap(reason)
+        self.code = code
         super().__init__(self.reason)
 
 
@@ -793,21 +813,21 @@ def decode(topic: str, value: bytes | None, key: bytes | None = None) -> Decoded
     """
     allowed = TOPIC_TYPES.get(topic)
     if allowed is None:
-        raise InvalidMessage(f"unknown topic {_clip(topic)!r}")
+        raise InvalidMessage(f"unknown topic {_clip(topic)!r}", ErrorCode.WRONG_TOPIC)
     if not value:
-        raise InvalidMessage("empty message")
+        raise InvalidMessage("empty message", ErrorCode.NOT_JSON)
     if len(value) > MAX_MESSAGE_BYTES:
-        raise InvalidMessage(f"message of {len(value)} bytes is over 1 MiB")
+        raise InvalidMessage(f"message of {len(value)} bytes is over 1 MiB", ErrorCode.TOO_LARGE)
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidMessage(f"not UTF-8 (byte {exc.start})") from None
+        raise InvalidMessage(f"not UTF-8 (byte {exc.start})", ErrorCode.NOT_UTF8) from None
     try:
         event = _EVENT_ADAPTER.validate_json(value)
     except ValidationError as exc:
-        raise InvalidMessage(_describe(exc, topic, allowed)) from None
+        raise InvalidMessage(*_describe(exc, topic, allowed)) from None
     if event.type not in allowed:
-        raise InvalidMessage(_wrong_topic(event.type, topic))
+        raise InvalidMessage(_wrong_topic(event.type, topic), ErrorCode.WRONG_TOPIC)
     return DecodedEvent(
         topic=topic,
         source=event.source,
@@ -821,29 +841,31 @@ def decode(topic: str, value: bytes | None, key: bytes | None = None) -> Decoded
     )
 
 
-def _describe(exc: ValidationError, topic: str, allowed: frozenset[str]) -> str:
+def _describe(exc: ValidationError, topic: str, allowed: frozenset[str]) -> tuple[str, ErrorCode]:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
     kind, loc = first["type"], first["loc"]
     context = first.get("ctx") or {}
     if kind == "json_invalid":
-        return f"not JSON: {context.get('error', first['msg'])}"
+        return f"not JSON: {context.get('error', first['msg'])}", ErrorCode.NOT_JSON
     if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
-        return "not a JSON object"
+        return "not a JSON object", ErrorCode.INVALID_ENVELOPE
     if kind == "union_tag_not_found":
-        return "envelope invalid: type: missing or not a string"
+        return "envelope invalid: type: missing or not a string", ErrorCode.INVALID_ENVELOPE
     if kind == "union_tag_invalid":
-        return f"unknown event type {_clip(str(context.get('tag', '')))!r}"
+        tag = _clip(str(context.get("tag", "")))
+        return f"unknown event type {tag!r}", ErrorCode.UNKNOWN_TYPE
     tag = str(loc[0]) if loc else ""
     if tag and tag not in allowed:
-        return _wrong_topic(tag, topic)
+        return _wrong_topic(tag, topic), ErrorCode.WRONG_TOPIC
     if kind == "subject_mismatch":
-        return first["msg"]
+        return first["msg"], ErrorCode.SUBJECT_MISMATCH
     path = loc[1:]
-    part = "data invalid" if path and path[0] == "data" else "envelope invalid"
+    in_data = bool(path) and path[0] == "data"
     where = ".".join(str(step) for step in path) or "(message)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{part}: {where}: {first['msg']}{more}"
+    text = f"{'data invalid' if in_data else 'envelope invalid'}: {where}: {first['msg']}{more}"
+    return text, ErrorCode.INVALID_DATA if in_data else ErrorCode.INVALID_ENVELOPE
 
 
 def _wrong_topic(event_type: str, topic: str) -> str:

@@ -30,6 +30,7 @@ from learning_account.wire import (
     MAX_REASON_CHARS,
     REGISTRATIONS_TOPIC,
     DecodedEvent,
+    ErrorCode,
     InvalidMessage,
     decode,
 )
@@ -288,6 +289,55 @@ def test_specversion_not_1_0(version: str) -> None:
 def test_specversion_as_number() -> None:
     value = mutated(registration(), lambda e: e.update(specversion=1.0))
     assert_reason(REGISTRATIONS_TOPIC, value, "specversion")
+
+
+def _set_credits(event: dict[str, Any]) -> None:
+    event["data"]["course_units"][0]["credits"] = 7.3
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "code"),
+    [
+        (REGISTRATIONS_TOPIC, b'{"id": ', ErrorCode.NOT_JSON),
+        (REGISTRATIONS_TOPIC, b"", ErrorCode.NOT_JSON),
+        (REGISTRATIONS_TOPIC, b'{"id": "\xff"}', ErrorCode.NOT_UTF8),
+        (REGISTRATIONS_TOPIC, b" " * (1024 * 1024 + 1), ErrorCode.TOO_LARGE),
+        (REGISTRATIONS_TOPIC, b"[]", ErrorCode.INVALID_ENVELOPE),
+        (REGISTRATIONS_TOPIC, mutated(registration(), lambda e: e.pop("id")), "invalid_envelope"),
+        (REGISTRATIONS_TOPIC, mutated(registration(), lambda e: e.pop("type")), "invalid_envelope"),
+        (
+            REGISTRATIONS_TOPIC,
+            mutated(registration(), lambda e: e.update(type="?")),
+            ErrorCode.UNKNOWN_TYPE,
+        ),
+        (EXAM_RESULTS_TOPIC, ev.to_bytes(registration()), ErrorCode.WRONG_TOPIC),
+        ("learning-account.unknown.v1", ev.to_bytes(registration()), ErrorCode.WRONG_TOPIC),
+        (
+            REGISTRATIONS_TOPIC,
+            mutated(registration(), lambda e: e.update(subject="r9999999")),
+            ErrorCode.SUBJECT_MISMATCH,
+        ),
+        (REGISTRATIONS_TOPIC, mutated(registration(), _set_credits), ErrorCode.INVALID_DATA),
+    ],
+    ids=[
+        "not-json",
+        "empty",
+        "not-utf8",
+        "too-large",
+        "array",
+        "no-id",
+        "no-type",
+        "unknown-type",
+        "wrong-topic",
+        "unknown-topic",
+        "subject-mismatch",
+        "bad-data",
+    ],
+)
+def test_every_refusal_has_its_stable_error_code(topic: str, value: bytes, code: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        decode(topic, value, STUDENT.encode())
+    assert caught.value.code == code
 
 
 # --- the student --------------------------------------------------------------------------------
