@@ -227,7 +227,6 @@ class Processor:
                 reason = str(Refusal.ID_CONFLICT)
                 tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
                 continue
-            standing[item.digest] = item.content
             event = item.command.event
             try:
                 if self.tracer is None:
@@ -259,6 +258,7 @@ class Processor:
                 log.warning("outputs too large for the broker on %s/%s", event.source, event.id)
                 messages = [self._dead_letter(item.record, oversized)]
                 steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
+                standing[item.digest] = item.content
                 in_batch[identity] = messages
                 produced.append((item.index, messages))
                 tally.dead_lettered += 1
@@ -277,6 +277,7 @@ class Processor:
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account
             steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
+            standing[item.digest] = item.content
             in_batch[identity] = messages
             produced.append((item.index, messages))
         if not steps:
