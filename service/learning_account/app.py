@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -33,8 +34,10 @@ from redis.asyncio import Redis, RedisCluster
 
 from . import __version__
 from .access import JwtVerifier
+from .asyncapi import complete as complete_asyncapi
 from .devstack import leave_group_if_first_generation
 from .http_api import create_http_app
+from .kafka_records import install_tolerant_reading, unreadable
 from .metrics import Metrics
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
@@ -59,6 +62,10 @@ from .wire import (
 )
 
 log = logging.getLogger("learning_account")
+
+# a failed batch is retried after 0.2 s, 0.4 s, … up to this: soon enough once Redis is back,
+# rare enough that a batch that keeps failing costs next to nothing
+MAX_RETRY_SECONDS = 5.0
 
 OUTPUT_DOCS: dict[str, tuple[Any, str]] = {
     BALANCE_CHANGED_TOPIC: (BalanceChangedEvent, "An input event changed a balance"),
@@ -116,31 +123,34 @@ async def _raw_records(message: Any) -> list[Any]:
     return []
 
 
-async def _tolerant_parser(records: tuple[ConsumerRecord[Any, Any], ...], original: Any) -> Any:
-    """FastStream's batch parser decodes every header as UTF-8; drop headers that are not."""
-    cleaned = tuple(_utf8_headers_only(record) if record.headers else record for record in records)
-    message = await original(cleaned)
-    message.raw_message = records
-    return message
+def _readable_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    """The record as FastStream's batch parser can take it: it decodes every header as UTF-8.
 
-
-def _utf8_headers_only(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
-    headers = []
-    for name, value in record.headers:
-        try:
-            (value or b"").decode()
-        except UnicodeDecodeError:
-            continue
-        headers.append((name, value))
+    A header with a null value, or a name or value that is not UTF-8, is left out of FastStream's
+    view only; the record itself (`raw_message`) keeps every header.
+    """
+    headers = [(name, value) for name, value in record.headers if _is_text(name, value)]
     if len(headers) == len(record.headers):
         return record
     return dataclasses.replace(record, headers=headers)
+
+
+def _is_text(name: str, value: bytes | None) -> bool:
+    if value is None:
+        return False
+    try:
+        name.encode()  # a name aiokafka could not decode arrives surrogate-escaped
+        value.decode()
+    except UnicodeError:
+        return False
+    return True
 
 
 class Service:
     """The running service: one consumer group member, its HTTP API and its held-result sweeper."""
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        install_tolerant_reading()
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.redis: Redis | RedisCluster = redis_client(
@@ -173,7 +183,7 @@ class Service:
             # offsets are committed by hand, only after Redis and the output acks (below)
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_records,
-            parser=_tolerant_parser,
+            parser=self._parse_batch,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             title="learning-account-inputs",
@@ -197,13 +207,31 @@ class Service:
             policy=settings.policy,
         )
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._broker_started = False
         self._in_flight = asyncio.Lock()
         self._failures = 0
+        self._stalled = False
+        self._partitions: dict[TopicPartition, _Progress] = {}
+        self._committed: dict[TopicPartition, int] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: uvicorn.Server | None = None
 
     # --- the consumer -------------------------------------------------------------------------
+
+    async def _parse_batch(
+        self, records: tuple[ConsumerRecord[Any, Any], ...], original: Any
+    ) -> Any:
+        """FastStream's batch parser on records it can take; a batch it fails on is rewound."""
+        try:
+            message = await original(
+                tuple(_readable_headers(record) if record.headers else record for record in records)
+            )
+        except Exception as error:  # the handler is never called: rewind here, not skip
+            await self._batch_failed(self.subscriber.consumer, records, error)
+            raise
+        message.raw_message = records
+        return message
 
     async def _handle_batch(self, body: list[InputEvent], msg: KafkaMessage) -> None:
         records: tuple[ConsumerRecord[Any, Any], ...] = msg.raw_message
@@ -214,24 +242,34 @@ class Service:
         async with self._in_flight:
             started = time.perf_counter()
             try:
+                for record in records:
+                    if (failure := unreadable(record)) is not None:
+                        raise failure.error
                 report = await self.processor.process([_input_record(r) for r in records])
                 await self.publish(report.outputs)
-            except Exception as error:  # Redis or Kafka unavailable, or a bug: retry the batch
-                self._failures += 1
-                self.metrics.ready.set(0)
-                delay = min(5.0, 0.1 * 2 ** min(self._failures, 6))
-                log.warning(
-                    "batch of %d records failed (%r); rewinding and retrying in %.1fs",
-                    len(records),
-                    error,
-                    delay,
-                )
-                self._rewind(consumer, records)
-                await asyncio.sleep(delay)
+            except Exception as error:  # unreadable, Redis or Kafka unavailable, or a bug: retry
+                await self._batch_failed(consumer, records, error)
                 return
             self._failures = 0
             await self._commit(consumer, records)
-            self._observe(report, records, started, consumer)
+            self._observe(report, records, started)
+
+    async def _batch_failed(
+        self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]], error: BaseException
+    ) -> None:
+        """Rewind the batch and wait, longer each time in a row (readiness fails meanwhile)."""
+        self._failures += 1
+        self.metrics.ready.set(0)
+        delay = min(MAX_RETRY_SECONDS, 0.1 * 2 ** min(self._failures, 6))
+        log.warning(
+            "batch of %d records failed (%r); rewinding and retrying in %.1fs",
+            len(records),
+            error,
+            delay,
+        )
+        self._rewind(consumer, records)
+        with contextlib.suppress(TimeoutError):  # a stop ends the wait: the batch is rewound
+            await asyncio.wait_for(self._stop_requested.wait(), delay)
 
     async def publish(self, messages: Sequence[OutputMessage]) -> None:
         """Send every output without waiting for each, then wait for all acknowledgements.
@@ -271,6 +309,7 @@ class Service:
             offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
         try:
             await consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, KafkaError) as error:
             # partitions moved during a rebalance: their new owner re-reads and dedupes
             log.warning("offset commit failed (%r); the records will be re-delivered", error)
@@ -287,14 +326,11 @@ class Service:
                 log.info("cannot rewind %s (%r)", partition, error)
 
     def _observe(
-        self,
-        report: BatchReport,
-        records: Sequence[ConsumerRecord[Any, Any]],
-        started: float,
-        consumer: Any,
+        self, report: BatchReport, records: Sequence[ConsumerRecord[Any, Any]], started: float
     ) -> None:
         metrics = self.metrics
-        metrics.ready.set(1)
+        if not self._stalled:
+            metrics.ready.set(1)
         metrics.batches.inc()
         metrics.batch_seconds.observe(time.perf_counter() - started)
         for kind, count in report.applied.items():
@@ -304,18 +340,9 @@ class Service:
         metrics.dead_letters.inc(report.dead_lettered)
         metrics.duplicates.inc(report.duplicates)
         now_ms = time.time() * 1000
-        last: dict[TopicPartition, int] = {}
         for record in records:
             if record.timestamp and record.timestamp > 0:
                 metrics.event_latency_seconds.observe(max(0.0, (now_ms - record.timestamp) / 1000))
-            last[TopicPartition(record.topic, record.partition)] = record.offset
-        for partition, offset in last.items():
-            with contextlib.suppress(Exception):
-                highwater = consumer.highwater(partition)
-                if highwater is not None:
-                    metrics.consumer_lag.labels(
-                        topic=partition.topic, partition=str(partition.partition)
-                    ).set(max(0, highwater - offset - 1))
         log.info(
             "batch applied",
             extra={
@@ -329,6 +356,63 @@ class Service:
                 "seconds": round(time.perf_counter() - started, 4),
             },
         )
+
+    # --- progress and lag -----------------------------------------------------------------------
+
+    async def _watch_partitions(self) -> None:
+        """Lag of every assigned partition, and whether one with records to read is stuck."""
+        interval = min(5.0, self.settings.stall_seconds / 4)
+        while not self._stopping:
+            consumer = getattr(self.subscriber, "consumer", None)
+            if consumer is not None:
+                try:
+                    await self._check_partitions(consumer, time.monotonic())
+                except Exception as error:
+                    log.info("partition check failed (%r)", error)
+            await asyncio.sleep(interval)
+
+    async def _check_partitions(self, consumer: Any, now: float) -> None:
+        assigned = set(consumer.assignment())
+        for partition in set(self._partitions) - assigned:  # revoked: its new owner reports it
+            del self._partitions[partition]
+            self._committed.pop(partition, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(partition.topic, str(partition.partition))
+        stalled = []
+        # no batch in flight or failing: the consumer's position counts too, as it passes the
+        # control records of transactions, which no batch ever commits
+        idle = not self._in_flight.locked() and not self._failures
+        for partition in assigned:
+            progress = self._partitions.get(partition)
+            if progress is None:  # newly assigned: where the group stands on it
+                committed = await asyncio.wait_for(consumer.committed(partition), timeout=5)
+                if committed is not None and committed >= 0:
+                    self._committed.setdefault(partition, committed)
+                progress = self._partitions[partition] = _Progress(None, now)
+            highwater = consumer.highwater(partition)
+            if highwater is None:
+                continue  # not fetched yet
+            done = self._committed.get(partition)
+            if idle:
+                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
+                done = max(done or 0, position)
+            lag = max(0, highwater - (done or 0))
+            self.metrics.consumer_lag.labels(
+                topic=partition.topic, partition=str(partition.partition)
+            ).set(lag)
+            if lag == 0 or done != progress.offset:
+                progress.offset, progress.since = done, now
+            elif now - progress.since >= self.settings.stall_seconds:
+                stalled.append(partition)
+        if stalled and not self._stalled:
+            log.warning(
+                "no progress for %.0fs on %s",
+                self.settings.stall_seconds,
+                ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(stalled)),
+            )
+        self._stalled = bool(stalled)
+        if self._broker_started and not self._stopping:
+            self.metrics.ready.set(0 if self._stalled or self._failures else 1)
 
     # --- held exam results --------------------------------------------------------------------
 
@@ -345,19 +429,22 @@ class Service:
             await asyncio.sleep(interval)
 
     def asyncapi(self) -> str:
-        """The AsyncAPI 3.0 document FastStream generates from this wiring (served over HTTP)."""
+        """The AsyncAPI 3.0 document of this wiring (served over HTTP, exported to contracts/).
+
+        FastStream generates it; `asyncapi.complete` says what FastStream 0.7 cannot.
+        """
         spec = AsyncAPI(
             self.broker,
             title="learning-account",
             version=__version__,
             description="The Flemish learning account (leerkrediet) as a message-driven service.",
         )
-        return spec.to_specification().to_json()
+        return json.dumps(complete_asyncapi(spec.to_specification().to_jsonable()))
 
     # --- health -------------------------------------------------------------------------------
 
     async def is_ready(self) -> bool:
-        if self._stopping or self._failures or not self._broker_started:
+        if self._stopping or self._failures or self._stalled or not self._broker_started:
             return False
         try:
             redis_ok = bool(await asyncio.wait_for(self.store.ping(), timeout=2))
@@ -394,6 +481,7 @@ class Service:
                 await http_task  # raises the reason the server did not start
         await self._start_broker()
         self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
+        self._tasks.append(asyncio.create_task(self._watch_partitions(), name="partitions"))
         tune_gc(self.settings.gc_threshold)
         self._broker_started = True
         self.metrics.ready.set(1)
@@ -424,6 +512,7 @@ class Service:
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
         self._stopping = True
+        self._stop_requested.set()
         self.metrics.ready.set(0)
         try:
             await asyncio.wait_for(
@@ -477,6 +566,14 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+@dataclasses.dataclass(slots=True)
+class _Progress:
+    """The committed offset a partition was last seen at, and since when (monotonic seconds)."""
+
+    offset: int | None
+    since: float
 
 
 def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:

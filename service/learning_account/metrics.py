@@ -75,12 +75,14 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "la_consumer_lag",
-            "Records behind the end of each input partition",
+            "Records behind the end of each assigned input partition",
             ["topic", "partition"],
             registry=self.registry,
         )
         self.ready = Gauge(
-            "la_ready", "1 while Kafka and Redis answer, else 0", registry=self.registry
+            "la_ready",
+            "1 while the consumer makes progress and Kafka and Redis answer, else 0",
+            registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "la_batch_seconds",

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
+from .kafka_records import install_tolerant_reading, unreadable
 from .pipeline import InputRecord, Processor
 from .settings import Settings
 from .store import AccountStore
@@ -34,6 +35,7 @@ class RebuildReport:
 
 async def read_history(bootstrap: str, idle_ms: int = 1500) -> list[list[InputRecord]]:
     """Every record of the input topics, per partition, from the beginning to the high mark."""
+    install_tolerant_reading()  # headers are read as the live service reads them
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
@@ -57,6 +59,9 @@ async def read_history(bootstrap: str, idle_ms: int = 1500) -> list[list[InputRe
         idle_since = time.monotonic()
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for failure in filter(None, map(unreadable, records)):
+                    raise failure.error  # the live service retries it: a rebuild never skips
             for tp, records in batch.items():
                 history[tp].extend(
                     InputRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)

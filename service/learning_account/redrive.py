@@ -1,10 +1,10 @@
 """`learning-account redrive`: re-publish dead-lettered input messages after a fix.
 
 Reads the dead-letter topic from the beginning of every partition up to its end as it was when
-the run started, keeps the dead letters that match every filter given (original topic, a text in
-the error, record key, dead-lettered at or after a time), and re-publishes each one's original
-payload (``data.payload``, base64-decoded when ``payload_encoding`` is ``base64``) to its
-original topic (``data.topic``) with its original key (``data.key``).
+the run started, keeps the dead letters that match every filter given (original topic, error
+code, a text in the error, record key, dead-lettered at or after a time), and re-publishes each
+one's original payload (``data.payload``, base64-decoded when ``payload_encoding`` is
+``base64``) to its original topic (``data.topic``) with its original key (``data.key``).
 
 No consumer group. A group's committed offset is one mark per partition, but a redrive is
 selective: committing after ``--topic X`` would silently pass over the dead letters of the other
@@ -36,7 +36,7 @@ from typing import Any
 
 from .devstack import PRODUCER_KWARGS
 from .settings import Settings, reveal
-from .wire import DEAD_LETTER_PAYLOAD_LIMIT, DEAD_LETTER_TOPIC, INPUT_TOPICS
+from .wire import DEAD_LETTER_PAYLOAD_LIMIT, DEAD_LETTER_TOPIC, INPUT_TOPICS, ErrorCode
 
 log = logging.getLogger("learning_account.redrive")
 
@@ -146,6 +146,7 @@ async def redrive(
     bootstrap: str,
     *,
     topic: str | Collection[str] | None = None,
+    error_code: str | Collection[str] | None = None,
     error_contains: str | None = None,
     key: str | None = None,
     since: datetime | str | None = None,
@@ -157,13 +158,15 @@ async def redrive(
 ) -> RedriveReport:
     """Re-publish the original payloads of the matching dead letters; see the module docstring.
 
-    ``topic`` (one or several original topics), ``error_contains`` (case-insensitive substring
-    of ``data.error``), ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all
-    match. ``kafka_options`` are passed to the aiokafka clients (security settings).
+    ``topic`` (one or several original topics), ``error_code`` (one or several codes of
+    ``data.error_code``), ``error_contains`` (case-insensitive substring of ``data.error``),
+    ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all match.
+    ``kafka_options`` are passed to the aiokafka clients (security settings).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     topics = {topic} if isinstance(topic, str) else set(topic) if topic is not None else None
+    codes = {error_code} if isinstance(error_code, str) else set(error_code) if error_code else None
     since_at = parse_since(since) if isinstance(since, str) else since
     if since_at is not None and since_at.tzinfo is None:
         since_at = since_at.replace(tzinfo=UTC)
@@ -206,7 +209,7 @@ async def redrive(
         async def handle(record: Any) -> None:
             report.scanned += 1
             item = _select(
-                record, topics, needle, key, since_at, input_topics, report, seen_payloads
+                record, topics, codes, needle, key, since_at, input_topics, report, seen_payloads
             )
             if item is None:
                 return
@@ -253,6 +256,7 @@ async def redrive(
 def _select(
     record: Any,
     topics: set[str] | None,
+    codes: set[str] | None,
     needle: str | None,
     key: str | None,
     since_at: datetime | None,
@@ -274,6 +278,8 @@ def _select(
     target = data.get("topic")
     error = str(data.get("error", ""))
     if topics is not None and target not in topics:
+        return None
+    if codes is not None and data.get("error_code") not in codes:
         return None
     if needle is not None and needle not in error.lower():
         return None
@@ -348,6 +354,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="only dead letters of this original topic (repeatable)",
     )
+    parser.add_argument(
+        "--error-code",
+        action="append",
+        choices=[str(code) for code in ErrorCode],
+        metavar="CODE",
+        help="only dead letters with this error_code (repeatable): %(choices)s",
+    )
     parser.add_argument("--error-contains", help="only dead letters whose error contains this text")
     parser.add_argument("--key", help="only dead letters with this record key (student id)")
     parser.add_argument(
@@ -385,6 +398,7 @@ async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
         report = await redrive(
             settings.kafka_bootstrap_servers,
             topic=args.topic,
+            error_code=args.error_code,
             error_contains=args.error_contains,
             key=args.key,
             since=since,

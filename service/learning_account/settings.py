@@ -176,6 +176,8 @@ class Settings(BaseSettings):
     ] = (100_000, 50, 100)
     """Python's cyclic GC thresholds once started (None: Python's own); see runtime.tune_gc."""
     graceful_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
+    stall_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """Readiness fails when a partition with records to read made no progress for this long."""
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
     ] = "INFO"

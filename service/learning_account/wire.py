@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -402,11 +402,36 @@ class StudentEventEnvelope(EventEnvelope):
         return self
 
 
-class OutputEventEnvelope(EventEnvelope):
-    """Envelope of what the service publishes (always JSON, always this source)."""
+def _absent(value: object) -> bool:
+    return value is None
 
-    # Documented as sent: attributes with defaults are still always on the wire.
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # an attribute left out has no value on the wire, not a null one
+    schema.pop("default", None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+#: W3C trace context `traceparent`: version, trace id, parent span id, flags (lowercase hex).
+TRACEPARENT_PATTERN: Final = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+class OutputModel(WireModel):
+    """Part of what the service publishes, documented as sent.
+
+    Every field is on the wire (null where nullable), except those declared with
+    `exclude_if=_absent`: those are left out when they have no value, so their schema is the
+    present value's and they are not required.
+    """
+
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class OutputEventEnvelope(OutputModel, EventEnvelope):
+    """Envelope of what the service publishes (always JSON, always this source)."""
 
     specversion: Literal["1.0"] = Field(
         default="1.0", description="CloudEvents specification version", examples=["1.0"]
@@ -423,8 +448,28 @@ class OutputEventEnvelope(EventEnvelope):
         ),
         examples=["5b0c8f1e-4f55-5a53-8f0e-8a6a2b0f7c11"],
     )
-    datacontenttype: str | None = Field(
+    time: AwareDatetime = Field(
+        default_factory=_now,
+        description=(
+            "When the service produced the event (RFC 3339); a dead letter carries its "
+            "record's timestamp"
+        ),
+        examples=["2017-02-10T14:30:01.000Z"],
+    )
+    datacontenttype: Literal["application/json"] = Field(
         default=JSON_CONTENT_TYPE, description="Media type of `data`", examples=[JSON_CONTENT_TYPE]
+    )
+    traceparent: Annotated[
+        str | None, WithJsonSchema({"type": "string", "pattern": TRACEPARENT_PATTERN})
+    ] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description=(
+            "CloudEvents distributed-tracing extension (W3C trace context): the span that "
+            "applied the input; present only when tracing is on"
+        ),
+        examples=["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
     )
 
 
@@ -614,7 +659,7 @@ class CourseUnitsDeregistered(WireModel):
 # --- Output data --------------------------------------------------------------------------------
 
 
-class CausedBy(WireModel):
+class CausedBy(OutputModel):
     """The input event an output answers."""
 
     source: EventSource = Field(examples=["urn:institution:kuleuven:sis"])
@@ -622,7 +667,7 @@ class CausedBy(WireModel):
     type: NonEmptyText = Field(examples=[EXAM_RESULT_RECORDED_TYPE])
 
 
-class Entry(WireModel):
+class Entry(OutputModel):
     """One booking on the account, to one academic year."""
 
     kind: EntryKind = Field(
@@ -644,7 +689,7 @@ class Entry(WireModel):
     academic_year: AcademicYear
 
 
-class BalanceChanged(WireModel):
+class BalanceChanged(OutputModel):
     """One per input event that changed the balance."""
 
     student_id: StudentId
@@ -664,7 +709,7 @@ class BalanceChanged(WireModel):
     caused_by: CausedBy
 
 
-class CreditExhausted(WireModel):
+class CreditExhausted(OutputModel):
     """The balance went from above 0 to 0 or below."""
 
     student_id: StudentId
@@ -677,7 +722,7 @@ class CreditExhausted(WireModel):
     )
 
 
-class CreditLow(WireModel):
+class CreditLow(OutputModel):
     """The balance went from at or above a threshold to below it (one event per threshold)."""
 
     student_id: StudentId
@@ -687,7 +732,7 @@ class CreditLow(WireModel):
     caused_by: CausedBy
 
 
-class EventRejected(WireModel):
+class EventRejected(OutputModel):
     """A valid input event refused by a rule."""
 
     student_id: StudentId
@@ -696,13 +741,16 @@ class EventRejected(WireModel):
     caused_by: CausedBy
 
 
-class DeadLettered(WireModel):
+class DeadLettered(OutputModel):
     """An input message that could not be read or validated."""
 
     topic: NonEmptyText = Field(examples=[REGISTRATIONS_TOPIC])
     partition: int = Field(ge=0, examples=[0])
     offset: int = Field(ge=0, examples=[42])
-    key: str | None = Field(description="The record key as text, if any", examples=["r0123456"])
+    key: str | None = Field(
+        description="The record key as text (base64 when not UTF-8); null when it had none",
+        examples=["r0123456"],
+    )
     error: str = Field(description="Why the message was refused, for people", examples=["not JSON"])
     error_code: ErrorCode = Field(
         description="Why the message was refused, stable for machines", examples=["not_json"]
@@ -711,10 +759,23 @@ class DeadLettered(WireModel):
         description="The original message as text (base64 when not UTF-8), cut at 64 KiB",
         examples=['{"specversion": "1.0"'],
     )
-    payload_encoding: Literal["base64"] | None = Field(
+    payload_encoding: Annotated[
+        Literal["base64"] | None, WithJsonSchema({"type": "string", "const": "base64"})
+    ] = Field(
         default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
         description='"base64" when the payload was not UTF-8; absent otherwise',
         examples=["base64"],
+    )
+    payload_truncated: Annotated[
+        Literal[True] | None, WithJsonSchema({"type": "boolean", "const": True})
+    ] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="true when the message was longer than 64 KiB and `payload` is its start",
+        examples=[True],
     )
 
 
@@ -773,8 +834,12 @@ class EventRejectedEvent(OutputEventEnvelope, StudentEventEnvelope):
 
 class DeadLetteredEvent(OutputEventEnvelope):
     type: Literal["be.flanders.learning-account.dead-lettered.v1"] = DEAD_LETTERED_TYPE
-    subject: str | None = Field(
-        default=None, description="The record key, if any", examples=["r0123456"]
+    subject: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="The record key, when it is UTF-8 text; absent otherwise",
+        examples=["r0123456"],
     )
     data: DeadLettered
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from learning_account import events
+from learning_account.cli import main
 from learning_account.outputs import dead_letter
 from learning_account.redrive import (
     RedriveError,
@@ -28,6 +29,7 @@ from learning_account.wire import (
     EXAM_RESULTS_TOPIC,
     INPUT_TOPICS,
     REGISTRATIONS_TOPIC,
+    ErrorCode,
 )
 from support.kafka import consume_to_end, create_topics, produce_json, unique_topic
 
@@ -164,3 +166,39 @@ async def test_redrive_filters_dry_run_and_round_trip(kafka_bootstrap: str) -> N
 async def test_redrive_of_a_missing_topic_is_empty(kafka_bootstrap: str) -> None:
     report = await redrive(kafka_bootstrap, dead_letter_topic=unique_topic("absent"))
     assert report.summary()["scanned"] == 0
+
+
+async def test_redrive_by_error_code(kafka_bootstrap: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    specs = [  # (key, payload, error code)
+        (f"code-{tag}-a", b"{broken", ErrorCode.NOT_JSON),
+        (f"code-{tag}-b", b"\xff not utf-8", ErrorCode.NOT_UTF8),
+        (f"code-{tag}-c", b'{"specversion": "1.0"}', ErrorCode.INVALID_ENVELOPE),
+        (f"code-{tag}-d", b"{also broken", ErrorCode.NOT_JSON),
+    ]
+    dlq = unique_topic("dead-letter")
+    await create_topics(kafka_bootstrap, {dlq: 1, **{t: 3 for t in INPUT_TOPICS}})
+    letters = [
+        dead_letter(REGISTRATIONS_TOPIC, 0, n, key.encode(), payload, "bad", RECENT, code)
+        for n, (key, payload, code) in enumerate(specs)
+    ]
+    await produce_json(kafka_bootstrap, dlq, [(m.key, m.value) for m in letters])
+
+    report = await redrive(
+        kafka_bootstrap, error_code="not_json", dry_run=True, dead_letter_topic=dlq
+    )
+    assert sorted(item.key or "" for item in report.items) == [specs[0][0], specs[3][0]]
+    both = await redrive(
+        kafka_bootstrap, error_code=["not_utf8", "invalid_envelope"], dead_letter_topic=dlq
+    )
+    assert (both.matched, both.republished) == (2, 2)
+    assert await _ours(kafka_bootstrap, {specs[1][0].encode(), specs[2][0].encode()}) == sorted(
+        [(REGISTRATIONS_TOPIC, key.encode(), payload) for key, payload, _ in specs[1:3]]
+    )
+
+
+def test_redrive_refuses_an_unknown_error_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["redrive", "--error-code", "no_such_code"])
+    assert exited.value.code == 2
+    assert "not_json" in capsys.readouterr().err
