@@ -174,6 +174,7 @@ class Service:
             tracer=create_tracer(settings.tracing),
             consumer_group=settings.consumer_group,
             max_message_bytes=settings.kafka_max_message_bytes,
+            allowed_sources=settings.allowed_sources,
         )
         self.broker = create_broker(settings)
         self.subscriber = self.broker.subscriber(

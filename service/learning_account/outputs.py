@@ -1,8 +1,9 @@
 """Domain events and bad input turned into the CloudEvents messages of contracts.md.
 
-An output's `id` is derived from the input event's `source` + `id` and the output kind (plus the
-threshold for credit-low; topic, partition and offset for a dead letter), so a re-published
-output carries the same id and the same bytes.
+An output's `id` is derived from the student, the input event's `source` + `id` and the output
+kind (plus the threshold for credit-low, the content for an `id_conflict`; topic, partition and
+offset for a dead letter), so a re-published output carries the same id and the same bytes, and
+two students' outputs never share one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def amount(quarters: int) -> int | float:
     return quarters / 4  # exact: quarters are dyadic fractions
 
 
-def output_id(cause: EventRef, kind: str, *extra: object) -> str:
-    name = "\n".join([cause.source, cause.id, kind, *(str(part) for part in extra)])
+def output_id(student_id: str, cause: EventRef, kind: str, *extra: object) -> str:
+    name = "\n".join([student_id, cause.source, cause.id, kind, *(str(part) for part in extra)])
     return uuid5_text(name)
 
 
@@ -118,15 +119,22 @@ def now_text(timestamp_ms: int | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_message(event: DomainEvent, time: str, traceparent: str | None = None) -> OutputMessage:
-    """One domain event as the CloudEvent of contracts.md, keyed by student id."""
+def to_message(
+    event: DomainEvent,
+    time: str,
+    traceparent: str | None = None,
+    *,
+    id_parts: tuple[str, ...] = (),
+) -> OutputMessage:
+    """One domain event as the CloudEvent of contracts.md, keyed by student id; `id_parts` go
+    into its id after the kind's own (an `id_conflict`'s content digest)."""
     topic: str
     event_type: str
     data: dict[str, Any]
     match event:
         case BalanceChanged():
             topic, event_type = BALANCE_CHANGED_TOPIC, BALANCE_CHANGED_TYPE
-            event_id = output_id(event.caused_by, "balance-changed")
+            event_id = output_id(event.student_id, event.caused_by, "balance-changed", *id_parts)
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
@@ -148,7 +156,7 @@ def to_message(event: DomainEvent, time: str, traceparent: str | None = None) ->
             }
         case CreditExhausted():
             topic, event_type = CREDIT_EXHAUSTED_TOPIC, CREDIT_EXHAUSTED_TYPE
-            event_id = output_id(event.caused_by, "credit-exhausted")
+            event_id = output_id(event.student_id, event.caused_by, "credit-exhausted", *id_parts)
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
@@ -158,7 +166,9 @@ def to_message(event: DomainEvent, time: str, traceparent: str | None = None) ->
             }
         case CreditLow():
             topic, event_type = CREDIT_LOW_TOPIC, CREDIT_LOW_TYPE
-            event_id = output_id(event.caused_by, "credit-low", amount(event.threshold))
+            event_id = output_id(
+                event.student_id, event.caused_by, "credit-low", amount(event.threshold), *id_parts
+            )
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
@@ -168,7 +178,7 @@ def to_message(event: DomainEvent, time: str, traceparent: str | None = None) ->
             }
         case EventRejected():
             topic, event_type = REJECTIONS_TOPIC, EVENT_REJECTED_TYPE
-            event_id = output_id(event.caused_by, "event-rejected")
+            event_id = output_id(event.student_id, event.caused_by, "event-rejected", *id_parts)
             data = {
                 "student_id": event.student_id,
                 "reason": str(event.reason),

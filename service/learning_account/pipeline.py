@@ -1,11 +1,14 @@
 """A batch of input records in, the output messages to publish out; state written in between.
 
-The steps, whatever the batch size: decode every record; load every touched student in one
-Redis round trip; decide in memory, in record order per student; write each student's new state,
-applied digests and outputs atomically, all in one pipelined round trip. A duplicate (already
-applied, or twice in the batch) re-publishes the stored outputs and applies nothing. A step with
-an output the broker would refuse is not applied: its record is dead-lettered instead. The caller
-publishes the outputs and only then commits the input offsets.
+The steps, whatever the batch size: decode every record (and dead-letter a source that
+LA_ALLOWED_SOURCES does not list); load every touched student in one Redis round trip; decide in
+memory, in record order per student; write each student's new state, applied digests and outputs
+atomically, all in one pipelined round trip. An event is known by its idempotency key (the
+student, `source`, `id`) and its content (`type` + the validated `data`): a duplicate (the same
+key and content, already applied or twice in the batch) re-publishes the stored outputs and
+applies nothing; the same key with other content is refused (`id_conflict`), also applying
+nothing. A step with an output the broker would refuse is not applied: its record is
+dead-lettered instead. The caller publishes the outputs and only then commits the input offsets.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Tracer
 
 from .commands import to_command
-from .domain.model import Account, Command, Decision, Policy, immutable
+from .domain.model import Account, Command, Decision, EventRejected, Policy, Refusal, immutable
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
 from .store import (
@@ -27,12 +30,21 @@ from .store import (
     AccountWrite,
     AppliedStep,
     HeldClaim,
+    Identity,
     LoadedAccount,
+    content_digest,
     event_digest,
     next_version,
 )
 from .tracing import applying
-from .wire import ErrorCode, InvalidMessage, binding_headers, decode
+from .wire import (
+    ErrorCode,
+    InvalidMessage,
+    binding_headers,
+    canonical_content,
+    decode,
+    record_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +83,23 @@ class BatchReport:
 class _Item:
     index: int
     digest: str
+    content: str
     command: Command
     record: InputRecord
+
+    @property
+    def identity(self) -> Identity:
+        return (self.digest, self.content)
+
+
+def source_allowed(source: str, allowed: Sequence[str] | None) -> bool:
+    """LA_ALLOWED_SOURCES: None allows every source; an entry ending in `*` is a prefix."""
+    if allowed is None:
+        return True
+    return any(
+        source.startswith(entry[:-1]) if entry.endswith("*") else source == entry
+        for entry in allowed
+    )
 
 
 class Processor:
@@ -85,8 +112,10 @@ class Processor:
         tracer: Tracer | None = None,
         consumer_group: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        allowed_sources: Sequence[str] | None = None,
     ) -> None:
         self.store = store
+        self.allowed_sources = allowed_sources
         self.policy = policy
         self.clock = clock
         self.tracer = tracer
@@ -102,15 +131,28 @@ class Processor:
         stamp = now_text()
         for index, record in enumerate(records):
             try:
-                decoded = decode(record.topic, record.value, record.key, record.headers)
+                decoded = decode(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    record.headers,
+                    stamped_at=record_time(record.timestamp_ms),
+                )
                 command = to_command(decoded)
             except InvalidMessage as error:
                 outputs[index] = [self._dead_letter(record, error.reason, error.code)]
                 report.dead_lettered += 1
                 continue
+            if not source_allowed(decoded.source, self.allowed_sources):
+                foreign = f"source {decoded.source!r} is not one of LA_ALLOWED_SOURCES"
+                code = ErrorCode.SOURCE_NOT_ALLOWED
+                outputs[index] = [self._dead_letter(record, foreign, code)]
+                report.dead_lettered += 1
+                continue
             digest = event_digest(command.event)
+            content = content_digest(canonical_content(decoded))
             by_student.setdefault(command.student_id, []).append(
-                _Item(index, digest, command, record)
+                _Item(index, digest, content, command, record)
             )
 
         pending = dict(by_student)
@@ -118,7 +160,7 @@ class Processor:
             if not pending:
                 break
             loaded = await self.store.load(
-                {sid: [item.digest for item in items] for sid, items in pending.items()},
+                {sid: [item.identity for item in items] for sid, items in pending.items()},
                 {
                     sid: {item.command.academic_year for item in items}
                     for sid, items in pending.items()
@@ -163,16 +205,19 @@ class Processor:
         account = loaded.account
         produced: list[tuple[int, list[OutputMessage]]] = []
         steps: list[AppliedStep] = []
-        in_batch: dict[str, list[OutputMessage]] = {}
+        in_batch: dict[Identity, list[OutputMessage]] = {}
+        standing: dict[str, str] = {}
+        """The content of each digest this batch applies first."""
         now = self.clock()
         for item in items:
-            if item.digest in loaded.seen:
-                stored = loaded.seen[item.digest]
+            identity = item.identity
+            if identity in loaded.seen:
+                stored = loaded.seen[identity]
                 produced.append((item.index, decode_stored(stored) if stored else []))
                 tally.duplicates += 1
                 continue
-            if item.digest in in_batch:
-                produced.append((item.index, in_batch[item.digest]))
+            if identity in in_batch:
+                produced.append((item.index, in_batch[identity]))
                 tally.duplicates += 1
                 continue
             if loaded.unreadable is not None:
@@ -180,6 +225,17 @@ class Processor:
                 error = f"internal error: the stored account cannot be read ({loaded.unreadable})"
                 produced.append((item.index, [self._dead_letter(item.record, error)]))
                 tally.dead_lettered += 1
+                continue
+            if identity in loaded.reused or standing.get(item.digest, item.content) != item.content:
+                # the first event with this key stands; the refusal is kept for a re-delivery
+                messages = [self._reuse_refused(student_id, item, stamp)]
+                steps.append(
+                    AppliedStep(item.digest, encode_stored(messages), item.content, reuse=True)
+                )
+                in_batch[identity] = messages
+                produced.append((item.index, messages))
+                reason = str(Refusal.ID_CONFLICT)
+                tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
                 continue
             event = item.command.event
             try:
@@ -211,8 +267,9 @@ class Processor:
                 # the account stays as it was; the digest keeps the verdict for a re-delivery
                 log.warning("outputs too large for the broker on %s/%s", event.source, event.id)
                 messages = [self._dead_letter(item.record, oversized)]
-                steps.append(AppliedStep(item.digest, encode_stored(messages)))
-                in_batch[item.digest] = messages
+                steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
+                standing[item.digest] = item.content
+                in_batch[identity] = messages
                 produced.append((item.index, messages))
                 tally.dead_lettered += 1
                 continue
@@ -229,8 +286,9 @@ class Processor:
             _count(tally, item.command, decision)
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account
-            steps.append(AppliedStep(item.digest, encode_stored(messages)))
-            in_batch[item.digest] = messages
+            steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
+            standing[item.digest] = item.content
+            in_batch[identity] = messages
             produced.append((item.index, messages))
         if not steps:
             return None, produced
@@ -263,6 +321,17 @@ class Processor:
     ) -> tuple[Decision, list[OutputMessage]]:
         decision = decide(account, item.command, now=now, policy=self.policy)
         return decision, [to_message(out, stamp, traceparent) for out in decision.events]
+
+    def _reuse_refused(self, student_id: str, item: _Item, stamp: str) -> OutputMessage:
+        """The refusal of an event whose key an applied event with other content has; its id
+        derives from this content too, so each re-use is refused under an id of its own."""
+        event = item.command.event
+        detail = (
+            f"source {event.source!r} and id {event.id!r} already name another event of this"
+            " student (other type or data): the first one stands"
+        )
+        refusal = EventRejected(student_id, Refusal.ID_CONFLICT, detail, event)
+        return to_message(refusal, stamp, id_parts=(item.content,))
 
     def held_deadline(self, account: Account) -> float | None:
         if not account.held:

@@ -115,6 +115,7 @@ async def rebuild(
             AccountStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds),
             settings.policy,
             max_message_bytes=settings.kafka_max_message_bytes,
+            allowed_sources=settings.allowed_sources,
         )
         size = settings.batch_max_records
         for start in range(0, len(records), size):

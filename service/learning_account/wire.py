@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -30,11 +32,13 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from .clock import BRUSSELS
 from .domain.model import (
     Contract,
     Degree,
@@ -43,6 +47,7 @@ from .domain.model import (
     ProgrammeKind,
     Refusal,
     ResultOutcome,
+    academic_year_of,
     immutable,
 )
 
@@ -205,23 +210,62 @@ StudentId = Annotated[
 
 Code = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
+MAX_EVENT_ID_CHARS: Final = 128
+MAX_EVENT_SOURCE_CHARS: Final = 256
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+EventSource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_SOURCE_CHARS)]
 
 
-FIRST_ACADEMIC_YEAR: Final = 1900
+FIRST_ACADEMIC_YEAR: Final = 2008
+"""2008-2009, the learning account's first year."""
 LAST_ACADEMIC_YEAR: Final = 9998
+"""The last year the rules' calendar can compute, whatever a record's timestamp says."""
+#: The validation context's key for the latest academic year a message may name.
+LATEST_YEAR_CONTEXT: Final = "latest_academic_year"
 
 
-def _consecutive_years(value: str) -> str:
+_FIRST_RECORD_TIME: Final = datetime(FIRST_ACADEMIC_YEAR, 9, 1, tzinfo=BRUSSELS).timestamp()
+_LAST_RECORD_TIME: Final = datetime(LAST_ACADEMIC_YEAR + 1, 12, 31, tzinfo=BRUSSELS).timestamp()
+
+
+def record_time(timestamp_ms: int | None) -> float | None:
+    """A record's time in epoch seconds from its timestamp; None (`decode` then takes the
+    processing time) when it has none, or one before the learning account began or past the
+    calendar (Kafka's -1, a producer stamping seconds or microseconds)."""
+    if timestamp_ms is None or not _FIRST_RECORD_TIME <= timestamp_ms / 1000 <= _LAST_RECORD_TIME:
+        return None
+    return timestamp_ms / 1000
+
+
+def latest_academic_year(stamped_at: float) -> int:
+    """The latest academic year a record stamped at `stamped_at` (epoch seconds, as
+    `record_time` gives) may name: one after the academic year of that moment in
+    Europe/Brussels (contracts.md)."""
+    day = datetime.fromtimestamp(stamped_at, BRUSSELS).date()
+    return min(academic_year_of(day) + 1, LAST_ACADEMIC_YEAR)
+
+
+def _consecutive_years(value: str, info: ValidationInfo) -> str:
     first, second = value.split("-")
     if int(second) != int(first) + 1:
         raise PydanticCustomError(
             "academic_year", "academic year must be two consecutive years, like 2016-2017"
         )
-    if not FIRST_ACADEMIC_YEAR <= int(first) <= LAST_ACADEMIC_YEAR:
+    context = info.context if isinstance(info.context, dict) else {}
+    latest = context.get(LATEST_YEAR_CONTEXT)
+    if latest is None:
+        latest = latest_academic_year(time.time())
+    if not FIRST_ACADEMIC_YEAR <= int(first) <= latest:
         raise PydanticCustomError(
             "academic_year",
-            "academic year must start between {first} and {last}",
-            {"first": FIRST_ACADEMIC_YEAR, "last": LAST_ACADEMIC_YEAR},
+            "academic year must lie between {first}-{first_end} and {last}-{last_end}"
+            " (one year after the academic year of the record's time)",
+            {
+                "first": FIRST_ACADEMIC_YEAR,
+                "first_end": FIRST_ACADEMIC_YEAR + 1,
+                "last": latest,
+                "last_end": latest + 1,
+            },
         )
     return value
 
@@ -231,7 +275,10 @@ AcademicYear = Annotated[
     StringConstraints(pattern=r"^[0-9]{4}-[0-9]{4}$"),
     AfterValidator(_consecutive_years),
     Field(
-        description="Academic year as YYYY-YYYY with consecutive years",
+        description=(
+            "Academic year as YYYY-YYYY with consecutive years, from 2008-2009 to one year "
+            "after the academic year of the record's timestamp (Europe/Brussels)"
+        ),
         examples=["2016-2017"],
     ),
 ]
@@ -319,12 +366,15 @@ class EventEnvelope(WireModel):
     specversion: Literal["1.0"] = Field(
         description="CloudEvents specification version", examples=["1.0"]
     )
-    id: NonEmptyText = Field(
-        description="Event id, unique per source; `source` + `id` is the idempotency key",
+    id: EventId = Field(
+        description=(
+            "Event id, unique per source (1-128 characters); the student, `source` and `id` are "
+            "the idempotency key"
+        ),
         examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"],
     )
-    source: NonEmptyText = Field(
-        description="URI reference of the producing system",
+    source: EventSource = Field(
+        description="URI reference of the producing system (1-256 characters)",
         examples=["urn:institution:kuleuven:sis"],
     )
     time: AwareDatetime | None = Field(
@@ -403,8 +453,8 @@ class OutputEventEnvelope(OutputModel, EventEnvelope):
     )
     id: NonEmptyText = Field(
         description=(
-            "Derived from the input event's source and id and the output kind, so a "
-            "re-published output has the same id: deduplicate on it"
+            "Derived from the student, the input event's source and id and the output kind, so "
+            "a re-published output has the same id: deduplicate on it"
         ),
         examples=["5b0c8f1e-4f55-5a53-8f0e-8a6a2b0f7c11"],
     )
@@ -622,8 +672,8 @@ class CourseUnitsDeregistered(WireModel):
 class CausedBy(OutputModel):
     """The input event an output answers."""
 
-    source: NonEmptyText = Field(examples=["urn:institution:kuleuven:sis"])
-    id: NonEmptyText = Field(examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"])
+    source: EventSource = Field(examples=["urn:institution:kuleuven:sis"])
+    id: EventId = Field(examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"])
     type: NonEmptyText = Field(examples=[EXAM_RESULT_RECORDED_TYPE])
 
 
@@ -898,14 +948,20 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 
 def decode(
-    topic: str, value: bytes | None, key: bytes | None = None, headers: Headers = ()
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: Headers = (),
+    *,
+    stamped_at: float | None = None,
 ) -> DecodedEvent:
     """Validate one Kafka record of `topic`; raise `InvalidMessage` if it is not acceptable.
 
     A record in binary mode (`binary_attributes`) is validated as the structured message of the
     same event: the same model, the same errors, the same idempotency key. The record key is
     kept but not checked: a key that differs from the student id does not make a message
-    invalid (contracts.md).
+    invalid (contracts.md). `stamped_at` is the record's time (epoch seconds; None: now), which
+    bounds the academic years it may name.
     """
     allowed = TOPIC_TYPES.get(topic)
     if allowed is None:
@@ -922,7 +978,8 @@ def decode(
     if attributes is not None:
         value = _structured(attributes, value)
     try:
-        event = _EVENT_ADAPTER.validate_json(value)
+        latest = latest_academic_year(time.time() if stamped_at is None else stamped_at)
+        event = _EVENT_ADAPTER.validate_json(value, context={LATEST_YEAR_CONTEXT: latest})
     except ValidationError as exc:
         reason, code = _describe(exc, topic, allowed)
         if attributes is not None and code is ErrorCode.INVALID_ENVELOPE:
@@ -1018,6 +1075,14 @@ def _structured(attributes: Mapping[str, str], data: bytes) -> bytes:
         raise InvalidMessage(f"not JSON: {exc}", ErrorCode.NOT_JSON) from None
     envelope = json.dumps(dict(attributes), ensure_ascii=False).encode()
     return envelope[:-1] + b', "data": ' + data + b"}"
+
+
+def canonical_content(decoded: DecodedEvent) -> bytes:
+    """What makes two events with one idempotency key the same event: `type` and the validated
+    `data` (unknown fields dropped, defaults left out, so given or defaulted read alike; numbers
+    as the contract writes them, so `6` and `6.0` read alike), as JSON with sorted keys."""
+    data = decoded.data.model_dump(mode="json", exclude_defaults=True)
+    return orjson.dumps({"type": decoded.type, "data": data}, option=orjson.OPT_SORT_KEYS)
 
 
 def _describe(exc: ValidationError, topic: str, allowed: frozenset[str]) -> tuple[str, ErrorCode]:
