@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-#: Producer settings that work against Tansu (no idempotence, no transactions).
+#: The producer settings of the service's clients; Tansu needs them (no idempotence).
 PRODUCER_KWARGS: dict[str, Any] = PRODUCER_OPTIONS
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", ""})
