@@ -28,7 +28,6 @@ import uvicorn
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from faststream import AckPolicy, FastStream
-from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis, RedisCluster
@@ -36,14 +35,14 @@ from redis.asyncio import Redis, RedisCluster
 from . import __version__
 from .access import JwtVerifier
 from .asyncapi import complete as complete_asyncapi
-from .devstack import leave_group_if_first_generation
+from .clients import create_broker, leave_group_if_first_generation, redis_for
 from .http_api import create_http_app
 from .kafka_records import install_tolerant_reading, unreadable
 from .logs import configure
 from .metrics import Metrics
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
-from .redis_connect import is_cluster, redis_client
+from .redis_connect import redis_client
 from .runtime import tune_gc
 from .settings import Settings, SettingsError, reveal
 from .store import HELD_INDEX_KEY, AccountStore
@@ -81,48 +80,6 @@ OUTPUT_DOCS: dict[str, tuple[Any, str]] = {
 }
 
 
-def create_broker(settings: Settings) -> KafkaBroker:
-    """The Kafka broker of FastStream, with the security settings of LA_KAFKA_*."""
-    security: Any = None
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol != "PLAINTEXT":
-        import ssl
-
-        from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
-
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-        use_ssl = protocol in ("SSL", "SASL_SSL")
-        mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-        if protocol.startswith("SASL"):
-            kind = {
-                "PLAIN": SASLPlaintext,
-                "SCRAM-SHA-256": SASLScram256,
-                "SCRAM-SHA-512": SASLScram512,
-            }[mechanism]
-            security = kind(
-                username=settings.kafka_sasl_username or "",
-                password=reveal(settings.kafka_sasl_password),
-                use_ssl=use_ssl,
-                ssl_context=context if use_ssl else None,
-            )
-        else:
-            from faststream.security import BaseSecurity
-
-            security = BaseSecurity(ssl_context=context, use_ssl=True)
-    return KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        # the broker acknowledges a record only once all in-sync replicas have it
-        acks="all",
-        # an idempotent producer is not needed: outputs carry derived ids, consumers dedupe
-        enable_idempotence=False,
-        max_request_size=settings.kafka_max_message_bytes,
-        graceful_timeout=settings.graceful_timeout_seconds,
-        client_id=f"learning-account-{__version__}",
-        security=security,
-        logger=logging.getLogger("learning_account.kafka"),
-    )
-
-
 async def _raw_records(message: Any) -> list[Any]:
     """Keep FastStream from decoding: the pipeline decodes, and dead-letters what it can't."""
     return []
@@ -158,6 +115,8 @@ class Service:
         install_tolerant_reading()
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # the store and the HTTP app hold a client from the start; start() replaces it with
+        # the one of redis_for, which asks the server when LA_REDIS_CLUSTER is auto
         self.redis: Redis | RedisCluster = redis_client(
             settings.redis_url, cluster=settings.redis_cluster == "true"
         )
@@ -479,11 +438,9 @@ class Service:
         await self.start_background()
 
     async def start_http(self) -> None:
-        """Before the broker starts: the Redis mode, then the HTTP API."""
-        if self.settings.redis_cluster == "auto" and await is_cluster(self.settings.redis_url):
-            await self.redis.aclose()
-            self.redis = self.store.redis = redis_client(self.settings.redis_url, cluster=True)
-            log.info("Redis runs in cluster mode")
+        """Before the broker starts: the Redis mode (LA_REDIS_CLUSTER), then the HTTP API."""
+        await self.redis.aclose()
+        self.redis = self.store.redis = await redis_for(self.settings)
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,

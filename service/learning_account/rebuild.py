@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio import Redis
+from aiokafka import TopicPartition
 
+from .clients import kafka_consumer, redis_for
 from .kafka_records import install_tolerant_reading, unreadable
 from .pipeline import InputRecord, Processor
 from .settings import Settings
@@ -33,12 +33,10 @@ class RebuildReport:
     seconds: float = 0.0
 
 
-async def read_history(bootstrap: str, idle_ms: int = 1500) -> list[list[InputRecord]]:
+async def read_history(settings: Settings, idle_ms: int = 1500) -> list[list[InputRecord]]:
     """Every record of the input topics, per partition, from the beginning to the high mark."""
     install_tolerant_reading()  # headers are read as the live service reads them
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(settings, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [
@@ -107,8 +105,8 @@ async def rebuild(
     progress: Callable[[int, int], Any] | None = None,
 ) -> RebuildReport:
     started = time.monotonic()
-    records = in_arrival_order(await read_history(settings.kafka_bootstrap_servers))
-    redis = Redis.from_url(redis_url or settings.redis_url)
+    records = in_arrival_order(await read_history(settings))
+    redis = await redis_for(settings, redis_url)
     report = RebuildReport(records=len(records))
     try:
         processor = Processor(

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .devstack import PRODUCER_KWARGS
-from .settings import Settings, reveal
+from .settings import Settings
 from .wire import (
     DEAD_LETTER_PAYLOAD_LIMIT,
     DEAD_LETTER_TOPIC,
@@ -159,7 +158,7 @@ def original_payload(data: Mapping[str, Any]) -> tuple[bytes | None, str]:
 
 
 async def redrive(
-    bootstrap: str,
+    settings: Settings | str,
     *,
     topic: str | Collection[str] | None = None,
     error_code: str | Collection[str] | None = None,
@@ -170,16 +169,20 @@ async def redrive(
     progress: ProgressCallback | None = None,
     dead_letter_topic: str = DEAD_LETTER_TOPIC,
     input_topics: Collection[str] = INPUT_TOPICS,
-    kafka_options: Mapping[str, Any] | None = None,
 ) -> RedriveReport:
     """Re-publish the original payloads of the matching dead letters; see the module docstring.
 
+    ``settings`` give the Kafka clients (a bootstrap address alone: a broker without security).
     ``topic`` (one or several original topics), ``error_code`` (one or several codes of
     ``data.error_code``), ``error_contains`` (case-insensitive substring of ``data.error``),
     ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all match.
-    ``kafka_options`` are passed to the aiokafka clients (security settings).
     """
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from .clients import kafka_consumer, kafka_producer
+
+    if isinstance(settings, str):
+        settings = Settings(kafka_bootstrap_servers=settings)
 
     topics = {topic} if isinstance(topic, str) else set(topic) if topic is not None else None
     codes = {error_code} if isinstance(error_code, str) else set(error_code) if error_code else None
@@ -187,20 +190,13 @@ async def redrive(
     if since_at is not None and since_at.tzinfo is None:
         since_at = since_at.replace(tzinfo=UTC)
     needle = error_contains.lower() if error_contains else None
-    options = dict(kafka_options or {})
     report = RedriveReport(dry_run=dry_run)
     seen_payloads: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]] = set()
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **options,
+    consumer = kafka_consumer(
+        settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    producer = None
-    if not dry_run:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KWARGS, **options)
+    producer = None if dry_run else kafka_producer(settings)
     await consumer.start()
     try:
         if producer is not None:
@@ -349,23 +345,6 @@ def _select(
 # --------------------------------------------------------------------------- command line
 
 
-def kafka_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka security arguments from the ``LA_KAFKA_*`` settings."""
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return {}
-    import ssl
-
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if protocol.startswith("SASL"):
-        options["sasl_mechanism"] = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-        options["sasl_plain_username"] = settings.kafka_sasl_username or ""
-        options["sasl_plain_password"] = reveal(settings.kafka_sasl_password)
-    return options
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``learning-account redrive``."""
     parser.add_argument(
@@ -415,7 +394,7 @@ async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
     ) as bar:
         task = bar.add_task("redrive", total=None)
         report = await redrive(
-            settings.kafka_bootstrap_servers,
+            settings,
             topic=args.topic,
             error_code=args.error_code,
             error_contains=args.error_contains,
@@ -424,7 +403,6 @@ async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             dead_letter_topic=args.dead_letter_topic,
-            kafka_options=kafka_options(settings),
         )
     for item in report.items:
         line = f"{item.action:16} {item.partition}/{item.offset} {item.topic} key={item.key}"
