@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from learning_account import events as ev
 from learning_account.cli import send_events
 from learning_account.devstack import ensure_topics
+from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 from support.service import ServiceProcess
 
@@ -97,7 +98,10 @@ async def test_faststream_run_serves_the_service_until_sigterm(
     service.start()
     try:
         assert service.get("/health/ready") == (200, {"ready": True})
-        await send_events(kafka_bootstrap, [ev.registration(student, 2016, {"A": CREDITS})])
+        await send_events(
+            Settings(kafka_bootstrap_servers=kafka_bootstrap),
+            [ev.registration(student, 2016, {"A": CREDITS})],
+        )
         deadline = time.monotonic() + 30
         while (answer := service.get(f"/accounts/{student}"))[0] != 200:
             assert time.monotonic() < deadline, f"no account within 30s:\n{service.log_tail()}"
