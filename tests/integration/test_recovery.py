@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -29,7 +31,7 @@ from learning_account.devstack import (
 )
 from learning_account.pipeline import InputRecord, Processor
 from learning_account.rebuild import input_partitions, read_partition, rebuild
-from learning_account.restore import SNAPSHOT_TOPICS, restore
+from learning_account.restore import SNAPSHOT_TOPICS
 from learning_account.settings import Settings
 from learning_account.state_codec import encode_account
 from learning_account.store import AccountStore
@@ -207,9 +209,19 @@ async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_o
         report = await verify(FaultReport("live"), workload, broker, live.url)
         assert report.state_mismatches == 0 and report.lost == 0, report.notes
 
-        outcome = await restore(settings_for(broker, restored.url))
-        assert outcome.accounts >= len(workload.students)
-        assert outcome.outputs > 0 and outcome.expired == 0
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "learning_account.cli", "restore", "--redis-url", restored.url],
+            env={**os.environ, "LA_KAFKA_BOOTSTRAP_SERVERS": broker},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outcome = json.loads(done.stdout.splitlines()[-1])
+        assert outcome["accounts"] >= len(workload.students)
+        assert outcome["outputs"] > 0 and outcome["expired"] == 0
         assert await raw_state(restored.url) == await raw_state(live.url)
         report = await verify(FaultReport("restored"), workload, broker, restored.url)
         assert report.state_mismatches == 0, report.notes
