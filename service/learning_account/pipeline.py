@@ -386,6 +386,10 @@ class Processor:
             await self.store.settle_held(
                 student_id, version, published, self.held_deadline(decision.account), claim
             )
+            if self.snapshots and published:
+                # the account without the pending digests the settle dropped
+                stored = await self.store.raw_accounts([student_id])
+                await publish([account_snapshot(student_id, stored[student_id])])
             return len(decision.events)
         log.warning("held results of %s not swept: the account kept changing", student_id)
         return 0

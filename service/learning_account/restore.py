@@ -107,6 +107,55 @@ class RestoreReport:
     seconds: float = 0.0
 
 
+class Restorer:
+    """Writes snapshot records into a Redis, in the order they were published per student."""
+
+    def __init__(self, store: AccountStore, held_deadline: Callable[[Account], float | None]):
+        self.store = store
+        self.held_deadline = held_deadline
+        self.report = RestoreReport()
+        self._parts: dict[tuple[str, str], list[bytes]] = {}
+
+    async def apply(self, topic: str, key: bytes | None, value: bytes | None, offset: int) -> None:
+        if value is None:  # a tombstone: the account was erased
+            if topic == ACCOUNT_SNAPSHOTS_TOPIC and key is not None:
+                await self.store.forget_account(key.decode())
+            return
+        meta, blobs = _unframed(value, topic, offset)
+        if topic == ACCOUNT_SNAPSHOTS_TOPIC:
+            await self._account(meta, blobs)
+        else:
+            await self._outputs(meta, blobs)
+
+    async def _account(self, meta: dict[str, Any], blobs: bytes) -> None:
+        fields: dict[bytes, bytes] = {}
+        at = 0
+        for name, size in meta["fields"]:
+            fields[str(name).encode()] = blobs[at : at + int(size)]
+            at += int(size)
+        if await self.store.restore_account(str(meta["student_id"]), fields, self.held_deadline):
+            self.report.accounts += 1
+        else:
+            self.report.stale += 1
+
+    async def _outputs(self, meta: dict[str, Any], blob: bytes) -> None:
+        """A step's outputs once its last part is read (its parts are consecutive: one key, one
+        partition, published in order)."""
+        step = (str(meta["student_id"]), str(meta["digest"]))
+        if int(meta["part"]) == 0:
+            self._parts[step] = []
+        self._parts.setdefault(step, []).append(blob)
+        if int(meta["part"]) < int(meta["parts"]) - 1:
+            return
+        messages = [message for part in self._parts.pop(step) for message in decode_stored(part)]
+        left_ms = int(meta["expires_ms"]) - int(time.time() * 1000)
+        if left_ms <= 0:
+            self.report.expired += 1
+            return
+        await self.store.restore_outputs(*step, encode_stored(messages), left_ms)
+        self.report.outputs += 1
+
+
 async def restore(settings: Settings, *, redis_url: str | None = None) -> RestoreReport:
     """Every account and unexpired stored output of the snapshot topics, written into Redis."""
     from .pipeline import Processor
@@ -118,9 +167,7 @@ async def restore(settings: Settings, *, redis_url: str | None = None) -> Restor
     )
     redis = Redis.from_url(redis_url or settings.redis_url)
     store = AccountStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds)
-    held_deadline = Processor(store, settings.policy).held_deadline
-    report = RestoreReport()
-    parts: dict[tuple[str, str], list[bytes]] = {}
+    restorer = Restorer(store, Processor(store, settings.policy).held_deadline)
     try:
         await consumer.start()
         await consumer.topics()  # refreshes the metadata
@@ -134,59 +181,9 @@ async def restore(settings: Settings, *, redis_url: str | None = None) -> Restor
         for partition in partitions:
             async for chunk in read_partition(consumer, partition):
                 for record in chunk:
-                    if record.value is None:  # a tombstone: the account was erased
-                        if record.topic == ACCOUNT_SNAPSHOTS_TOPIC and record.key is not None:
-                            await store.forget_account(record.key.decode())
-                        continue
-                    meta, blobs = _unframed(record.value, record.topic, record.offset)
-                    if record.topic == ACCOUNT_SNAPSHOTS_TOPIC:
-                        await _restore_account(store, meta, blobs, held_deadline, report)
-                    else:
-                        await _restore_outputs(store, meta, blobs, parts, report)
+                    await restorer.apply(record.topic, record.key, record.value, record.offset)
     finally:
         await consumer.stop()
         await redis.aclose()
-    report.seconds = round(time.monotonic() - started, 3)
-    return report
-
-
-async def _restore_account(
-    store: AccountStore,
-    meta: dict[str, Any],
-    blobs: bytes,
-    held_deadline: Callable[[Account], float | None],
-    report: RestoreReport,
-) -> None:
-    fields: dict[bytes, bytes] = {}
-    at = 0
-    for name, size in meta["fields"]:
-        fields[str(name).encode()] = blobs[at : at + int(size)]
-        at += int(size)
-    if await store.restore_account(str(meta["student_id"]), fields, held_deadline):
-        report.accounts += 1
-    else:
-        report.stale += 1
-
-
-async def _restore_outputs(
-    store: AccountStore,
-    meta: dict[str, Any],
-    blob: bytes,
-    parts: dict[tuple[str, str], list[bytes]],
-    report: RestoreReport,
-) -> None:
-    """A step's outputs once its last part is read (its parts are consecutive: one key, one
-    partition, published in order)."""
-    step = (str(meta["student_id"]), str(meta["digest"]))
-    if int(meta["part"]) == 0:
-        parts[step] = []
-    parts.setdefault(step, []).append(blob)
-    if int(meta["part"]) < int(meta["parts"]) - 1:
-        return
-    messages = [message for part in parts.pop(step) for message in decode_stored(part)]
-    left_ms = int(meta["expires_ms"]) - int(time.time() * 1000)
-    if left_ms <= 0:
-        report.expired += 1
-        return
-    await store.restore_outputs(*step, encode_stored(messages), left_ms)
-    report.outputs += 1
+    restorer.report.seconds = round(time.monotonic() - started, 3)
+    return restorer.report

@@ -257,3 +257,67 @@ async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_o
     finally:
         live.kill()
         restored.kill()
+
+
+async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
+    redis_client: Redis, redis_url: str
+) -> None:
+    """What a batch and a held-result sweep report for the snapshot topics, written into an
+    empty Redis in order, gives every key back (hashes, stored outputs, the held index)."""
+    from learning_account import events as ev
+    from learning_account.domain.model import Policy
+    from learning_account.outputs import OutputMessage
+    from learning_account.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
+
+    now = [1_800_000_000.0]
+    policy = Policy(result_hold_seconds=60)
+    live = Processor(AccountStore(redis_client), policy, clock=lambda: now[0], snapshots=True)
+    offsets = iter(range(1000))
+
+    def record(event: dict[str, Any]) -> InputRecord:
+        topic = ev.topic_of(event)
+        return InputRecord(topic, 0, next(offsets), event["subject"].encode(), ev.to_bytes(event))
+
+    published: list[OutputMessage] = []
+    held = ev.exam_result("s2", 2016, "A")
+    first = await live.process(
+        [
+            record(ev.registration("s1", 2016, {"A": 6, "B": 3})),
+            record(ev.exam_result("s1", 2016, "A")),
+            record(held),
+            record(ev.exam_result("s3", 2016, "A")),
+        ]
+    )
+    published.extend(first.snapshots)
+    target_url = redis_url.rsplit("/", 1)[0] + "/8"
+    target = Redis.from_url(target_url)
+    restorer = Restorer(AccountStore(target), live.held_deadline)
+
+    async def write_all() -> None:
+        await target.flushdb()
+        for n, message in enumerate(published):
+            await restorer.apply(message.topic, message.key, message.value, n)
+
+    try:
+        await write_all()  # while s2's and s3's results are held
+        assert await raw_state(target_url) == await raw_state(redis_url)
+        now[0] += 120
+        applied = await live.process([record(ev.registration("s3", 2016, {"A": 6}))])
+        published.extend(applied.snapshots)  # s3's held result applied with its registration
+        sweep: list[OutputMessage] = []
+
+        async def publish(messages: list[OutputMessage]) -> None:
+            sweep.extend(messages)
+
+        assert await live.sweep_held(publish) == 1  # s2's is refused
+        assert {m.topic for m in sweep} >= {ACCOUNT_SNAPSHOTS_TOPIC}
+        published.extend(m for m in sweep if m.event_type.endswith("snapshot"))
+        second = await live.process([record(ev.registration("s1", 2017, {"C": 6}))])
+        published.extend(second.snapshots)
+        await write_all()
+        state = await raw_state(target_url)
+        assert state != {} and state == await raw_state(redis_url)
+        assert restorer.report.stale == 0 and restorer.report.outputs > 0
+    finally:
+        await target.flushdb()
+        await target.aclose()
