@@ -134,6 +134,7 @@ class Service:
             consumer_group=settings.consumer_group,
             max_message_bytes=settings.kafka_max_message_bytes,
             allowed_sources=settings.allowed_sources,
+            snapshots=True,
         )
         self.broker = create_broker(settings)
         self.subscriber = self.broker.subscriber(
@@ -210,7 +211,7 @@ class Service:
                     if (failure := unreadable(record)) is not None:
                         raise failure.error
                 report = await self.processor.process([_input_record(r) for r in records])
-                await self.publish(report.outputs)
+                await self.publish([*report.outputs, *report.snapshots])
             except Exception as error:  # unreadable, Redis or Kafka unavailable, or a bug: retry
                 await self._batch_failed(consumer, records, error)
                 return
@@ -389,7 +390,8 @@ class Service:
         interval = self.settings.held_sweep_interval_seconds
         while not self._stopping:
             try:
-                refused = await self.processor.sweep_held(self.publish)
+                async with self._in_flight:  # snapshots of one student go out in commit order
+                    refused = await self.processor.sweep_held(self.publish)
                 if refused:
                     log.info("held exam results refused", extra={"refused": refused})
                 self.metrics.held_results.set(await self.redis.zcard(HELD_INDEX_KEY))

@@ -34,7 +34,10 @@ DEV_TOPIC_PARTITIONS = 3
 
 
 def dev_topics() -> dict[str, int]:
-    return {topic: DEV_TOPIC_PARTITIONS for topic in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
+    from .restore import SNAPSHOT_TOPICS
+
+    topics = (*INPUT_TOPICS, *OUTPUT_TOPICS, *SNAPSHOT_TOPICS)
+    return {topic: DEV_TOPIC_PARTITIONS for topic in topics}
 
 
 # --- serve / dev --------------------------------------------------------------------------
@@ -270,6 +273,14 @@ async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
     return 0
 
 
+async def restore_command(settings: Settings, redis_url: str | None) -> int:
+    from .restore import restore
+
+    report = await restore(settings, redis_url=redis_url)
+    print(json.dumps(report.__dict__))
+    return 0
+
+
 def read_feed(path: Path, topic: str | None) -> list[tuple[str, bytes | None, bytes]]:
     """(topic, key, value) per non-empty line; the line's bytes are sent exactly as written."""
     from .wire import TYPE_TOPIC
@@ -341,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild_parser.add_argument(
         "--redis-url", help="target Redis (default LA_REDIS_URL); should be empty"
     )
+    restore_parser = sub.add_parser(
+        "restore", help="write every account of the snapshot topics into an (empty) Redis"
+    )
+    restore_parser.add_argument(
+        "--redis-url", help="target Redis (default LA_REDIS_URL); should be empty"
+    )
     redrive_parser = sub.add_parser(
         "redrive", help="re-publish dead-lettered input messages to their topics after a fix"
     )
@@ -378,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(redrive_command(settings, args))
         elif args.command == "rebuild":
             return asyncio.run(rebuild_command(settings, args.redis_url))
+        elif args.command == "restore":
+            return asyncio.run(restore_command(settings, args.redis_url))
         elif args.command == "asyncapi":
             from .app import asyncapi_document
 

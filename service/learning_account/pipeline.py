@@ -25,6 +25,7 @@ from .commands import to_command
 from .domain.model import Account, Command, Decision, EventRejected, Policy, Refusal, immutable
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
+from .restore import account_snapshot, outbox_snapshots
 from .store import (
     AccountStore,
     AccountWrite,
@@ -77,6 +78,8 @@ class BatchReport:
     rejected: dict[str, int] = field(default_factory=dict)
     held: int = 0
     conflicts: int = 0
+    snapshots: list[OutputMessage] = field(default_factory=list)
+    """The committed accounts and stored outputs for the snapshot topics (see restore.py)."""
 
 
 @immutable
@@ -113,9 +116,12 @@ class Processor:
         consumer_group: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         allowed_sources: Sequence[str] | None = None,
+        snapshots: bool = False,
     ) -> None:
         self.store = store
         self.allowed_sources = allowed_sources
+        self.snapshots = snapshots
+        """Report the committed accounts for the snapshot topics (the live service does)."""
         self.policy = policy
         self.clock = clock
         self.tracer = tracer
@@ -156,6 +162,7 @@ class Processor:
             )
 
         pending = dict(by_student)
+        written: list[AccountWrite] = []
         for _attempt in range(MAX_CONFLICT_RETRIES):
             if not pending:
                 break
@@ -179,9 +186,12 @@ class Processor:
                 if write is not None:
                     writes.append(write)
             committed = await self.store.commit(writes)
+            by_student_write = {write.student_id: write for write in writes}
             retry: dict[str, list[_Item]] = {}
             for student_id, items in pending.items():
                 if committed.get(student_id, True):
+                    if student_id in by_student_write:
+                        written.append(by_student_write[student_id])
                     for index, messages in decided[student_id]:
                         outputs[index] = messages
                     _merge(report, tallies[student_id])
@@ -192,7 +202,29 @@ class Processor:
         if pending:
             raise RuntimeError(f"{len(pending)} students kept changing under this batch")
         report.outputs = [message for messages in outputs for message in messages]
+        if self.snapshots and written:
+            report.snapshots = await self.snapshot_messages(written)
         return report
+
+    async def snapshot_messages(self, writes: Sequence[AccountWrite]) -> list[OutputMessage]:
+        """Per committed write: its steps' stored outputs, then the account as now stored."""
+        stored = await self.store.raw_accounts([write.student_id for write in writes])
+        expires_ms = int(time.time() * 1000) + self.store.outbox_retention_ms
+        messages: list[OutputMessage] = []
+        for write in writes:
+            for step in write.steps:
+                if step.outputs:
+                    messages.extend(
+                        outbox_snapshots(write.student_id, step.digest, step.outputs, expires_ms)
+                    )
+            messages.append(account_snapshot(write.student_id, stored[write.student_id]))
+        fitting = [message for message in messages if self.oversized([message]) is None]
+        if len(fitting) < len(messages):
+            # a snapshot never stops the consumer: restore then gives an earlier version
+            log.warning(
+                "%d snapshot records too large for the broker", len(messages) - len(fitting)
+            )
+        return fitting
 
     def _decide_student(
         self,
@@ -417,6 +449,8 @@ class Processor:
                 version = next_version(loaded.version)
                 messages.extend(message for _, message in refusals)
                 published.extend(digest for digest, _ in refusals)
+                if self.snapshots:
+                    messages.extend(await self.snapshot_messages([write]))
             # Step 4.
             if messages:
                 await publish(messages)
@@ -424,6 +458,10 @@ class Processor:
             await self.store.settle_held(
                 student_id, version, published, self.held_deadline(decision.account), claim
             )
+            if self.snapshots and published:
+                # the account without the pending digests the settle dropped
+                stored = await self.store.raw_accounts([student_id])
+                await publish([account_snapshot(student_id, stored[student_id])])
             return len(decision.events)
         log.warning("held results of %s not swept: the account kept changing", student_id)
         return 0

@@ -715,6 +715,53 @@ class AccountStore:
                 _RELEASE_CLAIM, 1, HELD_INDEX_KEY, student_id, claim.marker, score
             )
 
+    async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
+        """Each student's whole account hash as stored, in one pipelined round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for student_id in student_ids:
+                pipe.hgetall(account_key(student_id))
+            replies: list[Any] = await pipe.execute()
+        return dict(zip(student_ids, replies, strict=True))
+
+    async def restore_account(
+        self,
+        student_id: str,
+        fields: Mapping[bytes, bytes],
+        held_deadline: Callable[[Account], float | None],
+    ) -> bool:
+        """Write an account hash as `raw_accounts` read it, and its held-index entry; False (and
+        nothing written) when a later version of the account is already stored."""
+        key = account_key(student_id)
+        current = await self.redis.hget(key, "v")
+        if current is not None and int(current) > int(fields.get(b"v") or 0):
+            return False
+        account = decode_account(
+            student_id,
+            fields.get(b"s"),
+            _per_year(fields, UNITS_FIELD_PREFIX),
+            _per_year(fields, TOTALS_FIELD_PREFIX),
+        )
+        await self.redis.delete(key)
+        await self.redis.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+        deadline = held_deadline(account)
+        if fields.get(b"p"):
+            await self.redis.zadd(HELD_INDEX_KEY, {student_id: 0})
+        elif deadline is not None:
+            await self.redis.zadd(HELD_INDEX_KEY, {student_id: deadline})
+        else:
+            await self.redis.zrem(HELD_INDEX_KEY, student_id)
+        return True
+
+    async def forget_account(self, student_id: str) -> None:
+        await self.redis.delete(account_key(student_id))
+        await self.redis.zrem(HELD_INDEX_KEY, student_id)
+
+    async def restore_outputs(
+        self, student_id: str, digest: str, outputs: bytes, keep_ms: int
+    ) -> None:
+        """A step's stored outputs, kept `keep_ms` more milliseconds."""
+        await self.redis.set(outputs_key(student_id, digest), outputs, px=keep_ms)
+
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 

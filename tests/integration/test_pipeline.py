@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import date
 from typing import Any
@@ -284,8 +285,12 @@ async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
     )
     assert (await live.process(history)).dead_lettered == 1
 
-    async def read_history(bootstrap: str) -> list[list[InputRecord]]:
-        return [history]
+    @contextlib.asynccontextmanager
+    async def read_history(bootstrap: str) -> Any:
+        async def chunks() -> Any:
+            yield history
+
+        yield [chunks()], len(history)
 
     monkeypatch.setattr(rebuild, "read_history", read_history)
     target_url = redis_url.rsplit("/", 1)[0] + "/5"
