@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any
@@ -29,34 +31,38 @@ import uvicorn
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream import AckPolicy, FastStream
 from faststream.kafka.annotations import KafkaMessage
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis, RedisCluster
 
 from . import __version__
 from .access import JwtVerifier
-from .devstack import leave_group_if_first_generation
+from .asyncapi import complete as complete_asyncapi
+from .clients import create_broker, leave_group_if_first_generation, redis_for
 from .http_api import create_http_app
 from .kafka_records import install_tolerant_reading, unreadable
+from .logs import configure
 from .metrics import Metrics
 from .ordering import LAGGING_WAIT_SECONDS, Merge, NotCoPartitioned, check_co_partitioned
 from .outputs import OutputMessage
 from .pipeline import BatchReport, InputRecord, Processor
-from .redis_connect import is_cluster, redis_client
+from .redis_connect import redis_client
 from .runtime import tune_gc
-from .settings import Settings, reveal
+from .settings import Settings, SettingsError, reveal
 from .store import HELD_INDEX_KEY, AccountStore
 from .tracing import create_tracer
 from .wire import (
     BALANCE_CHANGED_TOPIC,
+    CLOUDEVENTS_CONTENT_TYPE,
+    CONTENT_TYPE_HEADER,
     CREDIT_EXHAUSTED_TOPIC,
     CREDIT_LOW_TOPIC,
     DEAD_LETTER_TOPIC,
     INPUT_TOPICS,
     REGISTRATIONS_TOPIC,
     REJECTIONS_TOPIC,
+    STRUCTURED_HEADERS,
     BalanceChangedEvent,
     CreditExhaustedEvent,
     CreditLowEvent,
@@ -78,48 +84,6 @@ OUTPUT_DOCS: dict[str, tuple[Any, str]] = {
     REJECTIONS_TOPIC: (EventRejectedEvent, "A valid input event was refused by a rule"),
     DEAD_LETTER_TOPIC: (DeadLetteredEvent, "An input message could not be read or validated"),
 }
-
-
-def create_broker(settings: Settings) -> KafkaBroker:
-    """The Kafka broker of FastStream, with the security settings of LA_KAFKA_*."""
-    security: Any = None
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol != "PLAINTEXT":
-        import ssl
-
-        from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
-
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-        use_ssl = protocol in ("SSL", "SASL_SSL")
-        mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-        if protocol.startswith("SASL"):
-            kind = {
-                "PLAIN": SASLPlaintext,
-                "SCRAM-SHA-256": SASLScram256,
-                "SCRAM-SHA-512": SASLScram512,
-            }[mechanism]
-            security = kind(
-                username=settings.kafka_sasl_username or "",
-                password=reveal(settings.kafka_sasl_password),
-                use_ssl=use_ssl,
-                ssl_context=context if use_ssl else None,
-            )
-        else:
-            from faststream.security import BaseSecurity
-
-            security = BaseSecurity(ssl_context=context, use_ssl=True)
-    return KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        # the broker acknowledges a record only once all in-sync replicas have it
-        acks="all",
-        # an idempotent producer is not needed: outputs carry derived ids, consumers dedupe
-        enable_idempotence=False,
-        max_request_size=settings.kafka_max_message_bytes,
-        graceful_timeout=settings.graceful_timeout_seconds,
-        client_id=f"learning-account-{__version__}",
-        security=security,
-        logger=logging.getLogger("learning_account.kafka"),
-    )
 
 
 async def _raw_records(message: Any) -> list[Any]:
@@ -157,6 +121,8 @@ class Service:
         install_tolerant_reading()
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # the store and the HTTP app hold a client from the start; start() replaces it with
+        # the one of redis_for, which asks the server when LA_REDIS_CLUSTER is auto
         self.redis: Redis | RedisCluster = redis_client(
             settings.redis_url, cluster=settings.redis_cluster == "true"
         )
@@ -173,6 +139,8 @@ class Service:
             tracer=create_tracer(settings.tracing),
             consumer_group=settings.consumer_group,
             max_message_bytes=settings.kafka_max_message_bytes,
+            allowed_sources=settings.allowed_sources,
+            snapshots=True,
         )
         self.broker = create_broker(settings)
         self.subscriber = self.broker.subscriber(
@@ -270,7 +238,7 @@ class Service:
             return
         try:
             report = await self.processor.process(records)
-            await self.publish(report.outputs)
+            await self.publish([*report.outputs, *report.snapshots])
         except Exception as error:  # Redis or Kafka unavailable, or a bug: retry
             await self._batch_failed(consumer, records, error)
             return
@@ -351,13 +319,18 @@ class Service:
         producer = self._aiokafka_producer()
         if producer is not None:
             pending = [
-                await producer.send(message.topic, message.value, key=message.key)
+                await producer.send(
+                    message.topic, message.value, key=message.key, headers=list(STRUCTURED_HEADERS)
+                )
                 for message in messages
             ]
         else:
             pending = [
                 await self.publishers[message.topic].publish(
-                    message.value, key=message.key, no_confirm=True
+                    message.value,
+                    key=message.key,
+                    headers={CONTENT_TYPE_HEADER: CLOUDEVENTS_CONTENT_TYPE},
+                    no_confirm=True,
                 )
                 for message in messages
             ]
@@ -502,7 +475,8 @@ class Service:
             try:
                 refused = 0
                 consumer = getattr(self.subscriber, "consumer", None)
-                # under the batch lock: a released record is applied before its time counts
+                # under the batch lock: a released record is applied before its time counts, and
+                # snapshots of one student go out in commit order
                 async with self._in_flight:
                     cutoffs = {} if consumer is None else await self._held_cutoffs(consumer)
                     if cutoffs and not self._stopping:
@@ -546,14 +520,21 @@ class Service:
         return cutoffs
 
     def asyncapi(self) -> str:
-        """The AsyncAPI 3.0 document FastStream generates from this wiring (served over HTTP)."""
-        spec = AsyncAPI(
+        """The AsyncAPI 3.0 document of this wiring (served over HTTP, exported to contracts/).
+
+        FastStream generates it; `asyncapi.complete` says what FastStream 0.7 cannot.
+        """
+        spec = self.specification()
+        return json.dumps(complete_asyncapi(spec.to_specification().to_jsonable()))
+
+    def specification(self) -> AsyncAPI:
+        """FastStream's AsyncAPI factory of this wiring (for `asyncapi` and `faststream docs`)."""
+        return AsyncAPI(
             self.broker,
             title="learning-account",
             version=__version__,
             description="The Flemish learning account (leerkrediet) as a message-driven service.",
         )
-        return spec.to_specification().to_json()
 
     # --- health -------------------------------------------------------------------------------
 
@@ -574,10 +555,14 @@ class Service:
 
     async def start(self) -> None:
         """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
-        if self.settings.redis_cluster == "auto" and await is_cluster(self.settings.redis_url):
-            await self.redis.aclose()
-            self.redis = self.store.redis = redis_client(self.settings.redis_url, cluster=True)
-            log.info("Redis runs in cluster mode")
+        await self.start_http()
+        await self._start_broker()
+        await self.start_background()
+
+    async def start_http(self) -> None:
+        """Before the broker starts: the Redis mode (LA_REDIS_CLUSTER), then the HTTP API."""
+        await self.redis.aclose()
+        self.redis = self.store.redis = await redis_for(self.settings)
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,
@@ -593,7 +578,10 @@ class Service:
             await asyncio.sleep(0.02)
             if http_task.done():
                 await http_task  # raises the reason the server did not start
-        await self._start_broker()
+
+    async def start_background(self) -> None:
+        """Once the broker runs: the merges' waits, the held-result sweeper and the partition
+        watcher; ready."""
         self._tasks.append(asyncio.create_task(self._release_waiting(), name="merge-waits"))
         self._tasks.append(asyncio.create_task(self._sweep_held_results(), name="held-sweeper"))
         self._tasks.append(asyncio.create_task(self._watch_partitions(), name="partitions"))
@@ -610,14 +598,19 @@ class Service:
             },
         )
 
-    async def _start_broker(self) -> None:
+    async def connect_broker(self) -> None:
+        """Wait for Kafka as `start` does, for a runner that starts the broker itself."""
+        await self._start_broker(connect_only=True)
+
+    async def _start_broker(self, *, connect_only: bool = False) -> None:
         """Wait for Kafka (with backoff) instead of exiting when it is not up yet."""
         delay = 0.5
         while True:
             try:
                 await self.broker.connect()
                 await self._check_input_partitions()
-                await self.broker.start()
+                if not connect_only:
+                    await self.broker.start()
                 return
             except NotCoPartitioned:
                 raise
@@ -643,6 +636,12 @@ class Service:
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
+        await self.stop_consuming()
+        await self.broker.stop()
+        await self.close()
+
+    async def stop_consuming(self) -> None:
+        """Before the broker stops: finish the batch in flight and leave the group."""
         self._stopping = True
         self._stop_requested.set()
         self.metrics.ready.set(0)
@@ -655,7 +654,9 @@ class Service:
         consumer = getattr(self.subscriber, "consumer", None)
         if consumer is not None:
             await leave_group_if_first_generation(consumer)
-        await self.broker.stop()
+
+    async def close(self) -> None:
+        """Once the broker stopped: the HTTP API, the background tasks and Redis."""
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
@@ -749,4 +750,30 @@ def _input_record(record: ConsumerRecord[Any, Any]) -> InputRecord:
         key=record.key,
         value=record.value,
         timestamp_ms=record.timestamp,
+        headers=tuple(record.headers),
+    )
+
+
+def create_app() -> FastStream:
+    """The service as a FastStream application, wired from the environment (LA_*).
+
+    `faststream run learning_account.app:create_app --factory` serves what
+    `learning-account serve` does; `faststream docs gen learning_account.app:create_app
+    --factory` writes its AsyncAPI document. FastStream starts and stops the broker; its hooks
+    run the rest of `Service.start` / `Service.stop` around it.
+    """
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(error, file=sys.stderr)  # one line, no traceback, as every command does
+        raise SystemExit(2) from None
+    configure(settings.log_level, json_lines=True)
+    service = Service(settings)
+    return FastStream(
+        service.broker,
+        specification=service.specification(),
+        on_startup=[service.start_http, service.connect_broker],
+        after_startup=[service.start_background],
+        on_shutdown=[service.stop_consuming],
+        after_shutdown=[service.close],
     )

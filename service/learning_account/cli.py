@@ -12,13 +12,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .ordering import NotCoPartitioned
 from .redrive import add_arguments as add_redrive_arguments
 from .settings import Settings, SettingsError, reveal
-from .wire import BALANCE_CHANGED_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, REJECTIONS_TOPIC
+from .wire import (
+    BALANCE_CHANGED_TOPIC,
+    INPUT_TOPICS,
+    OUTPUT_TOPICS,
+    REJECTIONS_TOPIC,
+    STRUCTURED_HEADERS,
+)
+
+if TYPE_CHECKING:
+    from .devstack import DevStack
 
 log = logging.getLogger("learning_account.cli")
 
@@ -26,7 +35,10 @@ DEV_TOPIC_PARTITIONS = 3
 
 
 def dev_topics() -> dict[str, int]:
-    return {topic: DEV_TOPIC_PARTITIONS for topic in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
+    from .restore import SNAPSHOT_TOPICS
+
+    topics = (*INPUT_TOPICS, *OUTPUT_TOPICS, *SNAPSHOT_TOPICS)
+    return {topic: DEV_TOPIC_PARTITIONS for topic in topics}
 
 
 # --- serve / dev --------------------------------------------------------------------------
@@ -40,17 +52,24 @@ async def serve(settings: Settings) -> None:
 
 async def dev(settings: Settings, state_dir: Path) -> None:
     """Start Tansu and Redis where none is reachable, create the topics, then serve."""
+    async with dev_stack(settings, state_dir) as stack:
+        if stack.started:
+            log.info("dev stack started: %s", ", ".join(stack.started))
+        await serve(settings)
+
+
+def dev_stack(settings: Settings, state_dir: Path) -> DevStack:
+    """The dev stack of the settings' Kafka and Redis, its admin clients from the factory."""
+    from .clients import kafka_admin
     from .devstack import DevStack
 
-    async with DevStack(
+    return DevStack(
         settings.kafka_bootstrap_servers,
         settings.redis_url,
         state_dir=state_dir,
         topics=dev_topics(),
-    ) as stack:
-        if stack.started:
-            log.info("dev stack started: %s", ", ".join(stack.started))
-        await serve(settings)
+        kafka_admin=lambda: kafka_admin(settings),
+    )
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -81,17 +100,18 @@ def demo_events() -> list[dict[str, Any]]:
     return tracks
 
 
-async def send_events(bootstrap: str, events: Sequence[dict[str, Any]]) -> None:
-    from aiokafka import AIOKafkaProducer
+async def send_events(settings: Settings, events: Sequence[dict[str, Any]]) -> None:
+    from .clients import kafka_producer
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
-    )
+    producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
     try:
         pending = [
             await producer.send(
-                ev.topic_of(event), ev.to_bytes(event), key=event["data"]["student_id"].encode()
+                ev.topic_of(event),
+                ev.to_bytes(event),
+                key=event["data"]["student_id"].encode(),
+                headers=list(STRUCTURED_HEADERS),
             )
             for event in events
         ]
@@ -104,14 +124,14 @@ class DemoError(RuntimeError):
     """The demo's events were refused or not answered: the message says what to do."""
 
 
-async def wait_for_outputs(bootstrap: str, caused_by_ids: set[str], within: float) -> None:
+async def wait_for_outputs(settings: Settings, caused_by_ids: set[str], within: float) -> None:
     """Read balance-changed and rejections until all given ids caused a balance change."""
-    from aiokafka import AIOKafkaConsumer
+    from .clients import kafka_consumer
 
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_consumer(
+        settings,
         BALANCE_CHANGED_TOPIC,
         REJECTIONS_TOPIC,
-        bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -184,15 +204,9 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
     service = None
     if not _service_is_up(settings):
         from .app import Service
-        from .devstack import DevStack
 
         print("No service answering: starting the dev stack (Tansu + Redis) and the service.")
-        stack = await DevStack(
-            settings.kafka_bootstrap_servers,
-            settings.redis_url,
-            state_dir=state_dir,
-            topics=dev_topics(),
-        ).astart()
+        stack = await dev_stack(settings, state_dir).astart()
         service = Service(settings)
         await service.start()
     try:
@@ -202,9 +216,9 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
             f" to {settings.kafka_bootstrap_servers}"
         )
         for round_events in ev.rounds_by_year(events):
-            await send_events(settings.kafka_bootstrap_servers, round_events)
+            await send_events(settings, round_events)
             expected = {e["id"] for e in round_events if ev.expects_balance_change(e)}
-            await wait_for_outputs(settings.kafka_bootstrap_servers, expected, within=60)
+            await wait_for_outputs(settings, expected, within=60)
         for student in ("mary", "thomas"):
             print()
             await asyncio.to_thread(print_statement, settings, student)
@@ -225,14 +239,13 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
 
 
 async def statement_from_redis(settings: Settings, student_id: str) -> int:
-    from redis.asyncio import Redis
-
+    from .clients import redis_for
     from .clock import current_academic_year
     from .domain.statement import statement
     from .store import AccountStore
     from .tables import render_statement_text
 
-    redis = Redis.from_url(settings.redis_url)
+    redis = await redis_for(settings)
     try:
         account = await AccountStore(redis).get(student_id)
     finally:
@@ -257,6 +270,14 @@ async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
             redis_url=redis_url,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    print(json.dumps(report.__dict__))
+    return 0
+
+
+async def restore_command(settings: Settings, redis_url: str | None) -> int:
+    from .restore import restore
+
+    report = await restore(settings, redis_url=redis_url)
     print(json.dumps(report.__dict__))
     return 0
 
@@ -289,20 +310,21 @@ def read_feed(path: Path, topic: str | None) -> list[tuple[str, bytes | None, by
     return records
 
 
-async def send_feed(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
+async def send_feed(settings: Settings, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
     from rich.progress import Progress
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
-    )
+    from .clients import kafka_producer
+
+    producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
     try:
         with Progress(transient=True) as bar:
             task = bar.add_task("sending", total=len(records))
             pending = []
             for topic, key, value in records:
-                future = await producer.send(topic, value, key=key)
+                future = await producer.send(
+                    topic, value, key=key, headers=list(STRUCTURED_HEADERS)
+                )
                 future.add_done_callback(lambda _: bar.advance(task))
                 pending.append(future)
             await asyncio.gather(*pending)
@@ -329,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rebuild", help="rebuild all accounts from the input topics' history into Redis"
     )
     rebuild_parser.add_argument(
+        "--redis-url", help="target Redis (default LA_REDIS_URL); should be empty"
+    )
+    restore_parser = sub.add_parser(
+        "restore", help="write every account of the snapshot topics into an (empty) Redis"
+    )
+    restore_parser.add_argument(
         "--redis-url", help="target Redis (default LA_REDIS_URL); should be empty"
     )
     redrive_parser = sub.add_parser(
@@ -360,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(statement_from_redis(settings, args.student_id))
         elif args.command == "send":
             records = read_feed(args.file, args.topic)
-            asyncio.run(send_feed(settings.kafka_bootstrap_servers, records))
+            asyncio.run(send_feed(settings, records))
             print(f"sent {len(records)} messages")
         elif args.command == "redrive":
             from .redrive import redrive_command
@@ -368,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(redrive_command(settings, args))
         elif args.command == "rebuild":
             return asyncio.run(rebuild_command(settings, args.redis_url))
+        elif args.command == "restore":
+            return asyncio.run(restore_command(settings, args.redis_url))
         elif args.command == "asyncapi":
             from .app import asyncapi_document
 

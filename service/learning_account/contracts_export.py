@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic.json_schema import JsonSchemaMode
+
 from learning_account import wire
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -265,11 +267,14 @@ def example_messages() -> dict[str, dict[str, Any]]:
     }
 
 
+def schema_mode(event_type: str) -> JsonSchemaMode:
+    """Inputs are documented as accepted, outputs as sent (wire.OutputModel)."""
+    return "validation" if event_type in wire.INPUT_TYPES else "serialization"
+
+
 def event_schema(event_type: str) -> dict[str, Any]:
     """JSON Schema of the whole message (envelope and data) of one event type."""
-    # Inputs are documented as accepted, outputs as sent (every attribute present).
-    mode: Final = "validation" if event_type in wire.INPUT_TYPES else "serialization"
-    schema = wire.EVENT_MODELS[event_type].model_json_schema(mode=mode)
+    schema = wire.EVENT_MODELS[event_type].model_json_schema(mode=schema_mode(event_type))
     schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$comment"] = GENERATED_NOTE
     schema["title"] = event_type
@@ -281,13 +286,12 @@ def _dump(document: Any) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def render_asyncapi() -> str | None:
-    """The AsyncAPI 3.0 document FastStream generates from the service's own wiring."""
+def render_asyncapi() -> str:
+    """The AsyncAPI 3.0 document the service serves (FastStream's, completed by asyncapi.py)."""
     from .app import asyncapi_document
     from .settings import Settings
 
-    document = json.loads(asyncapi_document(Settings()))
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return _dump(json.loads(asyncapi_document(Settings())))
 
 
 def render_contracts() -> dict[str, str]:
@@ -301,9 +305,7 @@ def render_contracts() -> dict[str, str]:
         wire.decode(wire.TYPE_TOPIC[event_type], example.encode(), _STUDENT.encode())
         files[f"schemas/{name}.schema.json"] = _dump(event_schema(event_type))
         files[f"examples/{name}.json"] = example
-    asyncapi = render_asyncapi()
-    if asyncapi is not None:
-        files[ASYNCAPI_PATH] = asyncapi
+    files[ASYNCAPI_PATH] = render_asyncapi()
     return dict(sorted(files.items()))
 
 

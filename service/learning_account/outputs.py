@@ -1,8 +1,9 @@
 """Domain events and bad input turned into the CloudEvents messages of contracts.md.
 
-An output's `id` is derived from the input event's `source` + `id` and the output kind (plus the
-threshold for credit-low; topic, partition and offset for a dead letter), so a re-published
-output carries the same id and the same bytes.
+An output's `id` is derived from the student, the input event's `source` + `id` and the output
+kind (plus the threshold for credit-low, the content for an `id_conflict`; topic, partition and
+offset for a dead letter), so a re-published output carries the same id and the same bytes, and
+two students' outputs never share one.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,8 +62,8 @@ def amount(quarters: int) -> int | float:
     return quarters / 4  # exact: quarters are dyadic fractions
 
 
-def output_id(cause: EventRef, kind: str, *extra: object) -> str:
-    name = "\n".join([cause.source, cause.id, kind, *(str(part) for part in extra)])
+def output_id(student_id: str, cause: EventRef, kind: str, *extra: object) -> str:
+    name = "\n".join([student_id, cause.source, cause.id, kind, *(str(part) for part in extra)])
     return uuid5_text(name)
 
 
@@ -117,15 +119,22 @@ def now_text(timestamp_ms: int | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_message(event: DomainEvent, time: str, traceparent: str | None = None) -> OutputMessage:
-    """One domain event as the CloudEvent of contracts.md, keyed by student id."""
+def to_message(
+    event: DomainEvent,
+    time: str,
+    traceparent: str | None = None,
+    *,
+    id_parts: tuple[str, ...] = (),
+) -> OutputMessage:
+    """One domain event as the CloudEvent of contracts.md, keyed by student id; `id_parts` go
+    into its id after the kind's own (an `id_conflict`'s content digest)."""
     topic: str
     event_type: str
     data: dict[str, Any]
     match event:
         case BalanceChanged():
             topic, event_type = BALANCE_CHANGED_TOPIC, BALANCE_CHANGED_TYPE
-            event_id = output_id(event.caused_by, "balance-changed")
+            event_id = output_id(event.student_id, event.caused_by, "balance-changed", *id_parts)
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
@@ -147,7 +156,7 @@ def to_message(event: DomainEvent, time: str, traceparent: str | None = None) ->
             }
         case CreditExhausted():
             topic, event_type = CREDIT_EXHAUSTED_TOPIC, CREDIT_EXHAUSTED_TYPE
-            event_id = output_id(event.caused_by, "credit-exhausted")
+            event_id = output_id(event.student_id, event.caused_by, "credit-exhausted", *id_parts)
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
@@ -157,7 +166,9 @@ def to_message(event: DomainEvent, time: str, traceparent: str | None = None) ->
             }
         case CreditLow():
             topic, event_type = CREDIT_LOW_TOPIC, CREDIT_LOW_TYPE
-            event_id = output_id(event.caused_by, "credit-low", amount(event.threshold))
+            event_id = output_id(
+                event.student_id, event.caused_by, "credit-low", amount(event.threshold), *id_parts
+            )
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
@@ -167,7 +178,7 @@ def to_message(event: DomainEvent, time: str, traceparent: str | None = None) ->
             }
         case EventRejected():
             topic, event_type = REJECTIONS_TOPIC, EVENT_REJECTED_TYPE
-            event_id = output_id(event.caused_by, "event-rejected")
+            event_id = output_id(event.student_id, event.caused_by, "event-rejected", *id_parts)
             data = {
                 "student_id": event.student_id,
                 "reason": str(event.reason),
@@ -187,9 +198,10 @@ def dead_letter(
     error: str,
     time: str,
     error_code: str = ErrorCode.INTERNAL_ERROR,
+    headers: Mapping[str, str] | None = None,
 ) -> OutputMessage:
     """A message that could not be read or validated, with the error (text and stable code) and
-    its payload as text."""
+    its payload as text (and, in binary mode, its CloudEvents headers)."""
     event_id = str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"dead-letter\n{topic}\n{partition}\n{offset}"))
     payload_bytes = (value or b"")[:DEAD_LETTER_PAYLOAD_LIMIT]
     key_text = _text_or_none(key)
@@ -210,6 +222,8 @@ def dead_letter(
         data["payload_encoding"] = "base64"
     if value is not None and len(value) > DEAD_LETTER_PAYLOAD_LIMIT:
         data["payload_truncated"] = True
+    if headers is not None:
+        data["headers"] = dict(headers)
     subject = key_text
     out = _envelope(event_id, DEAD_LETTERED_TYPE, subject, time, data)
     return OutputMessage(DEAD_LETTER_TOPIC, key, out, event_id, DEAD_LETTERED_TYPE)

@@ -1,11 +1,14 @@
 """A batch of input records in, the output messages to publish out; state written in between.
 
-The steps, whatever the batch size: decode every record; load every touched student in one
-Redis round trip; decide in memory, in record order per student; write each student's new state,
-applied digests and outputs atomically, all in one pipelined round trip. A duplicate (already
-applied, or twice in the batch) re-publishes the stored outputs and applies nothing. A step with
-an output the broker would refuse is not applied: its record is dead-lettered instead. The caller
-publishes the outputs and only then commits the input offsets.
+The steps, whatever the batch size: decode every record (and dead-letter a source that
+LA_ALLOWED_SOURCES does not list); load every touched student in one Redis round trip; decide in
+memory, in record order per student; write each student's new state, applied digests and outputs
+atomically, all in one pipelined round trip. An event is known by its idempotency key (the
+student, `source`, `id`) and its content (`type` + the validated `data`): a duplicate (the same
+key and content, already applied or twice in the batch) re-publishes the stored outputs and
+applies nothing; the same key with other content is refused (`id_conflict`), also applying
+nothing. A step with an output the broker would refuse is not applied: its record is
+dead-lettered instead. The caller publishes the outputs and only then commits the input offsets.
 """
 
 from __future__ import annotations
@@ -18,20 +21,40 @@ from dataclasses import dataclass, field, replace
 from opentelemetry.trace import Tracer
 
 from .commands import to_command
-from .domain.model import Account, Command, Decision, DomainEvent, HeldResult, Policy, immutable
+from .domain.model import (
+    Account,
+    Command,
+    Decision,
+    DomainEvent,
+    EventRejected,
+    HeldResult,
+    Policy,
+    Refusal,
+    immutable,
+)
 from .domain.rules import decide, expire_held_results
 from .outputs import OutputMessage, dead_letter, decode_stored, encode_stored, now_text, to_message
+from .restore import account_snapshot, outbox_snapshots
 from .store import (
     AccountStore,
     AccountWrite,
     AppliedStep,
     HeldClaim,
+    Identity,
     LoadedAccount,
+    content_digest,
     event_digest,
     next_version,
 )
 from .tracing import applying
-from .wire import ErrorCode, InvalidMessage, decode
+from .wire import (
+    ErrorCode,
+    InvalidMessage,
+    binding_headers,
+    canonical_content,
+    decode,
+    record_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +76,8 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    """As aiokafka reads them; a CloudEvent in binary mode has its attributes here."""
 
 
 @dataclass(slots=True)
@@ -64,14 +89,31 @@ class BatchReport:
     rejected: dict[str, int] = field(default_factory=dict)
     held: int = 0
     conflicts: int = 0
+    snapshots: list[OutputMessage] = field(default_factory=list)
+    """The committed accounts and stored outputs for the snapshot topics (see restore.py)."""
 
 
 @immutable
 class _Item:
     index: int
     digest: str
+    content: str
     command: Command
     record: InputRecord
+
+    @property
+    def identity(self) -> Identity:
+        return (self.digest, self.content)
+
+
+def source_allowed(source: str, allowed: Sequence[str] | None) -> bool:
+    """LA_ALLOWED_SOURCES: None allows every source; an entry ending in `*` is a prefix."""
+    if allowed is None:
+        return True
+    return any(
+        source.startswith(entry[:-1]) if entry.endswith("*") else source == entry
+        for entry in allowed
+    )
 
 
 class Processor:
@@ -84,8 +126,13 @@ class Processor:
         tracer: Tracer | None = None,
         consumer_group: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        allowed_sources: Sequence[str] | None = None,
+        snapshots: bool = False,
     ) -> None:
         self.store = store
+        self.allowed_sources = allowed_sources
+        self.snapshots = snapshots
+        """Report the committed accounts for the snapshot topics (the live service does)."""
         self.policy = policy
         self.clock = clock
         self.tracer = tracer
@@ -101,23 +148,37 @@ class Processor:
         by_student: dict[str, list[_Item]] = {}
         for index, record in enumerate(records):
             try:
-                decoded = decode(record.topic, record.value, record.key)
+                decoded = decode(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    record.headers,
+                    stamped_at=record_time(record.timestamp_ms),
+                )
                 command = to_command(decoded)
             except InvalidMessage as error:
                 outputs[index] = [self._dead_letter(record, error.reason, error.code)]
                 report.dead_lettered += 1
                 continue
+            if not source_allowed(decoded.source, self.allowed_sources):
+                foreign = f"source {decoded.source!r} is not one of LA_ALLOWED_SOURCES"
+                code = ErrorCode.SOURCE_NOT_ALLOWED
+                outputs[index] = [self._dead_letter(record, foreign, code)]
+                report.dead_lettered += 1
+                continue
             digest = event_digest(command.event)
+            content = content_digest(canonical_content(decoded))
             by_student.setdefault(command.student_id, []).append(
-                _Item(index, digest, command, record)
+                _Item(index, digest, content, command, record)
             )
 
         pending = dict(by_student)
+        written: list[AccountWrite] = []
         for _attempt in range(MAX_CONFLICT_RETRIES):
             if not pending:
                 break
             loaded = await self.store.load(
-                {sid: [item.digest for item in items] for sid, items in pending.items()},
+                {sid: [item.identity for item in items] for sid, items in pending.items()},
                 {
                     sid: {item.command.academic_year for item in items}
                     for sid, items in pending.items()
@@ -134,9 +195,12 @@ class Processor:
                 if write is not None:
                     writes.append(write)
             committed = await self.store.commit(writes)
+            by_student_write = {write.student_id: write for write in writes}
             retry: dict[str, list[_Item]] = {}
             for student_id, items in pending.items():
                 if committed.get(student_id, True):
+                    if student_id in by_student_write:
+                        written.append(by_student_write[student_id])
                     for index, messages in decided[student_id]:
                         outputs[index] = messages
                     _merge(report, tallies[student_id])
@@ -147,7 +211,29 @@ class Processor:
         if pending:
             raise RuntimeError(f"{len(pending)} students kept changing under this batch")
         report.outputs = [message for messages in outputs for message in messages]
+        if self.snapshots and written:
+            report.snapshots = await self.snapshot_messages(written)
         return report
+
+    async def snapshot_messages(self, writes: Sequence[AccountWrite]) -> list[OutputMessage]:
+        """Per committed write: its steps' stored outputs, then the account as now stored."""
+        stored = await self.store.raw_accounts([write.student_id for write in writes])
+        expires_ms = int(time.time() * 1000) + self.store.outbox_retention_ms
+        messages: list[OutputMessage] = []
+        for write in writes:
+            for step in write.steps:
+                if step.outputs:
+                    messages.extend(
+                        outbox_snapshots(write.student_id, step.digest, step.outputs, expires_ms)
+                    )
+            messages.append(account_snapshot(write.student_id, stored[write.student_id]))
+        fitting = [message for message in messages if self.oversized([message]) is None]
+        if len(fitting) < len(messages):
+            # a snapshot never stops the consumer: restore then gives an earlier version
+            log.warning(
+                "%d snapshot records too large for the broker", len(messages) - len(fitting)
+            )
+        return fitting
 
     def _decide_student(
         self,
@@ -159,15 +245,18 @@ class Processor:
         account = loaded.account
         produced: list[tuple[int, list[OutputMessage]]] = []
         steps: list[AppliedStep] = []
-        in_batch: dict[str, list[OutputMessage]] = {}
+        in_batch: dict[Identity, list[OutputMessage]] = {}
+        standing: dict[str, str] = {}
+        """The content of each digest this batch applies first."""
         for item in items:
-            if item.digest in loaded.seen:
-                stored = loaded.seen[item.digest]
+            identity = item.identity
+            if identity in loaded.seen:
+                stored = loaded.seen[identity]
                 produced.append((item.index, decode_stored(stored) if stored else []))
                 tally.duplicates += 1
                 continue
-            if item.digest in in_batch:
-                produced.append((item.index, in_batch[item.digest]))
+            if identity in in_batch:
+                produced.append((item.index, in_batch[identity]))
                 tally.duplicates += 1
                 continue
             if loaded.unreadable is not None:
@@ -176,10 +265,21 @@ class Processor:
                 produced.append((item.index, [self._dead_letter(item.record, error)]))
                 tally.dead_lettered += 1
                 continue
-            event = item.command.event
             moment = item.record.timestamp_ms
             now = moment / 1000 if moment is not None else self.clock()
             stamp = now_text(moment)
+            if identity in loaded.reused or standing.get(item.digest, item.content) != item.content:
+                # the first event with this key stands; the refusal is kept for a re-delivery
+                messages = [self._reuse_refused(student_id, item, stamp)]
+                steps.append(
+                    AppliedStep(item.digest, encode_stored(messages), item.content, reuse=True)
+                )
+                in_batch[identity] = messages
+                produced.append((item.index, messages))
+                reason = str(Refusal.ID_CONFLICT)
+                tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
+                continue
+            event = item.command.event
             try:
                 if self.tracer is None:
                     decision, messages = self._apply(account, item, now, stamp, None)
@@ -209,8 +309,9 @@ class Processor:
                 # the account stays as it was; the digest keeps the verdict for a re-delivery
                 log.warning("outputs too large for the broker on %s/%s", event.source, event.id)
                 messages = [self._dead_letter(item.record, oversized)]
-                steps.append(AppliedStep(item.digest, encode_stored(messages)))
-                in_batch[item.digest] = messages
+                steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
+                standing[item.digest] = item.content
+                in_batch[identity] = messages
                 produced.append((item.index, messages))
                 tally.dead_lettered += 1
                 continue
@@ -227,8 +328,9 @@ class Processor:
             _count(tally, item.command, decision)
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account
-            steps.append(AppliedStep(item.digest, encode_stored(messages)))
-            in_batch[item.digest] = messages
+            steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
+            standing[item.digest] = item.content
+            in_batch[identity] = messages
             produced.append((item.index, messages))
         if not steps:
             return None, produced
@@ -288,6 +390,17 @@ class Processor:
             refusals.extend((event, to_message(event, stamp)) for event in decision.events)
         return account, refusals
 
+    def _reuse_refused(self, student_id: str, item: _Item, stamp: str) -> OutputMessage:
+        """The refusal of an event whose key an applied event with other content has; its id
+        derives from this content too, so each re-use is refused under an id of its own."""
+        event = item.command.event
+        detail = (
+            f"source {event.source!r} and id {event.id!r} already name another event of this"
+            " student (other type or data): the first one stands"
+        )
+        refusal = EventRejected(student_id, Refusal.ID_CONFLICT, detail, event)
+        return to_message(refusal, stamp, id_parts=(item.content,))
+
     def held_deadline(self, account: Account) -> float | None:
         if not account.held:
             return None
@@ -306,6 +419,7 @@ class Processor:
             error,
             stamp,
             code,
+            binding_headers(record.headers),
         )
 
     async def sweep_held(
@@ -384,6 +498,8 @@ class Processor:
                 version = next_version(loaded.version)
                 messages.extend(message for _, message in refusals)
                 published.extend(digest for digest, _ in refusals)
+                if self.snapshots:
+                    messages.extend(await self.snapshot_messages([write]))
             # Step 4.
             if messages:
                 await publish(messages)
@@ -391,6 +507,10 @@ class Processor:
             await self.store.settle_held(
                 student_id, version, published, self.held_deadline(account), claim
             )
+            if self.snapshots and published:
+                # the account without the pending digests the settle dropped
+                stored = await self.store.raw_accounts([student_id])
+                await publish([account_snapshot(student_id, stored[student_id])])
             return len(expired)
         log.warning("held results of %s not swept: the account kept changing", student_id)
         return 0

@@ -238,7 +238,8 @@ def read_events(student_id: str, events: Any, *, now: float) -> list[Command]:
         # an unknown or missing type is read as on any input topic: decode names the error
         value = json.dumps(envelope).encode()
         try:
-            commands.append(to_command(decode(topic or INPUT_TOPICS[0], value)))
+            # stamped now: the academic years it may name end one after today's
+            commands.append(to_command(decode(topic or INPUT_TOPICS[0], value, stamped_at=now)))
         except InvalidMessage as error:
             raise InvalidProjection(error.reason, error_code(error), index) from None
     return commands

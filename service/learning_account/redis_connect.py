@@ -1,4 +1,5 @@
-"""Redis clients for a single server or a Redis Cluster, chosen by LA_REDIS_CLUSTER.
+"""Redis clients for a single server or a Redis Cluster (`clients.redis_for` picks by
+LA_REDIS_CLUSTER).
 
 `rediss://` URLs give TLS; `redis://user:password@host` gives ACL authentication (redis-py reads
 both from the URL).
@@ -66,9 +67,3 @@ async def is_cluster(url: str) -> bool:
         return False
     finally:
         await probe.aclose()
-
-
-async def connect(url: str, mode: str) -> Redis | RedisCluster:
-    """`mode` is `auto` (ask the server), `true` or `false`."""
-    cluster = mode == "true" or (mode == "auto" and await is_cluster(url))
-    return redis_client(url, cluster=cluster)

@@ -4,7 +4,8 @@ Reads the dead-letter topic from the beginning of every partition up to its end 
 the run started, keeps the dead letters that match every filter given (original topic, error
 code, a text in the error, record key, dead-lettered at or after a time), and re-publishes each
 one's original payload (``data.payload``, base64-decoded when ``payload_encoding`` is
-``base64``) to its original topic (``data.topic``) with its original key (``data.key``).
+``base64``) to its original topic (``data.topic``) with its original key (``data.key``) and, for
+a message in CloudEvents binary mode, its original ``ce_`` headers (``data.headers``).
 
 No consumer group. A group's committed offset is one mark per partition, but a redrive is
 selective: committing after ``--topic X`` would silently pass over the dead letters of the other
@@ -34,9 +35,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .devstack import PRODUCER_KWARGS
-from .settings import Settings, reveal
-from .wire import DEAD_LETTER_PAYLOAD_LIMIT, DEAD_LETTER_TOPIC, INPUT_TOPICS, ErrorCode
+from .settings import Settings
+from .wire import (
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    DEAD_LETTER_TOPIC,
+    INPUT_TOPICS,
+    STRUCTURED_HEADERS,
+    ErrorCode,
+)
 
 log = logging.getLogger("learning_account.redrive")
 
@@ -123,6 +129,15 @@ def original_key(document: Mapping[str, Any]) -> bytes | None:
         return str(key).encode()
 
 
+def original_headers(data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The CloudEvents headers of a binary-mode original (``data.headers``), else the
+    ``content-type`` of a structured-mode one."""
+    headers = data.get("headers")
+    if not isinstance(headers, dict):
+        return list(STRUCTURED_HEADERS)
+    return [(str(name), str(value).encode()) for name, value in headers.items()]
+
+
 def original_payload(data: Mapping[str, Any]) -> tuple[bytes | None, str]:
     """The original message bytes, or None and why they cannot be re-published."""
     payload = data.get("payload")
@@ -143,7 +158,7 @@ def original_payload(data: Mapping[str, Any]) -> tuple[bytes | None, str]:
 
 
 async def redrive(
-    bootstrap: str,
+    settings: Settings | str,
     *,
     topic: str | Collection[str] | None = None,
     error_code: str | Collection[str] | None = None,
@@ -154,16 +169,20 @@ async def redrive(
     progress: ProgressCallback | None = None,
     dead_letter_topic: str = DEAD_LETTER_TOPIC,
     input_topics: Collection[str] = INPUT_TOPICS,
-    kafka_options: Mapping[str, Any] | None = None,
 ) -> RedriveReport:
     """Re-publish the original payloads of the matching dead letters; see the module docstring.
 
+    ``settings`` give the Kafka clients (a bootstrap address alone: a broker without security).
     ``topic`` (one or several original topics), ``error_code`` (one or several codes of
     ``data.error_code``), ``error_contains`` (case-insensitive substring of ``data.error``),
     ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all match.
-    ``kafka_options`` are passed to the aiokafka clients (security settings).
     """
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from .clients import kafka_consumer, kafka_producer
+
+    if isinstance(settings, str):
+        settings = Settings(kafka_bootstrap_servers=settings)
 
     topics = {topic} if isinstance(topic, str) else set(topic) if topic is not None else None
     codes = {error_code} if isinstance(error_code, str) else set(error_code) if error_code else None
@@ -171,20 +190,13 @@ async def redrive(
     if since_at is not None and since_at.tzinfo is None:
         since_at = since_at.replace(tzinfo=UTC)
     needle = error_contains.lower() if error_contains else None
-    options = dict(kafka_options or {})
     report = RedriveReport(dry_run=dry_run)
-    seen_payloads: set[tuple[str, bytes | None, bytes]] = set()
+    seen_payloads: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]] = set()
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **options,
+    consumer = kafka_consumer(
+        settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    producer = None
-    if not dry_run:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KWARGS, **options)
+    producer = None if dry_run else kafka_producer(settings)
     await consumer.start()
     try:
         if producer is not None:
@@ -213,10 +225,12 @@ async def redrive(
             )
             if item is None:
                 return
-            target, record_key, payload = item
+            target, record_key, payload, headers = item
             if dry_run or producer is None:
                 return
-            pending_acks.append(await producer.send(target, payload, key=record_key))
+            pending_acks.append(
+                await producer.send(target, payload, key=record_key, headers=headers)
+            )
 
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
@@ -262,8 +276,8 @@ def _select(
     since_at: datetime | None,
     input_topics: Collection[str],
     report: RedriveReport,
-    seen: set[tuple[str, bytes | None, bytes]],
-) -> tuple[str, bytes | None, bytes] | None:
+    seen: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]],
+) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]] | None:
     """Filter one dead-letter record; count it; what to re-publish when it is selected."""
     try:
         document = json.loads(record.value)
@@ -313,10 +327,11 @@ def _select(
         note("skipped", why)
         return None
     record_key = original_key(document)
-    identity = (target, record_key, payload)
+    headers = original_headers(data)
+    identity = (target, record_key, payload, tuple(headers))
     if identity in seen:
         report.duplicates += 1
-        note("duplicate", "same topic, key and payload as an earlier dead letter of this run")
+        note("duplicate", "same topic, key, payload and headers as an earlier dead letter")
         return None
     seen.add(identity)
     if report.dry_run:
@@ -324,27 +339,10 @@ def _select(
     else:
         report.republished += 1
         note("republished")
-    return target, record_key, payload
+    return target, record_key, payload, headers
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def kafka_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka security arguments from the ``LA_KAFKA_*`` settings."""
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return {}
-    import ssl
-
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if protocol.startswith("SASL"):
-        options["sasl_mechanism"] = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-        options["sasl_plain_username"] = settings.kafka_sasl_username or ""
-        options["sasl_plain_password"] = reveal(settings.kafka_sasl_password)
-    return options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -396,7 +394,7 @@ async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
     ) as bar:
         task = bar.add_task("redrive", total=None)
         report = await redrive(
-            settings.kafka_bootstrap_servers,
+            settings,
             topic=args.topic,
             error_code=args.error_code,
             error_contains=args.error_contains,
@@ -405,7 +403,6 @@ async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             dead_letter_topic=args.dead_letter_topic,
-            kafka_options=kafka_options(settings),
         )
     for item in report.items:
         line = f"{item.action:16} {item.partition}/{item.offset} {item.topic} key={item.key}"

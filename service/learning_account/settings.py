@@ -80,6 +80,14 @@ def _thresholds(value: Any) -> Any:
     return quarters
 
 
+def _sources(value: Any) -> Any:
+    """Comma-separated sources (case-sensitive, an entry ending in `*` a prefix); none: unset."""
+    if not isinstance(value, str):
+        return value
+    entries = tuple(part.strip() for part in value.split(",") if part.strip())
+    return entries or None
+
+
 def _highest_first(quarters: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(quarters), reverse=True))
 
@@ -148,6 +156,9 @@ class Settings(BaseSettings):
     ] = _DEFAULT_POLICY.low_balance_thresholds
     """In quarter-credits (60 credits = 240), highest first; the variable gives credits."""
     result_hold_seconds: Annotated[float, Field(ge=0)] = _DEFAULT_POLICY.result_hold_seconds
+    allowed_sources: Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(_sources)] = None
+    """None: every source; else the CloudEvents sources whose events are read, an entry ending
+    in `*` a prefix (any other source is dead-lettered `source_not_allowed`)."""
     batch_max_records: Annotated[int, Field(ge=1)] = 500
     batch_timeout_ms: Annotated[int, Field(ge=0)] = 50
     fetch_max_wait_ms: Annotated[int, Field(ge=0)] = 20

@@ -2,12 +2,18 @@
 
 Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
 - `la:{sid}:account`   hash: `s` the account without its year totals and course units, `v`
-                       its version (optimistic concurrency), `d` the idempotency digests
-                       already applied (8 bytes each, CloudEvents source + id), `p` those of
-                       sweeper steps whose outputs may not be published yet, `t:<year>` the
-                       totals and `u:<year>` the course units of one academic year
+                       its version (optimistic concurrency), `k` the events applied, each its
+                       idempotency digest (8 bytes, CloudEvents source + id) and its content
+                       digest (4 bytes, `type` + the validated `data`), in order: the first
+                       entry of a digest is the event that stands, a later one a refused
+                       re-use (`id_conflict`); `d` idempotency digests alone (8 bytes each,
+                       as accounts written before content digests have them: a re-delivery of
+                       one is absorbed whatever its content), `p` those of sweeper steps whose
+                       outputs may not be published yet, `t:<year>` the totals and
+                       `u:<year>` the course units of one academic year
 - `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
-                       duplicate delivery re-publishes them identically
+                       duplicate delivery re-publishes them identically (`<d><c>`, digest
+                       and content digest, for a refused re-use)
 - `la:held`            sorted set: students with held exam results, by earliest deadline (0
                        while refusals wait for publication)
 
@@ -35,7 +41,14 @@ from .state_codec import decode_account, encode_core, encode_units, encode_years
 
 HELD_INDEX_KEY = "la:held"
 
+# The idempotency digest is compared with every event of the account: at 8 bytes two distinct
+# events of a 500-event account collide with odds near n²/2^65 (1 in 10^14). The content digest
+# is compared only when a digest was already used, so a re-use is missed only when its content
+# also matches in 4 bytes (1 in 4·10^9 per re-use); deliberately matching a content not yet sent
+# takes a producer that may write the topic at all, which Kafka ACLs and LA_ALLOWED_SOURCES stop.
 DIGEST_BYTES = 8
+CONTENT_DIGEST_BYTES = 4
+ENTRY_BYTES = DIGEST_BYTES + CONTENT_DIGEST_BYTES
 
 # Every script checks everything a write could fail on before its first write, and a script
 # over many students checks them all first: Redis does not roll back a script that fails halfway
@@ -63,12 +76,28 @@ local function has_digest(list, digest)
     start = at + 1
   end
 end
-"""
+
+-- the content digests a list of (digest, content digest) entries records for `digest`, in order
+local function contents_of(list, digest)
+  local found, start = {}, 1
+  while true do
+    local at = string.find(list, digest, start, true)
+    if not at then return found end
+    if (at - 1) % $ENTRY == 0 then
+      found[#found + 1] = string.sub(list, at + 8, at + $ENTRY - 1)
+      start = at + $ENTRY
+    else
+      start = at + 1
+    end
+  end
+end
+""".replace("$ENTRY", str(ENTRY_BYTES))
 
 # ARGV: 1 expected version, 2 core, 3 outbox retention (ms), 4 number of year fields, 5 the held
 # index's score for this student (a number, '-' to remove, '' to leave it), 6 '1' when the steps'
-# outputs still wait for publication (their digests go to `p`, else to `d`), 7 the student id;
-# then the year fields (name, value), then per outputs key its digest and outputs.
+# outputs still wait for publication (their digests go to `p`), 7 the student id; then the year
+# fields (name, value), then per outputs key its entry and outputs. An entry is a digest with its
+# content digest (to `k`), or a digest alone (to `p` when pending, else to `d`).
 _COMMIT_ONE = """
 local function check_commit(keys, argv)
   local nfields = tonumber(argv[4])
@@ -87,7 +116,9 @@ local function check_commit(keys, argv)
     return 'commit: the pending flag is neither empty nor 1'
   end
   for at = 8 + 2 * nfields, #argv, 2 do
-    if #argv[at] ~= 8 then return 'commit: a digest is not 8 bytes' end
+    local size = #argv[at]
+    if argv[6] == '1' and size ~= 8 then return 'commit: a pending digest is not 8 bytes' end
+    if size ~= 8 and size ~= $ENTRY then return 'commit: a digest is not 8 or $ENTRY bytes' end
   end
   if not of_type(keys[1], 'hash', 'none') then return 'commit: the account is not a hash' end
   local current = redis.call('HGET', keys[1], 'v')
@@ -108,21 +139,23 @@ local function commit_one(keys, argv, index)
     at = at + 2
   end
   local retention = tonumber(argv[3])
-  local digests = {}
+  local added = {d = {}, k = {}, p = {}}
   for i = 2, #keys do
-    digests[#digests + 1] = argv[at]
+    local list = argv[6] == '1' and 'p' or (#argv[at] == 8 and 'd' or 'k')
+    local entries = added[list]
+    entries[#entries + 1] = argv[at]
     if argv[at + 1] ~= '' then
       redis.call('SET', keys[i], argv[at + 1], 'PX', retention)
     end
     at = at + 2
   end
   local pending = redis.call('HGET', keys[1], 'p') or ''
-  if #digests > 0 then
-    local list = argv[6] == '1' and 'p' or 'd'
-    local listed = redis.call('HGET', keys[1], list) or ''
-    listed = listed .. table.concat(digests)
-    redis.call('HSET', keys[1], list, listed)
-    if list == 'p' then pending = listed end
+  for _, list in ipairs({'d', 'k', 'p'}) do
+    if #added[list] > 0 then
+      local listed = (redis.call('HGET', keys[1], list) or '') .. table.concat(added[list])
+      redis.call('HSET', keys[1], list, listed)
+      if list == 'p' then pending = listed end
+    end
   end
   if index then
     if pending ~= '' then
@@ -135,7 +168,7 @@ local function commit_one(keys, argv, index)
   end
   return {version, pending ~= '' and 1 or 0}
 end
-"""
+""".replace("$ENTRY", str(ENTRY_BYTES))
 
 # ARGV: 1 the version the caller last wrote or read, 2 the student id, 3 the held index's score
 # ('' when nothing is held), 4 the published digests (8 bytes each, concatenated).
@@ -179,24 +212,39 @@ local function settle_one(keys, argv, index)
 end
 """
 
+# ARGV: 1 number of events n, then per event its digest and content digest, then the year fields
+# to read; KEYS: the account, then per event its outputs key and that of a refused re-use. Per
+# event the reply is its stored outputs when it was seen (the same content, or a digest alone in
+# `d`), 1 when its digest stands for other content (a re-use), 0 when it is new.
 _LOAD_ONE = """
 local function load_one(keys, argv)
   local n = tonumber(argv[1])
-  local fields = {'s', 'v', 'd', 'p'}
-  for i = n + 2, #argv do
+  local fields = {'s', 'v', 'd', 'p', 'k'}
+  for i = 2 * n + 2, #argv do
     fields[#fields + 1] = argv[i]
   end
   local values = redis.call('HMGET', keys[1], unpack(fields))
-  local seen = values[3] or ''
+  local digests_alone, entries = values[3] or '', values[5] or ''
   local reply = {values[1], values[2], values[4]}
   for i = 1, n do
-    if has_digest(seen, argv[i + 1]) then
-      reply[#reply + 1] = redis.call('GET', keys[i + 1]) or ''
+    local digest, content = argv[2 * i], argv[2 * i + 1]
+    local outcome = 0
+    if has_digest(digests_alone, digest) then
+      outcome = redis.call('GET', keys[2 * i]) or ''
     else
-      reply[#reply + 1] = 0
+      local contents = contents_of(entries, digest)
+      if contents[1] == content then
+        outcome = redis.call('GET', keys[2 * i]) or ''
+      elseif #contents > 0 then
+        outcome = 1
+        for j = 2, #contents do
+          if contents[j] == content then outcome = redis.call('GET', keys[2 * i + 1]) or '' end
+        end
+      end
     end
+    reply[#reply + 1] = outcome
   end
-  for i = 5, #values do
+  for i = 6, #values do
     reply[#reply + 1] = values[i]
   end
   return reply
@@ -304,9 +352,15 @@ def next_version(version: str) -> str:
 
 
 def event_digest(event: EventRef) -> str:
-    """The idempotency key: CloudEvents `source` + `id`, hashed to 8 bytes (16 hex digits)."""
+    """The idempotency key within a student's account: CloudEvents `source` + `id`, hashed to 8
+    bytes (16 hex digits)."""
     raw = f"{len(event.source)}:{event.source}{event.id}".encode()
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
+
+
+def content_digest(canonical: bytes) -> str:
+    """An event's content (`wire.canonical_content`) hashed to 4 bytes (8 hex digits)."""
+    return hashlib.blake2b(canonical, digest_size=CONTENT_DIGEST_BYTES).hexdigest()
 
 
 UNITS_FIELD_PREFIX = "u:"
@@ -337,12 +391,19 @@ def outputs_key(student_id: str, digest: str) -> str:
     return f"la:{{{student_id}}}:out:{digest}"
 
 
+Identity = tuple[str, str]
+"""An event as the store knows it: its idempotency digest and its content digest (hex)."""
+
+
 @dataclass(slots=True)
 class LoadedAccount:
     account: Account
     version: str
-    seen: dict[str, bytes | None] = field(default_factory=dict)
-    """Digests already applied, with their stored outputs (None once the retention passed)."""
+    seen: dict[Identity, bytes | None] = field(default_factory=dict)
+    """Events already applied (or refused as a re-use), with their stored outputs (None once
+    the retention passed)."""
+    reused: set[Identity] = field(default_factory=set)
+    """Events whose digest an applied event with other content already has."""
     pending: tuple[str, ...] = ()
     """Digests of sweeper steps whose stored outputs may not have been published yet."""
     unreadable: str | None = None
@@ -353,6 +414,18 @@ class LoadedAccount:
 class AppliedStep:
     digest: str
     outputs: bytes
+    content: str | None = None
+    """The event's content digest; None for a sweeper's step (its event is recorded already)."""
+    reuse: bool = False
+    """A refused re-use of an applied digest: its outputs are kept under digest and content."""
+
+    @property
+    def outputs_name(self) -> str:
+        return self.digest + (self.content or "") if self.reuse else self.digest
+
+    @property
+    def entry(self) -> bytes:
+        return bytes.fromhex(self.digest + (self.content or ""))
 
 
 @immutable
@@ -418,7 +491,7 @@ class AccountStore:
 
     async def load(
         self,
-        digests_by_student: Mapping[str, Sequence[str]],
+        events_by_student: Mapping[str, Sequence[Identity]],
         years_by_student: Mapping[str, Iterable[int]] | None = None,
     ) -> dict[str, LoadedAccount]:
         """Read every touched student in one pipelined round trip (one script call each).
@@ -429,10 +502,10 @@ class AccountStore:
         requests = [
             (
                 student_id,
-                list(digests),
+                list(events),
                 sorted(set((years_by_student or {}).get(student_id, ()))),
             )
-            for student_id, digests in digests_by_student.items()
+            for student_id, events in events_by_student.items()
         ]
         started = time.perf_counter()
         try:
@@ -442,10 +515,10 @@ class AccountStore:
             replies = await self._execute_load(requests)
         self._timed("load", started)
         loaded: dict[str, LoadedAccount] = {}
-        for (student_id, digests, years), reply in zip(requests, replies, strict=True):
+        for (student_id, events, years), reply in zip(requests, replies, strict=True):
             state, version, pending = reply[0], reply[1], reply[2] or b""
-            outputs = reply[3 : 3 + len(digests)]
-            fields = reply[3 + len(digests) :]  # per year: its units, its totals
+            outputs = reply[3 : 3 + len(events)]
+            fields = reply[3 + len(events) :]  # per year: its units, its totals
             units = {year: blob for year, blob in zip(years, fields[::2], strict=True) if blob}
             totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
             unreadable = None
@@ -459,19 +532,26 @@ class AccountStore:
                 pending=_digests(pending),
                 unreadable=unreadable,
             )
-            for digest, stored in zip(digests, outputs, strict=True):
-                if stored != 0:
-                    entry.seen[digest] = stored or None
+            for identity, stored in zip(events, outputs, strict=True):
+                if stored == 1:
+                    entry.reused.add(identity)
+                elif stored != 0:
+                    entry.seen[identity] = stored or None
             loaded[student_id] = entry
         return loaded
 
-    async def _execute_load(self, requests: list[tuple[str, list[str], list[int]]]) -> list[Any]:
+    async def _execute_load(
+        self, requests: list[tuple[str, list[Identity], list[int]]]
+    ) -> list[Any]:
         calls = []
-        for student_id, digests, years in requests:
+        for student_id, events, years in requests:
             keys = [account_key(student_id)]
-            keys.extend(outputs_key(student_id, digest) for digest in digests)
-            args: list[Any] = [len(digests)]
-            args.extend(bytes.fromhex(digest) for digest in digests)
+            args: list[Any] = [len(events)]
+            for digest, content in events:
+                keys.extend(
+                    (outputs_key(student_id, digest), outputs_key(student_id, digest + content))
+                )
+                args.extend((bytes.fromhex(digest), bytes.fromhex(content)))
             for year in years:
                 args.extend((units_field(year), totals_field(year)))
             calls.append((keys, args))
@@ -544,8 +624,8 @@ class AccountStore:
             for year, row in totals.items():
                 args.extend((totals_field(year), row))
             for step in write.steps:
-                keys.append(outputs_key(write.student_id, step.digest))
-                args.extend((bytes.fromhex(step.digest), step.outputs))
+                keys.append(outputs_key(write.student_id, step.outputs_name))
+                args.extend((step.entry, step.outputs))
             calls.append((keys, args))
         return await self._run_scripts(calls, _COMMIT_SCRIPT, _COMMIT_MANY_SCRIPT, index=True)
 
@@ -634,6 +714,53 @@ class AccountStore:
             await self.redis.eval(
                 _RELEASE_CLAIM, 1, HELD_INDEX_KEY, student_id, claim.marker, score
             )
+
+    async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
+        """Each student's whole account hash as stored, in one pipelined round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for student_id in student_ids:
+                pipe.hgetall(account_key(student_id))
+            replies: list[Any] = await pipe.execute()
+        return dict(zip(student_ids, replies, strict=True))
+
+    async def restore_account(
+        self,
+        student_id: str,
+        fields: Mapping[bytes, bytes],
+        held_deadline: Callable[[Account], float | None],
+    ) -> bool:
+        """Write an account hash as `raw_accounts` read it, and its held-index entry; False (and
+        nothing written) when a later version of the account is already stored."""
+        key = account_key(student_id)
+        current = await self.redis.hget(key, "v")
+        if current is not None and int(current) > int(fields.get(b"v") or 0):
+            return False
+        account = decode_account(
+            student_id,
+            fields.get(b"s"),
+            _per_year(fields, UNITS_FIELD_PREFIX),
+            _per_year(fields, TOTALS_FIELD_PREFIX),
+        )
+        await self.redis.delete(key)
+        await self.redis.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+        deadline = held_deadline(account)
+        if fields.get(b"p"):
+            await self.redis.zadd(HELD_INDEX_KEY, {student_id: 0})
+        elif deadline is not None:
+            await self.redis.zadd(HELD_INDEX_KEY, {student_id: deadline})
+        else:
+            await self.redis.zrem(HELD_INDEX_KEY, student_id)
+        return True
+
+    async def forget_account(self, student_id: str) -> None:
+        await self.redis.delete(account_key(student_id))
+        await self.redis.zrem(HELD_INDEX_KEY, student_id)
+
+    async def restore_outputs(
+        self, student_id: str, digest: str, outputs: bytes, keep_ms: int
+    ) -> None:
+        """A step's stored outputs, kept `keep_ms` more milliseconds."""
+        await self.redis.set(outputs_key(student_id, digest), outputs, px=keep_ms)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

@@ -70,7 +70,7 @@ from .devstack import (
     start_tansu,
     wait_for_kafka,
 )
-from .wire import INPUT_TOPICS, OUTPUT_TOPICS
+from .wire import INPUT_TOPICS, OUTPUT_TOPICS, STRUCTURED_HEADERS
 
 __all__ = [
     "BACKENDS",
@@ -425,7 +425,8 @@ class LearningAccountStack:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, **PRODUCER_KWARGS)
         await producer.start()
         try:
-            pending = [await producer.send(t, v, key=k) for t, k, v in records]
+            headers = list(STRUCTURED_HEADERS)
+            pending = [await producer.send(t, v, key=k, headers=headers) for t, k, v in records]
             await asyncio.gather(*pending)
         finally:
             await producer.stop()

@@ -11,13 +11,16 @@ quarter-credits (`to_quarters` / `from_quarters`), so the core never sees a floa
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
-from datetime import date, datetime
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -29,11 +32,13 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from .clock import BRUSSELS
 from .domain.model import (
     Contract,
     Degree,
@@ -42,6 +47,7 @@ from .domain.model import (
     ProgrammeKind,
     Refusal,
     ResultOutcome,
+    academic_year_of,
     immutable,
 )
 
@@ -135,6 +141,15 @@ def short_name(event_type: str) -> str:
 SERVICE_SOURCE: Final = "urn:learning-account:service"
 SPEC_VERSION: Final = "1.0"
 JSON_CONTENT_TYPE: Final = "application/json"
+#: The Kafka `content-type` header of a structured-mode CloudEvent (CloudEvents Kafka binding).
+CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json; charset=UTF-8"
+CONTENT_TYPE_HEADER: Final = "content-type"
+#: The headers of a record that carries a structured-mode CloudEvent (every output, and inputs
+#: sent by this project's tools).
+STRUCTURED_HEADERS: Final = ((CONTENT_TYPE_HEADER, CLOUDEVENTS_CONTENT_TYPE.encode()),)
+#: Binary mode: the attributes as headers with this prefix; `data` alone is the record value.
+BINARY_HEADER_PREFIX: Final = "ce_"
+BINARY_ATTRIBUTES: Final = ("specversion", "id", "source", "type", "subject", "time", "traceparent")
 
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_COURSE_UNITS: Final = 100
@@ -195,23 +210,62 @@ StudentId = Annotated[
 
 Code = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 NonEmptyText = Annotated[str, StringConstraints(min_length=1)]
+MAX_EVENT_ID_CHARS: Final = 128
+MAX_EVENT_SOURCE_CHARS: Final = 256
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+EventSource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_SOURCE_CHARS)]
 
 
-FIRST_ACADEMIC_YEAR: Final = 1900
+FIRST_ACADEMIC_YEAR: Final = 2008
+"""2008-2009, the learning account's first year."""
 LAST_ACADEMIC_YEAR: Final = 9998
+"""The last year the rules' calendar can compute, whatever a record's timestamp says."""
+#: The validation context's key for the latest academic year a message may name.
+LATEST_YEAR_CONTEXT: Final = "latest_academic_year"
 
 
-def _consecutive_years(value: str) -> str:
+_FIRST_RECORD_TIME: Final = datetime(FIRST_ACADEMIC_YEAR, 9, 1, tzinfo=BRUSSELS).timestamp()
+_LAST_RECORD_TIME: Final = datetime(LAST_ACADEMIC_YEAR + 1, 12, 31, tzinfo=BRUSSELS).timestamp()
+
+
+def record_time(timestamp_ms: int | None) -> float | None:
+    """A record's time in epoch seconds from its timestamp; None (`decode` then takes the
+    processing time) when it has none, or one before the learning account began or past the
+    calendar (Kafka's -1, a producer stamping seconds or microseconds)."""
+    if timestamp_ms is None or not _FIRST_RECORD_TIME <= timestamp_ms / 1000 <= _LAST_RECORD_TIME:
+        return None
+    return timestamp_ms / 1000
+
+
+def latest_academic_year(stamped_at: float) -> int:
+    """The latest academic year a record stamped at `stamped_at` (epoch seconds, as
+    `record_time` gives) may name: one after the academic year of that moment in
+    Europe/Brussels (contracts.md)."""
+    day = datetime.fromtimestamp(stamped_at, BRUSSELS).date()
+    return min(academic_year_of(day) + 1, LAST_ACADEMIC_YEAR)
+
+
+def _consecutive_years(value: str, info: ValidationInfo) -> str:
     first, second = value.split("-")
     if int(second) != int(first) + 1:
         raise PydanticCustomError(
             "academic_year", "academic year must be two consecutive years, like 2016-2017"
         )
-    if not FIRST_ACADEMIC_YEAR <= int(first) <= LAST_ACADEMIC_YEAR:
+    context = info.context if isinstance(info.context, dict) else {}
+    latest = context.get(LATEST_YEAR_CONTEXT)
+    if latest is None:
+        latest = latest_academic_year(time.time())
+    if not FIRST_ACADEMIC_YEAR <= int(first) <= latest:
         raise PydanticCustomError(
             "academic_year",
-            "academic year must start between {first} and {last}",
-            {"first": FIRST_ACADEMIC_YEAR, "last": LAST_ACADEMIC_YEAR},
+            "academic year must lie between {first}-{first_end} and {last}-{last_end}"
+            " (one year after the academic year of the record's time)",
+            {
+                "first": FIRST_ACADEMIC_YEAR,
+                "first_end": FIRST_ACADEMIC_YEAR + 1,
+                "last": latest,
+                "last_end": latest + 1,
+            },
         )
     return value
 
@@ -221,7 +275,10 @@ AcademicYear = Annotated[
     StringConstraints(pattern=r"^[0-9]{4}-[0-9]{4}$"),
     AfterValidator(_consecutive_years),
     Field(
-        description="Academic year as YYYY-YYYY with consecutive years",
+        description=(
+            "Academic year as YYYY-YYYY with consecutive years, from 2008-2009 to one year "
+            "after the academic year of the record's timestamp (Europe/Brussels)"
+        ),
         examples=["2016-2017"],
     ),
 ]
@@ -309,12 +366,15 @@ class EventEnvelope(WireModel):
     specversion: Literal["1.0"] = Field(
         description="CloudEvents specification version", examples=["1.0"]
     )
-    id: NonEmptyText = Field(
-        description="Event id, unique per source; `source` + `id` is the idempotency key",
+    id: EventId = Field(
+        description=(
+            "Event id, unique per source (1-128 characters); the student, `source` and `id` are "
+            "the idempotency key"
+        ),
         examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"],
     )
-    source: NonEmptyText = Field(
-        description="URI reference of the producing system",
+    source: EventSource = Field(
+        description="URI reference of the producing system (1-256 characters)",
         examples=["urn:institution:kuleuven:sis"],
     )
     time: AwareDatetime | None = Field(
@@ -352,11 +412,36 @@ class StudentEventEnvelope(EventEnvelope):
         return self
 
 
-class OutputEventEnvelope(EventEnvelope):
-    """Envelope of what the service publishes (always JSON, always this source)."""
+def _absent(value: object) -> bool:
+    return value is None
 
-    # Documented as sent: attributes with defaults are still always on the wire.
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # an attribute left out has no value on the wire, not a null one
+    schema.pop("default", None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+#: W3C trace context `traceparent`: version, trace id, parent span id, flags (lowercase hex).
+TRACEPARENT_PATTERN: Final = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+class OutputModel(WireModel):
+    """Part of what the service publishes, documented as sent.
+
+    Every field is on the wire (null where nullable), except those declared with
+    `exclude_if=_absent`: those are left out when they have no value, so their schema is the
+    present value's and they are not required.
+    """
+
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class OutputEventEnvelope(OutputModel, EventEnvelope):
+    """Envelope of what the service publishes (always JSON, always this source)."""
 
     specversion: Literal["1.0"] = Field(
         default="1.0", description="CloudEvents specification version", examples=["1.0"]
@@ -368,13 +453,33 @@ class OutputEventEnvelope(EventEnvelope):
     )
     id: NonEmptyText = Field(
         description=(
-            "Derived from the input event's source and id and the output kind, so a "
-            "re-published output has the same id: deduplicate on it"
+            "Derived from the student, the input event's source and id and the output kind, so "
+            "a re-published output has the same id: deduplicate on it"
         ),
         examples=["5b0c8f1e-4f55-5a53-8f0e-8a6a2b0f7c11"],
     )
-    datacontenttype: str | None = Field(
+    time: AwareDatetime = Field(
+        default_factory=_now,
+        description=(
+            "When the service produced the event (RFC 3339); a dead letter carries its "
+            "record's timestamp"
+        ),
+        examples=["2017-02-10T14:30:01.000Z"],
+    )
+    datacontenttype: Literal["application/json"] = Field(
         default=JSON_CONTENT_TYPE, description="Media type of `data`", examples=[JSON_CONTENT_TYPE]
+    )
+    traceparent: Annotated[
+        str | None, WithJsonSchema({"type": "string", "pattern": TRACEPARENT_PATTERN})
+    ] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description=(
+            "CloudEvents distributed-tracing extension (W3C trace context): the span that "
+            "applied the input; present only when tracing is on"
+        ),
+        examples=["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
     )
 
 
@@ -564,15 +669,15 @@ class CourseUnitsDeregistered(WireModel):
 # --- Output data --------------------------------------------------------------------------------
 
 
-class CausedBy(WireModel):
+class CausedBy(OutputModel):
     """The input event an output answers."""
 
-    source: NonEmptyText = Field(examples=["urn:institution:kuleuven:sis"])
-    id: NonEmptyText = Field(examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"])
+    source: EventSource = Field(examples=["urn:institution:kuleuven:sis"])
+    id: EventId = Field(examples=["7f1c2e4a-1f7e-4a53-9c55-0d6a3c1c2b10"])
     type: NonEmptyText = Field(examples=[EXAM_RESULT_RECORDED_TYPE])
 
 
-class Entry(WireModel):
+class Entry(OutputModel):
     """One booking on the account, to one academic year."""
 
     kind: EntryKind = Field(
@@ -594,7 +699,7 @@ class Entry(WireModel):
     academic_year: AcademicYear
 
 
-class BalanceChanged(WireModel):
+class BalanceChanged(OutputModel):
     """One per input event that changed the balance."""
 
     student_id: StudentId
@@ -614,7 +719,7 @@ class BalanceChanged(WireModel):
     caused_by: CausedBy
 
 
-class CreditExhausted(WireModel):
+class CreditExhausted(OutputModel):
     """The balance went from above 0 to 0 or below."""
 
     student_id: StudentId
@@ -627,7 +732,7 @@ class CreditExhausted(WireModel):
     )
 
 
-class CreditLow(WireModel):
+class CreditLow(OutputModel):
     """The balance went from at or above a threshold to below it (one event per threshold)."""
 
     student_id: StudentId
@@ -637,7 +742,7 @@ class CreditLow(WireModel):
     caused_by: CausedBy
 
 
-class EventRejected(WireModel):
+class EventRejected(OutputModel):
     """A valid input event refused by a rule."""
 
     student_id: StudentId
@@ -646,13 +751,16 @@ class EventRejected(WireModel):
     caused_by: CausedBy
 
 
-class DeadLettered(WireModel):
+class DeadLettered(OutputModel):
     """An input message that could not be read or validated."""
 
     topic: NonEmptyText = Field(examples=[REGISTRATIONS_TOPIC])
     partition: int = Field(ge=0, examples=[0])
     offset: int = Field(ge=0, examples=[42])
-    key: str | None = Field(description="The record key as text, if any", examples=["r0123456"])
+    key: str | None = Field(
+        description="The record key as text (base64 when not UTF-8); null when it had none",
+        examples=["r0123456"],
+    )
     error: str = Field(description="Why the message was refused, for people", examples=["not JSON"])
     error_code: ErrorCode = Field(
         description="Why the message was refused, stable for machines", examples=["not_json"]
@@ -661,10 +769,36 @@ class DeadLettered(WireModel):
         description="The original message as text (base64 when not UTF-8), cut at 64 KiB",
         examples=['{"specversion": "1.0"'],
     )
-    payload_encoding: Literal["base64"] | None = Field(
+    payload_encoding: Annotated[
+        Literal["base64"] | None, WithJsonSchema({"type": "string", "const": "base64"})
+    ] = Field(
         default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
         description='"base64" when the payload was not UTF-8; absent otherwise',
         examples=["base64"],
+    )
+    payload_truncated: Annotated[
+        Literal[True] | None, WithJsonSchema({"type": "boolean", "const": True})
+    ] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="true when the message was longer than 64 KiB and `payload` is its start",
+        examples=[True],
+    )
+    headers: Annotated[
+        dict[str, str] | None,
+        WithJsonSchema({"type": "object", "additionalProperties": {"type": "string"}}),
+    ] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description=(
+            "For a message in binary mode (CloudEvents Kafka binding): its `ce_` and "
+            "`content-type` headers, re-published with the payload by a redrive; absent otherwise"
+        ),
+        examples=[{"ce_specversion": "1.0", "content-type": "application/json"}],
     )
 
 
@@ -723,8 +857,12 @@ class EventRejectedEvent(OutputEventEnvelope, StudentEventEnvelope):
 
 class DeadLetteredEvent(OutputEventEnvelope):
     type: Literal["be.flanders.learning-account.dead-lettered.v1"] = DEAD_LETTERED_TYPE
-    subject: str | None = Field(
-        default=None, description="The record key, if any", examples=["r0123456"]
+    subject: Annotated[str | None, WithJsonSchema({"type": "string"})] = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="The record key, when it is UTF-8 text; absent otherwise",
+        examples=["r0123456"],
     )
     data: DeadLettered
 
@@ -805,11 +943,25 @@ class DecodedEvent:
     key: bytes | None
 
 
-def decode(topic: str, value: bytes | None, key: bytes | None = None) -> DecodedEvent:
+Headers = Sequence[tuple[str, bytes | None]]
+"""A record's headers as aiokafka reads them: names as text, values as bytes or null."""
+
+
+def decode(
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: Headers = (),
+    *,
+    stamped_at: float | None = None,
+) -> DecodedEvent:
     """Validate one Kafka record of `topic`; raise `InvalidMessage` if it is not acceptable.
 
-    The record key is kept but not checked: a key that differs from the student id does not make
-    a message invalid (contracts.md).
+    A record in binary mode (`binary_attributes`) is validated as the structured message of the
+    same event: the same model, the same errors, the same idempotency key. The record key is
+    kept but not checked: a key that differs from the student id does not make a message
+    invalid (contracts.md). `stamped_at` is the record's time (epoch seconds; None: now), which
+    bounds the academic years it may name.
     """
     allowed = TOPIC_TYPES.get(topic)
     if allowed is None:
@@ -822,10 +974,17 @@ def decode(topic: str, value: bytes | None, key: bytes | None = None) -> Decoded
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidMessage(f"not UTF-8 (byte {exc.start})", ErrorCode.NOT_UTF8) from None
+    attributes = binary_attributes(headers)
+    if attributes is not None:
+        value = _structured(attributes, value)
     try:
-        event = _EVENT_ADAPTER.validate_json(value)
+        latest = latest_academic_year(time.time() if stamped_at is None else stamped_at)
+        event = _EVENT_ADAPTER.validate_json(value, context={LATEST_YEAR_CONTEXT: latest})
     except ValidationError as exc:
-        raise InvalidMessage(*_describe(exc, topic, allowed)) from None
+        reason, code = _describe(exc, topic, allowed)
+        if attributes is not None and code is ErrorCode.INVALID_ENVELOPE:
+            reason = f"binary mode (ce_ headers): {reason}"
+        raise InvalidMessage(reason, code) from None
     if event.type not in allowed:
         raise InvalidMessage(_wrong_topic(event.type, topic), ErrorCode.WRONG_TOPIC)
     return DecodedEvent(
@@ -839,6 +998,91 @@ def decode(topic: str, value: bytes | None, key: bytes | None = None) -> Decoded
         event=event,
         key=key,
     )
+
+
+def binary_attributes(headers: Headers) -> dict[str, str] | None:
+    """The CloudEvents attributes of a binary-mode record, None for a structured one.
+
+    Binary: a `ce_specversion` header and a `content-type` that is not
+    `application/cloudevents…` (contracts.md, "Kafka binding"). Header values are bytes; one of
+    the attributes that is not UTF-8 is an invalid envelope. A header without a value is absent.
+    """
+    if not headers:
+        return None  # the common case, kept cheap: decode is on the hot path
+    found = _present(headers)
+    if not _is_binary(found):
+        return None
+    content_type = found.get(CONTENT_TYPE_HEADER, b"")
+    attributes: dict[str, str] = {}
+    for attribute in BINARY_ATTRIBUTES:
+        raw = found.get(BINARY_HEADER_PREFIX + attribute)
+        if raw is None:
+            continue
+        try:
+            attributes[attribute] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMessage(
+                f"envelope invalid: header {BINARY_HEADER_PREFIX}{attribute} is not UTF-8"
+            ) from None
+    if content_type:
+        try:
+            attributes["datacontenttype"] = content_type.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMessage("envelope invalid: header content-type is not UTF-8") from None
+    return attributes
+
+
+def binding_headers(headers: Headers) -> dict[str, str] | None:
+    """A binary-mode record's `ce_` and `content-type` headers as text (those that are UTF-8),
+    which its dead letter keeps so that a redrive re-publishes the event whole; else None."""
+    if not _is_binary(_present(headers)):
+        return None
+    kept: dict[str, str] = {}
+    for name, raw in headers:
+        lowered = name.lower()
+        if raw is None or not (
+            lowered.startswith(BINARY_HEADER_PREFIX) or lowered == CONTENT_TYPE_HEADER
+        ):
+            continue
+        try:
+            name.encode("utf-8")  # a name aiokafka could not decode arrives surrogate-escaped
+            kept.setdefault(name, raw.decode("utf-8"))
+        except UnicodeError:
+            continue
+    return kept
+
+
+def _present(headers: Headers) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for name, raw in headers:
+        if raw is not None:
+            found.setdefault(name.lower(), raw)
+    return found
+
+
+def _is_binary(found: Mapping[str, bytes]) -> bool:
+    content_type = found.get(CONTENT_TYPE_HEADER, b"")
+    return f"{BINARY_HEADER_PREFIX}specversion" in found and not content_type.lower().startswith(
+        b"application/cloudevents"
+    )
+
+
+def _structured(attributes: Mapping[str, str], data: bytes) -> bytes:
+    """The structured-mode message of a binary record: its attributes plus `data`, verbatim."""
+    try:
+        json.loads(data)  # one JSON value, nothing after it: safe to splice in as `data`
+    except ValueError as exc:
+        raise InvalidMessage(f"not JSON: {exc}", ErrorCode.NOT_JSON) from None
+    envelope = json.dumps(dict(attributes), ensure_ascii=False).encode()
+    return envelope[:-1] + b', "data": ' + data + b"}"
+
+
+def canonical_content(decoded: DecodedEvent) -> bytes:
+    """What makes two events with one idempotency key the same event: `type` and the validated
+    `data` (unknown fields dropped, defaults left out, so given or defaulted read alike; numbers
+    as the contract writes them, so `6` and `6.0` read alike), as JSON with sorted keys."""
+    data = decoded.data.model_dump(mode="json", exclude_defaults=True)
+    return orjson.dumps({"type": decoded.type, "data": data}, option=orjson.OPT_SORT_KEYS)
 
 
 def _describe(exc: ValidationError, topic: str, allowed: frozenset[str]) -> tuple[str, ErrorCode]:

@@ -31,6 +31,11 @@ import yaml  # pyyaml: a test dependency (pyproject, extra `test`)
 from learning_account import wire
 from learning_account.http_api import create_http_app
 from learning_account.metrics import Metrics
+from learning_account.restore import (
+    ACCOUNT_SNAPSHOTS_TOPIC,
+    OUTBOX_SNAPSHOTS_TOPIC,
+    SNAPSHOT_TOPICS,
+)
 from learning_account.settings import Settings
 from support.tools import tool_missing
 
@@ -44,7 +49,9 @@ BASE = K8S / "base"
 TOPICS_DIR = K8S / "topics"
 TOPICS_SCRIPT = TOPICS_DIR / "create-topics.sh"
 
-ALL_TOPICS = frozenset(wire.INPUT_TOPICS) | frozenset(wire.OUTPUT_TOPICS)
+ALL_TOPICS = (
+    frozenset(wire.INPUT_TOPICS) | frozenset(wire.OUTPUT_TOPICS) | frozenset(SNAPSHOT_TOPICS)
+)
 LA_NAME = re.compile(r"\bLA_[A-Z0-9_]*[A-Z0-9]\b")
 
 
@@ -510,6 +517,9 @@ def test_compose_topics_service_creates_every_contract_topic(tmp_path: Path) -> 
     for name in wire.OUTPUT_TOPICS:
         assert topics[name].partitions >= 1 and "retention.ms" in topics[name].configs
     assert int(topics[wire.DEAD_LETTER_TOPIC].configs["retention.ms"]) >= 30 * day_ms
+    assert topics[ACCOUNT_SNAPSHOTS_TOPIC].configs["cleanup.policy"] == "compact"
+    outbox = topics[OUTBOX_SNAPSHOTS_TOPIC].configs
+    assert int(outbox["retention.ms"]) > Settings().outbox_retention_seconds * 1000
     # single-node compose: replication factor 1 or the broker refuses to create them
     assert {t.replication_factor for t in topics.values()} == {1}
 

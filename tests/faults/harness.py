@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from hostile import raw_header_names
 from redis.asyncio import Redis
 from workload import Workload
 
 from learning_account.state_codec import encode_account
 from learning_account.store import AccountStore
 from learning_account.wire import DEAD_LETTER_TOPIC, OUTPUT_TOPICS
-from support.kafka import consume_to_end
+from support.kafka import consume_to_end, not_utf8_header_names
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -139,7 +138,7 @@ class Feed:
             )
             await producer.start()
             try:
-                with raw_header_names():
+                with not_utf8_header_names():
                     pending = [
                         await producer.send(
                             record.topic,

@@ -8,34 +8,15 @@ their order against the rest of the workload does not matter.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from aiokafka.producer import message_accumulator
-from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from learning_account import events as ev
 from learning_account.wire import EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
+from support.kafka import NAME_PLACEHOLDER
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")
-
-
-class RawHeaderName(str):
-    """A header name that goes on the wire as bytes that are not UTF-8."""
-
-    __slots__ = ("raw",)
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawHeaderName:
-        name = super().__new__(cls, raw.decode("latin-1"))
-        name.raw = raw
-        return name
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 @dataclass
@@ -50,24 +31,13 @@ class HostileRecord:
     """A record that must end as a dead letter (the rest must be applied)."""
 
 
-@contextlib.contextmanager
-def raw_header_names() -> Iterator[None]:
-    """aiokafka's C record builder insists on str header names; its Python twin encodes them."""
-    original = message_accumulator.DefaultRecordBatchBuilder
-    message_accumulator.DefaultRecordBatchBuilder = _DefaultRecordBatchBuilderPy
-    try:
-        yield
-    finally:
-        message_accumulator.DefaultRecordBatchBuilder = original
-
-
 def hostile_records(seed: int) -> dict[str, list[HostileRecord]]:
     """By input topic: the hostile records to send after that topic's first phase."""
     registrations: list[HostileRecord] = []
     results: list[HostileRecord] = []
     headers_of_kind: list[list[tuple[str, bytes | None]]] = [
         [("x-trace", None)],
-        [(RawHeaderName(b"\xff\xfex-name"), b"1")],
+        [(NAME_PLACEHOLDER.decode(), b"1")],
         [("x-value", b"\xff\xfe\xfa")],
         [("x-unknown", b"whatever"), ("ce_ignored-in-structured-mode", None)],
         [],
@@ -116,7 +86,7 @@ def hostile_records(seed: int) -> dict[str, list[HostileRecord]]:
             REGISTRATIONS_TOPIC,
             b"bad-lz4",
             b"[not, json]",
-            headers=[(RawHeaderName(b"\xc3\x28"), None)],
+            headers=[(NAME_PLACEHOLDER.decode(), None)],
             codec="lz4",
             bad=True,
         ),

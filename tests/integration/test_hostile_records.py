@@ -44,6 +44,7 @@ from learning_account.wire import (
     OUTPUT_TOPICS,
     REGISTRATIONS_TOPIC,
 )
+from support.kafka import NAME_PLACEHOLDER, not_utf8_header_names
 from support.service import OutputCollector
 
 PARTITIONS = 3
@@ -238,28 +239,18 @@ async def test_a_header_with_a_null_value_loses_nothing(
 
 # --- case 2: a header whose name is not UTF-8 ----------------------------------------------------
 
-# aiokafka's producer only takes header names as str: its batch builder (the pure-Python one,
-# patched in for the test) swaps this placeholder for bytes of the same length that are not UTF-8
-NAME_PLACEHOLDER = b"hostile-name"
-NOT_UTF8_NAME = b"\xff\xfe-not-utf-8"
-
-
-class _NotUtf8HeaderNames(_DefaultRecordBatchBuilderPy):  # type: ignore[misc]
-    def build(self) -> bytearray:
-        self._buffer[:] = bytes(self._buffer).replace(NAME_PLACEHOLDER, NOT_UTF8_NAME)
-        return super().build()  # type: ignore[no-any-return]
-
 
 @pytest.fixture
-def not_utf8_header_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(message_accumulator, "DefaultRecordBatchBuilder", _NotUtf8HeaderNames)
+def not_utf8_names() -> Iterator[None]:
+    with not_utf8_header_names():
+        yield
 
 
 async def test_a_header_name_that_is_not_utf8_loses_nothing_on_any_partition(
     start_service: Callable[..., Awaitable[Running]],
     outputs: OutputCollector,
     topics: str,
-    not_utf8_header_names: None,
+    not_utf8_names: None,
     redis_url: str,
 ) -> None:
     running = await start_service()

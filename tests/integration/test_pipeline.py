@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import date
 from typing import Any
@@ -165,7 +166,7 @@ async def test_every_output_kind_validates_against_the_contract(redis_client: Re
     assert (changed["previous_balance"], changed["delta"], changed["balance"]) == (0, -2.5, -2.5)
 
 
-def test_output_ids_are_uuid5_of_the_cause() -> None:
+def test_output_ids_are_uuid5_of_the_student_and_the_cause() -> None:
     import uuid
 
     from learning_account.domain.model import EventRef
@@ -173,9 +174,9 @@ def test_output_ids_are_uuid5_of_the_cause() -> None:
 
     cause = EventRef("urn:institution:kuleuven:sis", "7f1c2e4a", "t")
     expected = uuid.uuid5(
-        OUTPUT_ID_NAMESPACE, "urn:institution:kuleuven:sis\n7f1c2e4a\ncredit-low\n60"
+        OUTPUT_ID_NAMESPACE, "r0123456\nurn:institution:kuleuven:sis\n7f1c2e4a\ncredit-low\n60"
     )
-    assert output_id(cause, "credit-low", 60) == str(expected)
+    assert output_id("r0123456", cause, "credit-low", 60) == str(expected)
 
 
 async def test_a_format_2_account_keeps_every_year_total_once_written_as_format_3(
@@ -212,7 +213,7 @@ async def test_a_format_2_account_keeps_every_year_total_once_written_as_format_
 async def test_the_core_does_not_grow_with_the_years(redis_client: Redis) -> None:
     proc = processor(redis_client)
     sizes = []
-    for year in range(2000, 2012):
+    for year in range(2012, 2024):  # from 2008-2009 (the first) to the records' time + 1
         await proc.process([record(ev.registration("long", year, {f"U{year}": 3}))])
         await proc.process([record(ev.exam_result("long", year, f"U{year}", "passed"))])
         sizes.append(len(await redis_client.hget("la:{long}:account", "s")))
@@ -262,8 +263,12 @@ async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
     )
     assert (await live.process(history)).dead_lettered == 1
 
-    async def read_history(bootstrap: str) -> list[list[InputRecord]]:
-        return [history]
+    @contextlib.asynccontextmanager
+    async def read_history(bootstrap: str) -> Any:
+        async def chunks() -> Any:
+            yield history
+
+        yield [chunks()], len(history)
 
     monkeypatch.setattr(rebuild, "read_history", read_history)
     target_url = redis_url.rsplit("/", 1)[0] + "/5"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.producer import message_accumulator
+from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from learning_account.devstack import (
     PRODUCER_KWARGS,
@@ -42,6 +45,30 @@ class ConsumedRecord(NamedTuple):
     @property
     def key_str(self) -> str | None:
         return self.key.decode() if self.key is not None else None
+
+
+# aiokafka's producer only takes header names as str: its batch builder (the pure-Python one,
+# patched in by `not_utf8_header_names`) swaps this placeholder for bytes of the same length
+# that are not UTF-8
+NAME_PLACEHOLDER = b"hostile-name"
+NOT_UTF8_NAME = b"\xff\xfe-not-utf-8"
+
+
+class _NotUtf8HeaderNames(_DefaultRecordBatchBuilderPy):  # type: ignore[misc]
+    def build(self) -> bytearray:
+        self._buffer[:] = bytes(self._buffer).replace(NAME_PLACEHOLDER, NOT_UTF8_NAME)
+        return super().build()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def not_utf8_header_names() -> Iterator[None]:
+    """While active, producers write NAME_PLACEHOLDER header names as NOT_UTF8_NAME."""
+    original = message_accumulator.DefaultRecordBatchBuilder
+    message_accumulator.DefaultRecordBatchBuilder = _NotUtf8HeaderNames
+    try:
+        yield
+    finally:
+        message_accumulator.DefaultRecordBatchBuilder = original
 
 
 def unique_topic(prefix: str = "t") -> str:

@@ -26,6 +26,8 @@ from learning_account.wire import OUTPUT_TOPICS
 class ServiceProcess:
     """`learning-account serve` in its own process, configured only by LA_* variables."""
 
+    command: tuple[str, ...] = (sys.executable, "-m", "learning_account.cli", "serve")
+
     def __init__(self, log_dir: Path, **settings: str) -> None:
         self.port = int(settings.pop("HTTP_PORT", None) or free_port())
         self.env = {
@@ -51,7 +53,7 @@ class ServiceProcess:
         self.starts += 1
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "learning_account.cli", "serve"],
+            list(self.command),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

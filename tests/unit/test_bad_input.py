@@ -11,7 +11,7 @@ import base64
 import copy
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -338,6 +338,45 @@ def test_every_refusal_has_its_stable_error_code(topic: str, value: bytes, code:
     with pytest.raises(InvalidMessage) as caught:
         decode(topic, value, STUDENT.encode())
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("attribute", "limit"), [("id", 128), ("source", 256)], ids=["id", "source"]
+)
+def test_an_id_or_source_over_its_length_is_an_invalid_envelope(attribute: str, limit: int) -> None:
+    longest = mutated(registration(), lambda e: e.update({attribute: "x" * limit}))
+    assert decode(REGISTRATIONS_TOPIC, longest).event.model_dump()[attribute] == "x" * limit
+    longer = mutated(registration(), lambda e: e.update({attribute: "x" * (limit + 1)}))
+    with pytest.raises(InvalidMessage) as caught:
+        decode(REGISTRATIONS_TOPIC, longer)
+    assert caught.value.code == ErrorCode.INVALID_ENVELOPE
+    assert f"envelope invalid: {attribute}" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("year", "valid"),
+    [("2007-2008", False), ("2008-2009", True), ("2031-2032", True), ("2032-2033", False)],
+)
+def test_academic_years_run_from_2008_2009_to_one_after_the_records(year: str, valid: bool) -> None:
+    """A record of 1 January 2031 (academic year 2030-2031) may name up to 2031-2032."""
+    stamped_at = datetime(2031, 1, 1, tzinfo=UTC).timestamp()
+    value = mutated(registration(), lambda e: e["data"].update(academic_year=year))
+    if valid:
+        decode(REGISTRATIONS_TOPIC, value, stamped_at=stamped_at)
+        return
+    with pytest.raises(InvalidMessage) as caught:
+        decode(REGISTRATIONS_TOPIC, value, stamped_at=stamped_at)
+    assert caught.value.code == ErrorCode.INVALID_DATA
+    assert "data.academic_year" in caught.value.reason
+
+
+def test_the_academic_year_turns_on_1_september_in_brussels() -> None:
+    # 31 August 2024 22:30 UTC is already 1 September in Brussels: academic year 2024-2025
+    just_turned = datetime(2024, 8, 31, 22, 30, tzinfo=UTC).timestamp()
+    value = mutated(registration(), lambda e: e["data"].update(academic_year="2025-2026"))
+    decode(REGISTRATIONS_TOPIC, value, stamped_at=just_turned)
+    with pytest.raises(InvalidMessage):
+        decode(REGISTRATIONS_TOPIC, value, stamped_at=just_turned - 3600)
 
 
 # --- the student --------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
-from learning_account.ordering import Merge, NotCoPartitioned, check_co_partitioned, merged
+from learning_account.ordering import Merge, NotCoPartitioned, check_co_partitioned, in_record_order
 from learning_account.pipeline import InputRecord
 from learning_account.wire import DEREGISTRATIONS_TOPIC, EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
 
@@ -81,14 +83,26 @@ def test_a_dropped_merge_reads_its_records_again_at_the_same_times() -> None:
     assert [r.timestamp_ms for r in merge.release()] == [50]
 
 
-def test_a_history_is_merged_per_partition_number() -> None:
+async def chunks(*chunked: list[InputRecord]) -> AsyncIterator[list[InputRecord]]:
+    for chunk in chunked:
+        yield chunk
+
+
+async def test_a_history_is_merged_partition_number_after_partition_number_chunk_by_chunk() -> None:
     history = [
-        [at(REG, 0, 30, partition=1), at(REG, 0, 10)],
-        [at(RES, 0, 20, partition=1), at(RES, 0, 20)],
+        (REG, 1, chunks([at(REG, 0, 30, partition=1)])),
+        (REG, 0, chunks([at(REG, 0, 10)], [at(REG, 1, 25), at(REG, 2, 26)])),
+        (RES, 1, chunks([at(RES, 0, 20, partition=1)])),
+        (RES, 0, chunks([at(RES, 0, 20)], [at(RES, 1, 27)])),
+        (DEREG, 0, chunks()),
     ]
-    assert [(r.partition, r.topic, r.offset) for r in merged(history, CLOCK)] == [
+    merged = [record async for record in in_record_order(history, CLOCK)]
+    assert [(r.partition, r.topic, r.offset) for r in merged] == [
         (0, REG, 0),
         (0, RES, 0),
+        (0, REG, 1),
+        (0, REG, 2),
+        (0, RES, 1),
         (1, RES, 0),
         (1, REG, 0),
     ]

@@ -663,6 +663,7 @@ def test_lists_exhaustion_options_and_rejection_reasons_of_the_contract() -> Non
         "unknown_registration",
         "no_result_to_correct",
         "nothing_to_restore",
+        "id_conflict",
     )
 
 

@@ -115,6 +115,8 @@ class Refusal(StrEnum):
     UNKNOWN_REGISTRATION = "unknown_registration"
     NO_RESULT_TO_CORRECT = "no_result_to_correct"
     NOTHING_TO_RESTORE = "nothing_to_restore"
+    ID_CONFLICT = "id_conflict"
+    """The event's source + id name an applied event with other content (the pipeline's)."""
 
 
 EXHAUSTED_OPTIONS = (

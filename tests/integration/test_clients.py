@@ -1,0 +1,365 @@
+"""Every command builds its clients from the same settings: Kafka security, Redis Cluster or not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+import aiokafka.admin
+import aiokafka.admin.client
+import pytest
+from faststream.kafka.security import parse_security
+from redis.asyncio import RedisCluster
+
+from learning_account import cli
+from learning_account import events as ev
+from learning_account.app import Service
+from learning_account.clients import faststream_security, kafka_security
+from learning_account.devstack import (
+    ensure_topics,
+    free_port,
+    start_tansu,
+    wait_for_kafka,
+)
+from learning_account.domain.model import Policy
+from learning_account.domain.statement import statement
+from learning_account.pipeline import InputRecord, Processor
+from learning_account.settings import Settings
+from learning_account.store import AccountStore, account_key
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from support.service import send
+
+CA_NAME = "learning-account test CA"
+USERNAME, PASSWORD = "svc-learning-account", "s3cret"
+
+
+def write_ca(path: Path) -> Path:
+    """A self-signed CA certificate (PEM): what LA_KAFKA_SSL_CAFILE names in a deployment."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def sasl_settings(ca_file: Path) -> dict[str, str]:
+    """The LA_* variables of a SASL_SSL Kafka with SCRAM-SHA-512, as in deploy/k8s."""
+    return {
+        "LA_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "LA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "LA_KAFKA_SASL_USERNAME": USERNAME,
+        "LA_KAFKA_SASL_PASSWORD": PASSWORD,
+        "LA_KAFKA_SSL_CAFILE": str(ca_file),
+    }
+
+
+def assert_sasl(options: dict[str, Any], bootstrap: str) -> None:
+    assert options["bootstrap_servers"] in (bootstrap, [bootstrap])  # FastStream's is a list
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (USERNAME, PASSWORD)
+    trusted = options["ssl_context"].get_ca_certs()
+    assert [dict(pair[0] for pair in ca["subject"]) for ca in trusted] == [{"commonName": CA_NAME}]
+
+
+# --------------------------------------------------------------------------- Kafka security
+
+
+class FirstClientStarted(BaseException):
+    """A stub client was started: as far as a command goes without a SASL broker (a
+    BaseException, which the commands' retries on `Exception` let through)."""
+
+
+class _Anything:
+    """Whatever a command asks of a stub client: callable, awaitable (None), any attribute."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Anything:
+        return self
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+    def __getattr__(self, name: str) -> _Anything:
+        return self
+
+
+@dataclass
+class Built:
+    kind: str
+    options: dict[str, Any]
+
+
+class KafkaSpy:
+    """Stands in for aiokafka's producer, consumer and admin client, for FastStream's use too.
+
+    Each construction is recorded; `start()` raises FirstClientStarted unless its kind is in
+    `starting`, where it succeeds and the command goes on to its next client.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.built: list[Built] = []
+        self.starting: set[str] = set()
+        monkeypatch.setattr(aiokafka, "AIOKafkaProducer", self._stub("producer"))
+        monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", self._stub("consumer"))
+        monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", self._stub("admin"))
+        monkeypatch.setattr(aiokafka.admin.client, "AIOKafkaAdminClient", self._stub("admin"))
+
+    def _stub(self, kind: str) -> type:
+        spy = self
+
+        class StubClient(_Anything):
+            def __init__(self, *topics: str, **options: Any) -> None:
+                spy.built.append(Built(kind, options))
+
+            async def start(self) -> None:
+                if kind not in spy.starting:
+                    raise FirstClientStarted(kind)
+
+            async def create_topics(self, *args: Any, **kwargs: Any) -> None:
+                raise ConnectionError("a stub creates no topics")  # FastStream logs it, goes on
+
+            async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+                acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                acked.set_result(None)
+                return acked
+
+        return StubClient
+
+
+@pytest.fixture
+def listening() -> Iterator[str]:
+    """An open port that never answers Kafka: `dev` finds a broker there and starts none."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+# Tansu, the broker of the tests, has no SASL or TLS listener here: each command runs with the
+# SASL_SSL settings until it starts a Kafka client (a stub), and the arguments every aiokafka
+# client it built received, its own and those FastStream builds for `serve`, are checked.
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("command", "kinds"),
+    [
+        ("serve", ["producer", "admin", "consumer"]),
+        ("dev", ["admin"]),
+        ("demo", ["producer", "consumer"]),
+        ("rebuild", ["consumer"]),
+        ("send", ["producer"]),
+        ("redrive", ["consumer", "producer"]),
+    ],
+)
+def test_each_command_gives_its_kafka_clients_the_sasl_settings(
+    command: str,
+    kinds: list[str],
+    tmp_path: Path,
+    redis_url: str,
+    listening: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        **sasl_settings(write_ca(tmp_path / "ca.pem")),
+        "LA_KAFKA_BOOTSTRAP_SERVERS": listening,
+        "LA_REDIS_URL": redis_url,
+        "LA_HTTP_PORT": str(free_port()),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spy = KafkaSpy(monkeypatch)
+    argv = [command]
+    if command == "serve":
+        spy.starting = {"producer", "admin"}  # FastStream's, started before its consumer
+    elif command in ("dev", "demo"):
+        argv += ["--state-dir", str(tmp_path / "devstack")]
+    if command == "demo":
+        monkeypatch.setattr(cli, "_service_is_up", lambda settings: True)
+        spy.starting = {"producer"}  # the demo's events go out, then it reads the outputs
+    elif command == "send":
+        feed = tmp_path / "feed.jsonl"
+        feed.write_text(json.dumps(ev.registration("sasl", 2016, {"A": 6})) + "\n")
+        argv.append(str(feed))
+    elif command == "rebuild":
+        argv += ["--redis-url", redis_url.rsplit("/", 1)[0] + "/6"]
+    with pytest.raises(FirstClientStarted):
+        cli.main(argv)
+    assert [client.kind for client in spy.built] == kinds
+    for client in spy.built:
+        assert_sasl(client.options, listening)
+
+
+def test_the_faststream_broker_gets_the_same_security_as_the_aiokafka_clients(
+    tmp_path: Path,
+) -> None:
+    ca_file = write_ca(tmp_path / "ca.pem")
+    cases = [
+        {"LA_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+        {"LA_KAFKA_SECURITY_PROTOCOL": "SSL", "LA_KAFKA_SSL_CAFILE": str(ca_file)},
+        {"LA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "LA_KAFKA_SASL_USERNAME": USERNAME},
+        sasl_settings(ca_file),
+        {**sasl_settings(ca_file), "LA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256"},
+        {**sasl_settings(ca_file), "LA_KAFKA_SASL_MECHANISM": ""},
+    ]
+    for env in cases:
+        settings = Settings.from_env(env)
+        ours = kafka_security(settings)
+        theirs = parse_security(faststream_security(settings))
+        for options in (ours, theirs):  # a fresh context each time: compare what it trusts
+            if options.get("ssl_context") is not None:
+                options["ssl_context"] = options["ssl_context"].get_ca_certs()
+        assert theirs == ours, env
+    spec = json.loads(Service(Settings.from_env(sasl_settings(ca_file))).asyncapi())
+    schemes = spec["components"]["securitySchemes"]
+    assert [scheme["type"] for scheme in schemes.values()] == ["scramSha512"]
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "learning_account.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster.from_url(redis_cluster_url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def off_the_first_node(cluster: RedisCluster, url: str) -> str:
+    """A student whose account lives on another master than the URL's: a single-server
+    client on the URL would get MOVED for it."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    return next(
+        student
+        for student in (f"cluster-{n}" for n in range(100))
+        if cluster.get_node_from_key(account_key(student)).port != port
+    )
+
+
+async def seed_balances(cluster: RedisCluster, student: str) -> list[float]:
+    account = await AccountStore(cluster).get(student)
+    assert account is not None
+    return [row.balance / 4 for row in statement(account, 2019)]
+
+
+@pytest.mark.parametrize("mode", ["auto", "true"])
+async def test_statement_reads_a_redis_cluster(
+    mode: str, cluster: RedisCluster, redis_cluster_url: str, tmp_path: Path
+) -> None:
+    student = off_the_first_node(cluster, redis_cluster_url)
+    events = ev.mary_track(student)
+    await Processor(AccountStore(cluster), Policy()).process(
+        [InputRecord(ev.topic_of(e), 0, n, None, ev.to_bytes(e), n) for n, e in enumerate(events)]
+    )
+    env = {
+        **sasl_settings(write_ca(tmp_path / "ca.pem")),
+        "LA_REDIS_URL": redis_cluster_url,
+        "LA_REDIS_CLUSTER": mode,
+    }
+    done = await asyncio.to_thread(run_cli, "statement", student, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[-3:] for line in done.stdout.splitlines() if line.strip()}
+    assert rows["Balance"] == ["200", "200", "200"]
+
+
+@pytest.fixture(scope="module")
+def history_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of this module alone, its input topics holding one student's seed track."""
+    port = free_port()
+    broker = start_tansu(port, tmp_path_factory.mktemp("tansu"))
+    bootstrap = f"127.0.0.1:{port}"
+
+    async def fill() -> None:
+        await wait_for_kafka(bootstrap)
+        await ensure_topics(bootstrap, {t: 1 for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+        await send(bootstrap, ev.mary_track("history"))
+
+    try:
+        asyncio.run(fill())
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("mode", ["auto", "true"])
+async def test_rebuild_writes_into_a_redis_cluster(
+    mode: str, history_broker: str, cluster: RedisCluster, redis_cluster_url: str
+) -> None:
+    env = {
+        "LA_KAFKA_BOOTSTRAP_SERVERS": history_broker,
+        "LA_REDIS_URL": redis_cluster_url,
+        "LA_REDIS_CLUSTER": mode,
+    }
+    done = await asyncio.to_thread(run_cli, "rebuild", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["applied"] == len(ev.mary_track("history"))
+    assert await seed_balances(cluster, "history") == [200, 200, 200]
+
+
+@pytest.mark.parametrize("mode", ["auto", "true"])
+async def test_serve_reads_a_redis_cluster(
+    mode: str, history_broker: str, cluster: RedisCluster, redis_cluster_url: str
+) -> None:
+    student = off_the_first_node(cluster, redis_cluster_url)
+    await Processor(AccountStore(cluster), Policy()).process(
+        [
+            InputRecord(ev.topic_of(e), 0, n, None, ev.to_bytes(e), n)
+            for n, e in enumerate(ev.mary_track(student))
+        ]
+    )
+    settings = Settings.from_env(
+        {
+            "LA_KAFKA_BOOTSTRAP_SERVERS": history_broker,
+            "LA_REDIS_URL": redis_cluster_url,
+            "LA_REDIS_CLUSTER": mode,
+            "LA_HTTP_PORT": str(free_port()),
+            "LA_CONSUMER_GROUP": f"cluster-{mode}",
+        }
+    )
+    service = Service(settings)
+    await service.start()
+    try:
+        assert isinstance(service.store.redis, RedisCluster)
+        url = f"http://127.0.0.1:{settings.http_port}/accounts/{student}"
+        body = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(url, timeout=5)))
+        assert body["balance"] == 200
+    finally:
+        await service.stop()

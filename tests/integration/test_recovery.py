@@ -1,0 +1,323 @@
+"""Recovery past the input topics' retention: a streaming rebuild, and restore from snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+
+from harness import FaultReport, Feed, _comparable, verify
+from workload import Phase, Workload, generate
+
+from learning_account.devstack import (
+    LocalProcess,
+    ensure_topics,
+    free_port,
+    start_tansu,
+    wait_for_kafka,
+)
+from learning_account.pipeline import InputRecord, Processor
+from learning_account.rebuild import input_partitions, read_partition, rebuild
+from learning_account.restore import SNAPSHOT_TOPICS
+from learning_account.settings import Settings
+from learning_account.state_codec import encode_account
+from learning_account.store import AccountStore
+from learning_account.wire import DEAD_LETTER_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+from support.kafka import consume_to_end
+from support.redis import RestartableRedis
+from support.service import ServiceProcess
+
+GROUP = "recovery"
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[str]:
+    """A broker of its own: rebuild and restore read fixed topic names from the beginning."""
+    port = free_port()
+    tansu: LocalProcess = start_tansu(port, tmp_path / "tansu")
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        await wait_for_kafka(bootstrap, timeout=30)
+        await ensure_topics(
+            bootstrap, {t: 3 for t in (*INPUT_TOPICS, *OUTPUT_TOPICS, *SNAPSHOT_TOPICS)}
+        )
+        yield bootstrap
+    finally:
+        tansu.stop()
+
+
+async def send(bootstrap: str, phases: list[Phase]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for phase in phases:
+            pending = [await producer.send(phase.topic, v, key=k) for k, v in phase.records]
+            await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def settings_for(bootstrap: str, redis_url: str) -> Settings:
+    return Settings.from_env({"LA_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LA_REDIS_URL": redis_url})
+
+
+async def old_rebuild(settings: Settings) -> None:
+    """The former rebuild: the whole history in memory, sorted, then applied."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        partitions = await input_partitions(consumer)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        history: list[list[InputRecord]] = []
+        for tp in partitions:
+            records: list[InputRecord] = []
+            async for chunk in read_partition(consumer, tp):
+                records.extend(chunk)
+            history.append(records)
+    finally:
+        await consumer.stop()
+    keyed = sorted(
+        (r.timestamp_ms or 0, index, r.offset, r)
+        for index, records in enumerate(history)
+        for r in records
+    )
+    everything = [item[3] for item in keyed]
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        processor = Processor(AccountStore(redis), settings.policy)
+        size = settings.batch_max_records
+        for start in range(0, len(everything), size):
+            await processor.process(everything[start : start + size])
+    finally:
+        await redis.aclose()
+
+
+async def peak_bytes(run: Any) -> int:
+    tracemalloc.start()
+    try:
+        await run
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def mismatches(workloads: list[Workload], redis_url: str) -> int:
+    redis = Redis.from_url(redis_url)
+    store = AccountStore(redis)
+    wrong = 0
+    try:
+        for workload in workloads:
+            for sid in workload.students:
+                actual = await store.get(sid, with_units=True)
+                expected = workload.accounts.get(sid)
+                if (actual is None) != (expected is None) or (
+                    actual is not None
+                    and expected is not None
+                    and _comparable(encode_account(actual)) != _comparable(encode_account(expected))
+                ):
+                    wrong += 1
+    finally:
+        await redis.aclose()
+    return wrong
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_rebuild_memory_does_not_grow_with_the_history(broker: str, redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    workloads = [generate(300, seed=seed) for seed in (11, 12, 13, 14, 15, 16)]
+    await send(broker, [phase for w in workloads[:2] for phase in w.phases])
+    small = await peak_bytes(rebuild(settings_for(broker, f"{base}/5")))
+    await send(broker, [phase for w in workloads[2:] for phase in w.phases])
+    large_settings = settings_for(broker, f"{base}/6")
+    large = await peak_bytes(rebuild(large_settings))
+    old = await peak_bytes(old_rebuild(settings_for(broker, f"{base}/7")))
+    records = sum(len(p.records) for w in workloads for p in w.phases)
+    print(f"records {records}: streaming 1x {small}, 3x {large}; in memory 3x {old} bytes")
+    assert large < 1.3 * small
+    assert old > 1.6 * large  # the old way grows by the history; the streaming one does not
+    assert await mismatches(workloads, f"{base}/6") == 0
+    assert await mismatches(workloads, f"{base}/7") == 0
+    for db in (5, 6, 7):
+        client = Redis.from_url(f"{base}/{db}")
+        await client.flushdb()
+        await client.aclose()
+
+
+async def raw_state(redis_url: str) -> dict[bytes, Any]:
+    """Every key of a Redis with its value (hashes, strings, the held index)."""
+    redis = Redis.from_url(redis_url)
+    state: dict[bytes, Any] = {}
+    try:
+        async for key in redis.scan_iter("la:*"):
+            kind = (await redis.type(key)).decode()
+            if kind == "hash":
+                state[key] = await redis.hgetall(key)
+            elif kind == "string":
+                state[key] = await redis.get(key)
+            elif kind == "zset":
+                state[key] = await redis.zrange(key, 0, -1, withscores=True)
+    finally:
+        await redis.aclose()
+    return state
+
+
+def caused(record: Any) -> str | None:
+    document = json.loads(record.value)
+    cause = document.get("data", {}).get("caused_by")
+    return cause.get("id") if isinstance(cause, dict) else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_outputs(
+    broker: str, tmp_path: Path
+) -> None:
+    workload = generate(150, seed=21)
+    live = RestartableRedis(tmp_path / "live")
+    restored = RestartableRedis(tmp_path / "restored")
+    live.start()
+    restored.start()
+    try:
+        first = ServiceProcess(
+            tmp_path / "logs",
+            KAFKA_BOOTSTRAP_SERVERS=broker,
+            REDIS_URL=live.url,
+            CONSUMER_GROUP=GROUP,
+            BATCH_MAX_RECORDS="200",
+        )
+        first.start()
+        try:
+            async with Feed(broker, GROUP, workload) as feed:
+                await feed.run()
+        finally:
+            first.stop()
+        report = await verify(FaultReport("live"), workload, broker, live.url)
+        assert report.state_mismatches == 0 and report.lost == 0, report.notes
+
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "learning_account.cli", "restore", "--redis-url", restored.url],
+            env={**os.environ, "LA_KAFKA_BOOTSTRAP_SERVERS": broker},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outcome = json.loads(done.stdout.splitlines()[-1])
+        assert outcome["accounts"] >= len(workload.students)
+        assert outcome["outputs"] > 0 and outcome["expired"] == 0
+        assert await raw_state(restored.url) == await raw_state(live.url)
+        report = await verify(FaultReport("restored"), workload, broker, restored.url)
+        assert report.state_mismatches == 0, report.notes
+
+        before = await consume_to_end(broker, list(OUTPUT_TOPICS), timeout=60)
+        ends = {(r.topic, r.partition): r.offset for r in before}
+        # later duplicates of earlier inputs, to a service on the restored Redis
+        again = [
+            Phase(phase.topic, [r for r in phase.records if not r[0].startswith(b"bad-")][:40])
+            for phase in workload.phases
+        ]
+        ids = {json.loads(value)["id"] for phase in again for _, value in phase.records}
+        firsts = {r.value for r in before if r.topic != DEAD_LETTER_TOPIC and caused(r) in ids}
+        second = ServiceProcess(
+            tmp_path / "logs",
+            KAFKA_BOOTSTRAP_SERVERS=broker,
+            REDIS_URL=restored.url,
+            CONSUMER_GROUP=GROUP,
+            BATCH_MAX_RECORDS="200",
+        )
+        second.start()
+        try:
+            async with Feed(broker, GROUP, dataclasses.replace(workload, phases=again)) as feed:
+                await feed.run()
+        finally:
+            second.stop()
+        after = await consume_to_end(broker, list(OUTPUT_TOPICS), timeout=60)
+        republished = [r for r in after if r.offset > ends.get((r.topic, r.partition), -1)]
+        assert firsts
+        assert {r.value for r in republished} == firsts
+        assert all(caused(r) in ids for r in republished)
+        assert await raw_state(restored.url) == await raw_state(live.url)  # nothing applied
+    finally:
+        live.kill()
+        restored.kill()
+
+
+async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
+    redis_client: Redis, redis_url: str
+) -> None:
+    """What a batch and a held-result sweep report for the snapshot topics, written into an
+    empty Redis in order, gives every key back (hashes, stored outputs, the held index)."""
+    from learning_account import events as ev
+    from learning_account.domain.model import Policy
+    from learning_account.outputs import OutputMessage
+    from learning_account.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
+
+    now = [1_800_000_000.0]
+    policy = Policy(result_hold_seconds=60)
+    live = Processor(AccountStore(redis_client), policy, clock=lambda: now[0], snapshots=True)
+    offsets = iter(range(1000))
+
+    def record(event: dict[str, Any]) -> InputRecord:
+        topic = ev.topic_of(event)
+        return InputRecord(topic, 0, next(offsets), event["subject"].encode(), ev.to_bytes(event))
+
+    published: list[OutputMessage] = []
+    held = ev.exam_result("s2", 2016, "A")
+    first = await live.process(
+        [
+            record(ev.registration("s1", 2016, {"A": 6, "B": 3})),
+            record(ev.exam_result("s1", 2016, "A")),
+            record(held),
+            record(ev.exam_result("s3", 2016, "A")),
+        ]
+    )
+    published.extend(first.snapshots)
+    target_url = redis_url.rsplit("/", 1)[0] + "/8"
+    target = Redis.from_url(target_url)
+    restorer = Restorer(AccountStore(target), live.held_deadline)
+
+    async def write_all() -> None:
+        await target.flushdb()
+        for n, message in enumerate(published):
+            await restorer.apply(message.topic, message.key, message.value, n)
+
+    try:
+        await write_all()  # while s2's and s3's results are held
+        assert await raw_state(target_url) == await raw_state(redis_url)
+        now[0] += 120
+        applied = await live.process([record(ev.registration("s3", 2016, {"A": 6}))])
+        published.extend(applied.snapshots)  # s3's held result applied with its registration
+        sweep: list[OutputMessage] = []
+
+        async def publish(messages: list[OutputMessage]) -> None:
+            sweep.extend(messages)
+
+        assert await live.sweep_held(publish) == 1  # s2's is refused
+        assert {m.topic for m in sweep} >= {ACCOUNT_SNAPSHOTS_TOPIC}
+        published.extend(m for m in sweep if m.event_type.endswith("snapshot"))
+        second = await live.process([record(ev.registration("s1", 2017, {"C": 6}))])
+        published.extend(second.snapshots)
+        await write_all()
+        state = await raw_state(target_url)
+        assert state != {} and state == await raw_state(redis_url)
+        assert restorer.report.stale == 0 and restorer.report.outputs > 0
+    finally:
+        await target.flushdb()
+        await target.aclose()
