@@ -27,8 +27,7 @@ from .outputs import OutputMessage, decode_stored, encode_stored
 from .store import AccountStore
 
 if TYPE_CHECKING:
-    from .clients import kafka_consumer, redis_for
-from .settings import Settings
+    from .settings import Settings
 
 ACCOUNT_SNAPSHOTS_TOPIC = "learning-account.account-snapshots.v1"
 OUTBOX_SNAPSHOTS_TOPIC = "learning-account.outbox-snapshots.v1"
@@ -158,6 +157,7 @@ class Restorer:
 
 async def restore(settings: Settings, *, redis_url: str | None = None) -> RestoreReport:
     """Every account and unexpired stored output of the snapshot topics, written into Redis."""
+    from .clients import kafka_consumer, redis_for
     from .pipeline import Processor
     from .rebuild import read_partition
 
