@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from .wire import INPUT_TOPICS
+from .wire import INPUT_TOPICS, record_time
 
 if TYPE_CHECKING:
     from .pipeline import InputRecord
@@ -60,7 +60,8 @@ class Merge:
     def add(self, record: InputRecord, clock_ms: int) -> None:
         """Hold a record, its `timestamp_ms` replaced by its record time."""
         latest = self.read_time.get(record.topic)
-        stamp = record.timestamp_ms if record.timestamp_ms and record.timestamp_ms > 0 else None
+        usable = record_time(record.timestamp_ms)  # none, or one no clock could have given
+        stamp = None if usable is None else record.timestamp_ms
         if stamp is None:
             stamp = latest if latest is not None else clock_ms
         elif latest is not None:

@@ -265,9 +265,9 @@ class Processor:
                 produced.append((item.index, [self._dead_letter(item.record, error)]))
                 tally.dead_lettered += 1
                 continue
-            moment = item.record.timestamp_ms
-            now = moment / 1000 if moment is not None else self.clock()
-            stamp = now_text(moment)
+            stamped = record_time(item.record.timestamp_ms)
+            now = stamped if stamped is not None else self.clock()
+            stamp = now_text(round(now * 1000))
             if identity in loaded.reused or standing.get(item.digest, item.content) != item.content:
                 # the first event with this key stands; the refusal is kept for a re-delivery
                 messages = [self._reuse_refused(student_id, item, stamp)]
