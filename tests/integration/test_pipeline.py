@@ -265,10 +265,10 @@ async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
 
     @contextlib.asynccontextmanager
     async def read_history(bootstrap: str) -> Any:
-        async def chunks() -> Any:
-            yield history
+        async def chunks(topic: str) -> Any:
+            yield [r for r in history if r.topic == topic]
 
-        yield [chunks()], len(history)
+        yield [(topic, 0, chunks(topic)) for topic in {r.topic for r in history}], len(history)
 
     monkeypatch.setattr(rebuild, "read_history", read_history)
     target_url = redis_url.rsplit("/", 1)[0] + "/5"
