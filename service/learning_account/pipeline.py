@@ -446,9 +446,9 @@ class Processor:
         latest = max(cutoffs.values(), default=now) if partitions is not None else now
 
         def cutoff(held: tuple[HeldResult, ...]) -> float | None:
-            if partitions is None:
-                return now
             times = [now if h.partition is None else cutoffs.get(h.partition) for h in held]
+            if partitions is None or not times:  # nothing held: only unpublished refusals
+                return now
             return None if None in times else min(t for t in times if t is not None)
 
         refused = 0

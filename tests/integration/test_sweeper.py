@@ -245,3 +245,6 @@ async def test_a_held_result_counts_the_input_time_of_its_own_partition_number(
     assert published == []
     assert await batch.sweep_held(published, until=deadline, partitions={1: deadline}) == 1
     assert caused_by(published, REJECTIONS_TOPIC) == [result["id"]]
+    # a due student with nothing held (a stale entry) costs a look, whatever the partitions
+    await any_redis.zadd(HELD_INDEX_KEY, {"s6": 0})
+    assert await batch.sweep_held(published, until=deadline, partitions={1: deadline}) == 0
