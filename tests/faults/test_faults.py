@@ -15,9 +15,8 @@ import time
 
 import pytest
 from harness import FaultReport, Feed, verify
+from stack import GROUP, Stack
 from workload import Workload
-
-from conftest import GROUP, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
