@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 from harness import FaultReport, Feed, verify
+from stack import GROUP, Stack
 from workload import Workload
-
-from conftest import GROUP, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
