@@ -116,6 +116,16 @@ class Built:
     options: dict[str, Any]
 
 
+class _NoTopics:
+    """The cluster metadata of a broker without the input topics."""
+
+    async def fetch_all_metadata(self) -> _NoTopics:
+        return self
+
+    def partitions_for_topic(self, topic: str) -> None:
+        return None
+
+
 class KafkaSpy:
     """Stands in for aiokafka's producer, consumer and admin client, for FastStream's use too.
 
@@ -144,6 +154,10 @@ class KafkaSpy:
 
             async def create_topics(self, *args: Any, **kwargs: Any) -> None:
                 raise ConnectionError("a stub creates no topics")  # FastStream logs it, goes on
+
+            @property
+            def client(self) -> _NoTopics:
+                return _NoTopics()  # the start-up check of partition counts finds no topic
 
             async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
                 acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
