@@ -27,10 +27,8 @@ from redis.asyncio import Redis
 from learning_account import events as ev
 from learning_account.app import Service
 from learning_account.devstack import (
-    DevStackError,
     ensure_topics,
     free_port,
-    start_tansu,
     wait_for_kafka,
 )
 from learning_account.redrive import redrive
@@ -43,6 +41,7 @@ from learning_account.wire import (
     OUTPUT_TOPICS,
     REGISTRATIONS_TOPIC,
 )
+from support.kafka import tansu
 
 CREDITS = 6
 BALANCE = 140 - CREDITS
@@ -50,15 +49,8 @@ BALANCE = 140 - CREDITS
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    try:
-        proc = start_tansu(port, tmp_path_factory.mktemp("tansu-binding"))
-    except DevStackError as exc:
-        pytest.fail(f"cannot start Tansu: {exc}")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with tansu(tmp_path_factory.mktemp("tansu-binding")) as bootstrap:
+        yield bootstrap
 
 
 class Outputs:

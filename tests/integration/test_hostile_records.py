@@ -28,10 +28,8 @@ from learning_account import app
 from learning_account import events as ev
 from learning_account.app import Service
 from learning_account.devstack import (
-    DevStackError,
     ensure_topics,
     free_port,
-    start_tansu,
     wait_for_kafka,
 )
 from learning_account.kafka_records import unreadable
@@ -44,25 +42,17 @@ from learning_account.wire import (
     OUTPUT_TOPICS,
     REGISTRATIONS_TOPIC,
 )
-from support.kafka import NAME_PLACEHOLDER, not_utf8_header_names
+from support.kafka import NAME_PLACEHOLDER, PARTITIONS, not_utf8_header_names, started_tansu, tansu
 from support.service import OutputCollector
 
-PARTITIONS = 3
 CREDITS = 6
 BALANCE = 140 - CREDITS
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    try:
-        proc = start_tansu(port, tmp_path_factory.mktemp("tansu-hostile"))
-    except DevStackError as exc:
-        pytest.fail(f"cannot start Tansu: {exc}")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with tansu(tmp_path_factory.mktemp("tansu-hostile")) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
@@ -333,15 +323,8 @@ class _BadChecksum(_DefaultRecordBatchBuilderPy):  # type: ignore[misc]
 @pytest.fixture
 async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
     """A broker of this test alone: what it sends there cannot be read by anyone."""
-    port = free_port()
-    proc = start_tansu(port, tmp_path)
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        await wait_for_kafka(bootstrap, timeout=30)
-        await ensure_topics(bootstrap, {t: PARTITIONS for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+    async with started_tansu(tmp_path) as bootstrap:
         yield bootstrap
-    finally:
-        proc.stop()
 
 
 def lag_of(metrics: str, topic: str) -> dict[int, float]:

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from learning_account import events as ev
 from learning_account.app import Service
-from learning_account.devstack import ensure_topics, free_port, start_tansu, wait_for_kafka
+from learning_account.devstack import ensure_topics, free_port, wait_for_kafka
 from learning_account.domain.model import Account
 from learning_account.rebuild import rebuild
 from learning_account.settings import Settings
@@ -43,23 +43,16 @@ from learning_account.wire import (
     REJECTIONS_TOPIC,
 )
 from support import consume_to_end
+from support.kafka import started_tansu, tansu
 
-PARTITIONS = 3
 Sent = dict[TopicPartition, int]
 
 
 @pytest.fixture
 async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
-    """A broker of this test alone, with co-partitioned input topics."""
-    port = free_port()
-    proc = start_tansu(port, tmp_path)
-    try:
-        bootstrap = f"127.0.0.1:{port}"
-        await wait_for_kafka(bootstrap, timeout=30)
-        await ensure_topics(bootstrap, {t: PARTITIONS for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+    """A broker of this test alone: what it sends there cannot be read by anyone."""
+    async with started_tansu(tmp_path) as bootstrap:
         yield bootstrap
-    finally:
-        proc.stop()
 
 
 def database(redis_url: str, number: int) -> str:
@@ -258,10 +251,7 @@ async def test_an_outage_longer_than_the_hold_refuses_nothing_that_arrived_in_ti
 
 
 def test_serve_refuses_input_topics_with_different_partition_counts(tmp_path: Path) -> None:
-    port = free_port()
-    proc = start_tansu(port, tmp_path)
-    try:
-        bootstrap = f"127.0.0.1:{port}"
+    with tansu(tmp_path) as bootstrap:
         counts = {REGISTRATIONS_TOPIC: 3, EXAM_RESULTS_TOPIC: 3, DEREGISTRATIONS_TOPIC: 2}
 
         async def prepare() -> None:
@@ -282,8 +272,6 @@ def test_serve_refuses_input_topics_with_different_partition_counts(tmp_path: Pa
             text=True,
             timeout=60,
         )
-    finally:
-        proc.stop()
     assert done.returncode == 2, done.stderr
     message = done.stderr.strip().splitlines()[-1]
     assert "same number of partitions" in message and f"{DEREGISTRATIONS_TOPIC} has 2" in message

@@ -7,18 +7,25 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer import message_accumulator
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from learning_account.devstack import (
     PRODUCER_KWARGS,
+    DevStackError,
     ensure_topics,
+    free_port,
     leave_group_if_first_generation,
+    start_tansu,
+    wait_for_kafka,
 )
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 
 __all__ = [
     "ConsumedRecord",
@@ -69,6 +76,33 @@ def not_utf8_header_names() -> Iterator[None]:
         yield
     finally:
         message_accumulator.DefaultRecordBatchBuilder = original
+
+
+PARTITIONS = 3
+"""Partitions of every topic on a broker of a test's own (`started_tansu`)."""
+
+
+@contextlib.contextmanager
+def tansu(data_dir: Path) -> Iterator[str]:
+    """A Tansu of its own on a free port: its bootstrap address while it runs."""
+    port = free_port()
+    try:
+        proc = start_tansu(port, data_dir)
+    except DevStackError as exc:
+        pytest.fail(f"cannot start Tansu: {exc}")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+@contextlib.asynccontextmanager
+async def started_tansu(data_dir: Path) -> AsyncIterator[str]:
+    """`tansu`, answering, with every input and output topic of PARTITIONS partitions."""
+    with tansu(data_dir) as bootstrap:
+        await wait_for_kafka(bootstrap, timeout=30)
+        await ensure_topics(bootstrap, {t: PARTITIONS for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+        yield bootstrap
 
 
 def unique_topic(prefix: str = "t") -> str:
