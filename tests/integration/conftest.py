@@ -23,3 +23,14 @@ async def any_redis(request: pytest.FixtureRequest, redis_url: str) -> AsyncIter
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
+    """A client of the session's 3-master Redis Cluster, flushed for the test."""
+    client = RedisCluster.from_url(redis_cluster_url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()

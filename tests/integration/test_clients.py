@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -265,16 +265,6 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=120,
     )
-
-
-@pytest.fixture
-async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def off_the_first_node(cluster: RedisCluster, url: str) -> str:

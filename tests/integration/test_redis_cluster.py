@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from redis.asyncio import RedisCluster
 
 from learning_account import events as ev
@@ -14,16 +12,6 @@ from learning_account.domain.statement import statement
 from learning_account.pipeline import InputRecord, Processor
 from learning_account.redis_connect import is_cluster
 from learning_account.store import AccountStore, account_key, outputs_key
-
-
-@pytest.fixture
-async def cluster(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def records(events: list[dict[str, Any]]) -> list[InputRecord]:
