@@ -241,29 +241,8 @@ def read_events(student_id: str, events: Any, *, now: float) -> list[Command]:
             # stamped now: the academic years it may name end one after today's
             commands.append(to_command(decode(topic or INPUT_TOPICS[0], value, stamped_at=now)))
         except InvalidMessage as error:
-            raise InvalidProjection(error.reason, error_code(error), index) from None
+            raise InvalidProjection(error.reason, str(error.code), index) from None
     return commands
 
 
 # The dead letters' `error_code` for an InvalidMessage, by the start of its reason (decode's).
-_CODE_BY_REASON = (
-    ("unknown topic", "wrong_topic"),
-    ("empty message", "not_json"),
-    ("message of ", "too_large"),
-    ("not UTF-8", "not_utf8"),
-    ("not JSON", "not_json"),
-    ("not a JSON object", "invalid_envelope"),
-    ("envelope invalid", "invalid_envelope"),
-    ("unknown event type", "unknown_type"),
-    ("type ", "wrong_topic"),
-    ("subject ", "subject_mismatch"),
-    ("data invalid", "invalid_data"),
-)
-
-
-def error_code(error: InvalidMessage) -> str:
-    """The dead-letter `error_code` of contracts.md for a message `decode` refused."""
-    for start, code in _CODE_BY_REASON:
-        if error.reason.startswith(start):
-            return code
-    return "invalid_envelope"

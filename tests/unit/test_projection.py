@@ -18,7 +18,6 @@ from learning_account.projection import (
     Outcome,
     Projection,
     balance_as_read,
-    error_code,
     project,
     read_events,
     what_if_results,
@@ -307,7 +306,7 @@ def test_100_events_are_accepted() -> None:
 def test_error_code_of_every_decode_refusal(topic: str, value: bytes, code: str) -> None:
     with pytest.raises(InvalidMessage) as caught:
         decode(topic, value)
-    assert error_code(caught.value) == code
+    assert caught.value.code == code
 
 
 # --- corrections (R3.7) and force majeure (R3.8) through the same path ---------------------
