@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from learning_account.devstack import (
+from learning_account_dev.devstack import (
     PRODUCER_KWARGS,
     ensure_topics,
     free_port,

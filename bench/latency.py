@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from load import course_units
 from processes import Stack
 
-from learning_account import events as ev
-from learning_account.devstack import PRODUCER_KWARGS
 from learning_account.wire import BALANCE_CHANGED_TOPIC
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import PRODUCER_KWARGS
 
 
 def latency_stream(

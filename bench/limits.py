@@ -24,10 +24,10 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from learning_account.devstack import free_port, start_redis
-from learning_account.pipeline import InputRecord, Processor
+from learning_account.adapters.store import AccountStore, account_key
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
-from learning_account.store import AccountStore, account_key
+from learning_account_dev.devstack import free_port, start_redis
 
 REPLAY_SAMPLE = 200
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from learning_account import events as ev
-from learning_account.devstack import PRODUCER_KWARGS
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import PRODUCER_KWARGS
 
 
 @dataclass

@@ -13,11 +13,11 @@ from typing import Any
 from load import student_year
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.redis_connect import redis_client
+from learning_account.adapters.redis_connect import redis_client
+from learning_account.adapters.store import AccountStore, account_key
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
-from learning_account.store import AccountStore, account_key
+from learning_account_dev import events as ev
 
 
 class Feeder:

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 from common import HERE, PARTITIONS, REFERENCE_TOPICS, REPO, say
 
-from learning_account.devstack import (
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev.devstack import (
     LocalProcess,
     ensure_topics,
     free_port,
@@ -22,7 +23,6 @@ from learning_account.devstack import (
     start_tansu,
     wait_for_kafka,
 )
-from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 
 # the Redis settings of deploy/docker-compose.yml: an account hash stays a listpack
 REDIS_ARGS = ("--hash-max-listpack-value", "1024")

@@ -19,12 +19,12 @@ from load import generate_load
 from memory import Feeder, history_track
 from pyinstrument import Profiler
 
-from learning_account.devstack import free_port, start_redis
-from learning_account.pipeline import Processor
-from learning_account.redis_connect import redis_client
+from learning_account.adapters.redis_connect import redis_client
+from learning_account.adapters.store import AccountStore
+from learning_account.processing.pipeline import Processor
 from learning_account.settings import Settings
-from learning_account.store import AccountStore
 from learning_account.wire import INPUT_TOPICS
+from learning_account_dev.devstack import free_port, start_redis
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -38,7 +38,7 @@ async def main(args: argparse.Namespace) -> None:
 
         # 1. the backlog mix
         load = generate_load(args.students)
-        from learning_account.pipeline import InputRecord
+        from learning_account.processing.pipeline import InputRecord
 
         records = [
             InputRecord(topic, 0, n, key, value, 1_700_000_000_000 + n)

@@ -31,10 +31,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from learning_account.devstack import PRODUCER_KWARGS, leave_group_if_first_generation
 from learning_account.runtime import tune_gc
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS
+from learning_account_dev.devstack import PRODUCER_KWARGS, leave_group_if_first_generation
 
 _NAIVE_SCRIPT = """
 local added = redis.call('SADD', KEYS[1], ARGV[1])

@@ -12,7 +12,7 @@ One run starts its own Tansu broker and two redis-servers on free ports, then, p
    service and then for the aiokafka pass-through on the same stream (latency.py);
 3. the backlog: a synthetic load produced completely BEFORE any consumer under test starts
    (load.py); the partition ends come from the producer's RecordMetadata;
-4. the real service (`python -m learning_account.cli serve`, fresh group, flushed Redis) over
+4. the real service (`python -m learning_account serve`, fresh group, flushed Redis) over
    that backlog: events/s from its first commit until its committed offsets reach the ends, and
    the CPU µs per event of the service, Tansu and Redis over that window (service_run.py);
 5. the references over the same backlog, each in its own group (references.py): the naive
@@ -57,10 +57,10 @@ from processes import (
 from report import describe, render, summarize
 from service_run import RunResult, count_held, flush, redis_used_memory, service_child, watch
 
-from learning_account.devstack import LocalProcess
 from learning_account.runtime import tune_gc
 from learning_account.settings import Settings
 from learning_account.wire import BALANCE_CHANGED_TOPIC
+from learning_account_dev.devstack import LocalProcess
 
 # the Redis replay keeps every recorded command in memory (about 1.2 KB an event)
 REPLAY_STUDENTS_MAX = 8000

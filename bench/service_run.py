@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from processes import Child, CpuMeter, Stack
 from redis.asyncio import Redis
 
-from learning_account.devstack import free_port
+from learning_account_dev.devstack import free_port
 
 
 def service_child(stack: Stack, group: str, name: str, batch_max_records: int) -> Child:
@@ -28,7 +28,7 @@ def service_child(stack: Stack, group: str, name: str, batch_max_records: int) -
         "LA_BATCH_MAX_RECORDS": str(batch_max_records),
         "PYTHONUNBUFFERED": "1",
     }
-    argv = [sys.executable, "-m", "learning_account.cli", "serve"]
+    argv = [sys.executable, "-m", "learning_account", "serve"]
     return Child(name, argv, env, stack.work)
 
 

@@ -26,7 +26,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # make `import support` work whatever the rootdir/import mode
     sys.path.insert(0, _TESTS_DIR)
 
-from learning_account.devstack import (  # noqa: E402
+from learning_account_dev.devstack import (  # noqa: E402
     DevStackError,
     free_port,
     redis_server_binary,
@@ -205,7 +205,7 @@ def cluster_ports(count: int) -> list[int]:
 @pytest.fixture(scope="session")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A 3-master Redis Cluster from local redis-server processes (any backend)."""
-    from learning_account.devstack import start_redis_cluster
+    from learning_account_dev.devstack import start_redis_cluster
 
     try:
         redis_server_binary()

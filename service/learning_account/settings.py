@@ -35,9 +35,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from .domain.model import Policy, credits_to_quarters
-from .pipeline import DEFAULT_MAX_MESSAGE_BYTES
-from .runtime import parse_gc_threshold
+from learning_account.domain.model import Policy, credits_to_quarters
+from learning_account.processing.pipeline import DEFAULT_MAX_MESSAGE_BYTES
+from learning_account.runtime import parse_gc_threshold
 
 ENV_PREFIX = "LA_"
 # the rules' defaults, stated once in the domain
@@ -111,7 +111,7 @@ def _redis_url(url: str) -> str:
 
 def _public_key_file(path: Path | None) -> Path | None:
     if path is not None:
-        from .access import load_public_key
+        from learning_account.entrypoints.access import load_public_key
 
         try:
             load_public_key(path)

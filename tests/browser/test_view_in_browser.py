@@ -25,11 +25,11 @@ import pytest
 import uvicorn
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.devstack import free_port
-from learning_account.http_api import create_http_app
-from learning_account.metrics import Metrics
-from learning_account.store import AccountStore
+from learning_account.adapters.store import AccountStore
+from learning_account.entrypoints.http_api import create_http_app
+from learning_account.observability.metrics import Metrics
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import free_port
 from support.apply import apply
 from support.tools import tool_missing
 

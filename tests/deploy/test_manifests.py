@@ -29,9 +29,9 @@ import pytest
 import yaml  # pyyaml: a test dependency (pyproject, extra `test`)
 
 from learning_account import wire
-from learning_account.http_api import create_http_app
-from learning_account.metrics import Metrics
-from learning_account.restore import (
+from learning_account.entrypoints.http_api import create_http_app
+from learning_account.observability.metrics import Metrics
+from learning_account.ops.restore import (
     ACCOUNT_SNAPSHOTS_TOPIC,
     OUTBOX_SNAPSHOTS_TOPIC,
     SNAPSHOT_TOPICS,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from learning_account.devstack import ensure_topics
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev.devstack import ensure_topics
 from support.service import OutputCollector, ServiceProcess
 
 HOLD_SECONDS = 3

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from learning_account import events as ev
 from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
+from learning_account_dev import events as ev
 from support.service import OutputCollector, ServiceProcess, send
 
 

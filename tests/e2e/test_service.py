@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from learning_account import events as ev
-from learning_account.projection import PROJECTION_SOURCE
+from learning_account.processing.projection import PROJECTION_SOURCE
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     CREDIT_EXHAUSTED_TOPIC,
@@ -15,6 +14,7 @@ from learning_account.wire import (
     REGISTRATIONS_TOPIC,
     REJECTIONS_TOPIC,
 )
+from learning_account_dev import events as ev
 from support.service import OutputCollector, ServiceProcess, send
 
 STATEMENT_FIELDS = ("start", "invested", "acquired", "bonus", "balance")

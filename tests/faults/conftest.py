@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import STUDENTS, Stack
 from workload import Workload, generate
 
-from learning_account.devstack import free_port
+from learning_account_dev.devstack import free_port
 from support.redis import RestartableRedis
 
 

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 from workload import Workload
 
-from learning_account.state_codec import encode_account
-from learning_account.store import AccountStore
+from learning_account.adapters.state_codec import encode_account
+from learning_account.adapters.store import AccountStore
 from learning_account.wire import DEAD_LETTER_TOPIC, OUTPUT_TOPICS
 from support.kafka import consume_to_end, not_utf8_header_names
 

@@ -12,8 +12,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from learning_account import events as ev
 from learning_account.wire import EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
+from learning_account_dev import events as ev
 from support.kafka import NAME_PLACEHOLDER
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")

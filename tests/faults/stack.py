@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from learning_account.devstack import LocalProcess, ensure_topics, start_tansu, wait_for_kafka
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev.devstack import LocalProcess, ensure_topics, start_tansu, wait_for_kafka
 from support.redis import RestartableRedis
 from support.service import ServiceProcess
 

@@ -188,7 +188,7 @@ async def test_sigterm_finishes_the_batch_commits_and_resumes_exactly(
 async def test_rebuild_from_history_equals_the_live_accounts(
     started_stack: Stack, workload: Workload, tmp_path: object
 ) -> None:
-    from learning_account.rebuild import rebuild
+    from learning_account.ops.rebuild import rebuild
     from learning_account.settings import Settings
 
     report = FaultReport("rebuild")
@@ -221,10 +221,10 @@ async def test_rebuild_equals_live_with_skewed_producer_clocks(
     catches up on the backlog, and a rebuild from the same topics gives exactly its accounts."""
     from redis.asyncio import Redis
 
-    from learning_account.rebuild import rebuild
+    from learning_account.adapters.state_codec import encode_account
+    from learning_account.adapters.store import AccountStore
+    from learning_account.ops.rebuild import rebuild
     from learning_account.settings import Settings
-    from learning_account.state_codec import encode_account
-    from learning_account.store import AccountStore
     from learning_account.wire import DEREGISTRATIONS_TOPIC, EXAM_RESULTS_TOPIC
 
     report = FaultReport("rebuild-skewed")

@@ -16,18 +16,18 @@ from typing import Any
 
 from hostile import HostileRecord, hostile_records
 
-from learning_account import events as ev
-from learning_account.commands import to_command
+from learning_account.adapters.store import event_digest
 from learning_account.domain.model import Account, Policy
 from learning_account.domain.rules import decide
-from learning_account.outputs import to_message
-from learning_account.store import event_digest
+from learning_account.processing.commands import to_command
+from learning_account.processing.outputs import to_message
 from learning_account.wire import (
     DEREGISTRATIONS_TOPIC,
     EXAM_RESULTS_TOPIC,
     REGISTRATIONS_TOPIC,
     decode,
 )
+from learning_account_dev import events as ev
 
 NOW = 1_800_000_000.0
 

@@ -10,18 +10,18 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
+from learning_account_dev import events as ev
 from support import consume
 
 
 def run_cli(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **{f"LA_{name}": value for name, value in settings.items()}}
     return subprocess.run(
-        [sys.executable, "-m", "learning_account.cli", *args],
+        [sys.executable, "-m", "learning_account", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -22,22 +22,22 @@ import pytest
 from faststream.kafka.security import parse_security
 from redis.asyncio import RedisCluster
 
-from learning_account import cli
-from learning_account import events as ev
-from learning_account.app import Service
-from learning_account.clients import faststream_security, kafka_security
-from learning_account.devstack import (
+from learning_account.adapters.clients import faststream_security, kafka_security
+from learning_account.adapters.store import AccountStore, account_key
+from learning_account.domain.model import Policy
+from learning_account.domain.statement import statement
+from learning_account.entrypoints import cli
+from learning_account.entrypoints.consumer import Service
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account.settings import Settings
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import (
     ensure_topics,
     free_port,
     start_tansu,
     wait_for_kafka,
 )
-from learning_account.domain.model import Policy
-from learning_account.domain.statement import statement
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.settings import Settings
-from learning_account.store import AccountStore, account_key
-from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 from support.service import send
 
 CA_NAME = "learning-account test CA"
@@ -259,7 +259,7 @@ def test_the_faststream_broker_gets_the_same_security_as_the_aiokafka_clients(
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "learning_account.cli", *args],
+        [sys.executable, "-m", "learning_account", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

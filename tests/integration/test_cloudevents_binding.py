@@ -24,14 +24,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.app import Service
-from learning_account.devstack import (
-    ensure_topics,
-    free_port,
-    wait_for_kafka,
-)
-from learning_account.redrive import redrive
+from learning_account.entrypoints.consumer import Service
+from learning_account.ops.redrive import redrive
 from learning_account.settings import Settings
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
@@ -40,6 +34,12 @@ from learning_account.wire import (
     INPUT_TOPICS,
     OUTPUT_TOPICS,
     REGISTRATIONS_TOPIC,
+)
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import (
+    ensure_topics,
+    free_port,
+    wait_for_kafka,
 )
 from support.kafka import tansu
 

@@ -19,13 +19,13 @@ from jsonschema import Draft202012Validator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
-from learning_account import events as ev
 from learning_account import wire
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
-from learning_account.outputs import OutputMessage
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore
-from learning_account.tracing import create_tracer
+from learning_account.observability.tracing import create_tracer
+from learning_account.processing.outputs import OutputMessage
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account_dev import events as ev
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 EXAMPLES = sorted((CONTRACTS / "examples").glob("*.json"))

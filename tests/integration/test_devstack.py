@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from learning_account.devstack import (
+from learning_account_dev.devstack import (
     DevStack,
     ensure_topics,
     free_port,

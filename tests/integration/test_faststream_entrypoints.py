@@ -1,4 +1,5 @@
-"""FastStream's own CLI on the service's app factory, `learning_account.app:create_app`.
+"""FastStream's own CLI on the service's app factory,
+`learning_account.entrypoints.consumer:create_app`.
 
 `faststream run … --factory` runs as a child process configured only by LA_* variables, on the
 session's broker and Redis; `faststream docs gen … --factory` writes the AsyncAPI document.
@@ -20,14 +21,14 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.cli import send_events
-from learning_account.devstack import ensure_topics
+from learning_account.entrypoints.cli import send_events
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import ensure_topics
 from support.service import ServiceProcess
 
-APP = "learning_account.app:create_app"
+APP = "learning_account.entrypoints.consumer:create_app"
 CREDITS = 6
 
 

@@ -24,23 +24,23 @@ from aiokafka.producer import message_accumulator
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from redis.asyncio import Redis
 
-from learning_account import app
-from learning_account import events as ev
-from learning_account.app import Service
-from learning_account.devstack import (
-    ensure_topics,
-    free_port,
-    wait_for_kafka,
-)
-from learning_account.kafka_records import unreadable
+from learning_account.adapters.kafka_records import unreadable
+from learning_account.adapters.store import AccountStore
+from learning_account.entrypoints import consumer as app
+from learning_account.entrypoints.consumer import Service
 from learning_account.settings import Settings
-from learning_account.store import AccountStore
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     DEAD_LETTER_TOPIC,
     INPUT_TOPICS,
     OUTPUT_TOPICS,
     REGISTRATIONS_TOPIC,
+)
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import (
+    ensure_topics,
+    free_port,
+    wait_for_kafka,
 )
 from support.kafka import NAME_PLACEHOLDER, PARTITIONS, not_utf8_header_names, started_tansu, tansu
 from support.service import OutputCollector
@@ -261,7 +261,7 @@ async def test_a_header_name_that_is_not_utf8_loses_nothing_on_any_partition(
         await rebuilt.flushdb()
         rebuild = await asyncio.create_subprocess_exec(
             sys.executable,
-            *("-m", "learning_account.cli", "rebuild", "--redis-url", target),
+            *("-m", "learning_account", "rebuild", "--redis-url", target),
             env={**os.environ, "LA_KAFKA_BOOTSTRAP_SERVERS": topics},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

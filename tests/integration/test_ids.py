@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.clock import current_academic_year
+from learning_account.adapters.store import AccountStore, account_key
+from learning_account.domain.clock import current_academic_year
 from learning_account.domain.model import Policy
-from learning_account.pipeline import BatchReport, InputRecord, Processor
-from learning_account.projection import InvalidProjection, read_events
+from learning_account.processing.pipeline import BatchReport, InputRecord, Processor
+from learning_account.processing.projection import InvalidProjection, read_events
 from learning_account.settings import Settings
-from learning_account.store import AccountStore, account_key
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     COURSE_UNITS_DEREGISTERED_TYPE,
@@ -26,6 +25,7 @@ from learning_account.wire import (
     DEAD_LETTERED_TYPE,
     REJECTIONS_TOPIC,
 )
+from learning_account_dev import events as ev
 
 #: 14 November 2023: academic year 2023-2024, so 2024-2025 is the last a record may name
 STAMP_MS = 1_700_000_000_000

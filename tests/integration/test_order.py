@@ -27,13 +27,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.app import Service
-from learning_account.devstack import ensure_topics, free_port, wait_for_kafka
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Account
-from learning_account.rebuild import rebuild
+from learning_account.entrypoints.consumer import Service
+from learning_account.ops.rebuild import rebuild
 from learning_account.settings import Settings
-from learning_account.store import AccountStore
 from learning_account.wire import (
     DEREGISTRATIONS_TOPIC,
     EXAM_RESULTS_TOPIC,
@@ -42,6 +40,8 @@ from learning_account.wire import (
     REGISTRATIONS_TOPIC,
     REJECTIONS_TOPIC,
 )
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import ensure_topics, free_port, wait_for_kafka
 from support import consume_to_end
 from support.kafka import started_tansu, tansu
 
@@ -266,7 +266,7 @@ def test_serve_refuses_input_topics_with_different_partition_counts(tmp_path: Pa
             "LA_HTTP_PORT": str(free_port()),
         }
         done = subprocess.run(
-            [sys.executable, "-m", "learning_account.cli", "serve"],
+            [sys.executable, "-m", "learning_account", "serve"],
             env=env,
             capture_output=True,
             text=True,

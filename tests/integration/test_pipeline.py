@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from learning_account import events as ev
+from learning_account.adapters.state_codec import FORMAT
+from learning_account.adapters.store import AccountStore, AccountWrite
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
-from learning_account.pipeline import InputRecord, Processor
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
-from learning_account.state_codec import FORMAT
-from learning_account.store import AccountStore, AccountWrite
 from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
+from learning_account_dev import events as ev
 
 _offsets: dict[str, int] = {}
 
@@ -170,7 +170,7 @@ def test_output_ids_are_uuid5_of_the_student_and_the_cause() -> None:
     import uuid
 
     from learning_account.domain.model import EventRef
-    from learning_account.outputs import OUTPUT_ID_NAMESPACE, output_id
+    from learning_account.processing.outputs import OUTPUT_ID_NAMESPACE, output_id
 
     cause = EventRef("urn:institution:kuleuven:sis", "7f1c2e4a", "t")
     expected = uuid.uuid5(
@@ -304,8 +304,8 @@ async def test_an_unreadable_stored_account_dead_letters_its_records_only(
 @pytest.fixture
 async def own_kafka(tmp_path: Any) -> Any:
     """A broker of this test alone: the service reads the fixed input topics from the start."""
-    from learning_account.devstack import ensure_topics, free_port, start_tansu, wait_for_kafka
     from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+    from learning_account_dev.devstack import ensure_topics, free_port, start_tansu, wait_for_kafka
 
     port = free_port()
     broker = start_tansu(port, tmp_path)
@@ -326,9 +326,9 @@ async def test_the_service_dead_letters_an_output_the_producer_refuses_and_goes_
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from learning_account.app import Service
-    from learning_account.devstack import free_port
+    from learning_account.entrypoints.consumer import Service
     from learning_account.wire import INPUT_TOPICS
+    from learning_account_dev.devstack import free_port
     from support.service import OutputCollector, send
 
     # 34 KiB (below what LA_KAFKA_MAX_MESSAGE_BYTES accepts, to keep the records small): the

@@ -22,20 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from harness import FaultReport, Feed, _comparable, verify
 from workload import Phase, Workload, generate
 
-from learning_account.devstack import (
+from learning_account.adapters.state_codec import encode_account
+from learning_account.adapters.store import AccountStore
+from learning_account.ops.rebuild import input_partitions, read_partition, rebuild
+from learning_account.ops.restore import SNAPSHOT_TOPICS
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account.settings import Settings
+from learning_account.wire import DEAD_LETTER_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev.devstack import (
     LocalProcess,
     ensure_topics,
     free_port,
     start_tansu,
     wait_for_kafka,
 )
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.rebuild import input_partitions, read_partition, rebuild
-from learning_account.restore import SNAPSHOT_TOPICS
-from learning_account.settings import Settings
-from learning_account.state_codec import encode_account
-from learning_account.store import AccountStore
-from learning_account.wire import DEAD_LETTER_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 from support.kafka import consume_to_end
 from support.redis import RestartableRedis
 from support.service import ServiceProcess
@@ -211,7 +211,7 @@ async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_o
 
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "learning_account.cli", "restore", "--redis-url", restored.url],
+            [sys.executable, "-m", "learning_account", "restore", "--redis-url", restored.url],
             env={**os.environ, "LA_KAFKA_BOOTSTRAP_SERVERS": broker},
             capture_output=True,
             text=True,
@@ -266,8 +266,8 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
     empty Redis in order, gives every key back (hashes, stored outputs, the held index)."""
     from learning_account import events as ev
     from learning_account.domain.model import Policy
-    from learning_account.outputs import OutputMessage
-    from learning_account.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
+    from learning_account.ops.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
+    from learning_account.processing.outputs import OutputMessage
 
     now = [1_800_000_000.0]
     policy = Policy(result_hold_seconds=60)

@@ -6,12 +6,12 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 
-from learning_account import events as ev
+from learning_account.adapters.redis_connect import is_cluster
+from learning_account.adapters.store import AccountStore, account_key, outputs_key
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.redis_connect import is_cluster
-from learning_account.store import AccountStore, account_key, outputs_key
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account_dev import events as ev
 
 
 def records(events: list[dict[str, Any]]) -> list[InputRecord]:

@@ -14,16 +14,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from learning_account import events
-from learning_account.cli import main
-from learning_account.outputs import dead_letter
-from learning_account.redrive import (
+from learning_account.entrypoints.cli import main
+from learning_account.ops.redrive import (
     RedriveError,
     original_key,
     original_payload,
     parse_since,
     redrive,
 )
+from learning_account.processing.outputs import dead_letter
 from learning_account.wire import (
     DEREGISTRATIONS_TOPIC,
     EXAM_RESULTS_TOPIC,
@@ -31,6 +30,7 @@ from learning_account.wire import (
     REGISTRATIONS_TOPIC,
     ErrorCode,
 )
+from learning_account_dev import events
 from support.kafka import consume_to_end, create_topics, produce_json, unique_topic
 
 RECENT = "2025-03-01T10:00:00.000Z"

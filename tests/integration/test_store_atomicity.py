@@ -8,11 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from learning_account import events as ev
-from learning_account.domain.model import EventRef, Policy
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.settings import Settings
-from learning_account.store import (
+from learning_account.adapters.store import (
     _COMMIT_MANY_SCRIPT,
     _SETTLE_MANY_SCRIPT,
     HELD_INDEX_KEY,
@@ -21,6 +17,10 @@ from learning_account.store import (
     event_digest,
     outputs_key,
 )
+from learning_account.domain.model import EventRef, Policy
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account.settings import Settings
+from learning_account_dev import events as ev
 
 
 def record(event: dict[str, Any], offset: int) -> InputRecord:

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from learning_account import events as ev
+from learning_account.adapters.store import HELD_INDEX_KEY, AccountStore, AccountWrite, HeldClaim
 from learning_account.domain.model import Policy
-from learning_account.outputs import OutputMessage
-from learning_account.pipeline import BatchReport, InputRecord, Processor
-from learning_account.store import HELD_INDEX_KEY, AccountStore, AccountWrite, HeldClaim
+from learning_account.processing.outputs import OutputMessage
+from learning_account.processing.pipeline import BatchReport, InputRecord, Processor
 from learning_account.wire import BALANCE_CHANGED_TOPIC, REJECTIONS_TOPIC
+from learning_account_dev import events as ev
 
 HOLD = 60.0
 START = 1_700_000_000.0

@@ -1,7 +1,7 @@
-"""The `learning_account.testing` plugin, used the way a downstream team would use it.
+"""The `learning_account_dev.testing` plugin, used the way a downstream team would use it.
 
 A downstream project would install learning-account and get the fixture through the plugin's
-entry point (or `-p learning_account.testing`); here the test module requires the plugin itself.
+entry point (or `-p learning_account_dev.testing`); here the test module requires the plugin itself.
 The backend is whatever LA_TEST_BACKEND says (`local` on this machine: Tansu + redis-server).
 """
 
@@ -10,26 +10,26 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from learning_account import events
-from learning_account.clock import current_academic_year
+from learning_account.domain.clock import current_academic_year
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     CREDIT_LOW_TOPIC,
     DEAD_LETTER_TOPIC,
     REGISTRATIONS_TOPIC,
 )
+from learning_account_dev import events
 
 if TYPE_CHECKING:  # imported in the tests: pytest_plugins below must be the first import,
     # or pytest cannot rewrite the plugin's asserts (PytestAssertRewriteWarning)
-    from learning_account.testing import LearningAccountStack
+    from learning_account_dev.testing import LearningAccountStack
 
-pytest_plugins = ["learning_account.testing"]
+pytest_plugins = ["learning_account_dev.testing"]
 
 
 async def test_low_balance_is_announced_and_visible(
     learning_account_stack: LearningAccountStack,
 ) -> None:
-    from learning_account.testing import caused_by
+    from learning_account_dev.testing import caused_by
 
     stack = learning_account_stack
     student = f"dn-{uuid.uuid4().hex[:10]}"
@@ -61,7 +61,7 @@ async def test_low_balance_is_announced_and_visible(
 
 async def test_context_manager_and_bad_input_go_to_dead_letter() -> None:
     """The context manager on its own, with the local backend; a bad record is dead-lettered."""
-    from learning_account.testing import LearningAccountStack
+    from learning_account_dev.testing import LearningAccountStack
 
     async with LearningAccountStack("local") as stack:
         assert stack.bootstrap_servers.startswith("127.0.0.1:")

@@ -6,10 +6,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account_dev import events as ev
 
 
 async def apply(redis_client: Redis, events: list[dict[str, Any]]) -> None:

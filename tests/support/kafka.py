@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer import message_accumulator
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
-from learning_account.devstack import (
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev.devstack import (
     PRODUCER_KWARGS,
     DevStackError,
     ensure_topics,
@@ -25,7 +26,6 @@ from learning_account.devstack import (
     start_tansu,
     wait_for_kafka,
 )
-from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 
 __all__ = [
     "ConsumedRecord",

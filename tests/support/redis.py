@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from learning_account.devstack import LocalProcess, free_port, start_redis
+from learning_account_dev.devstack import LocalProcess, free_port, start_redis
 
 __all__ = ["RestartableRedis"]
 

@@ -18,15 +18,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from learning_account import events as ev
-from learning_account.devstack import free_port
 from learning_account.wire import OUTPUT_TOPICS
+from learning_account_dev import events as ev
+from learning_account_dev.devstack import free_port
 
 
 class ServiceProcess:
     """`learning-account serve` in its own process, configured only by LA_* variables."""
 
-    command: tuple[str, ...] = (sys.executable, "-m", "learning_account.cli", "serve")
+    command: tuple[str, ...] = (sys.executable, "-m", "learning_account", "serve")
 
     def __init__(self, log_dir: Path, **settings: str) -> None:
         self.port = int(settings.pop("HTTP_PORT", None) or free_port())

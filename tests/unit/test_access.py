@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.access import JwtVerifier, load_public_key
-from learning_account.http_api import create_http_app
-from learning_account.metrics import Metrics
+from learning_account.adapters.store import AccountStore
+from learning_account.entrypoints.access import JwtVerifier, load_public_key
+from learning_account.entrypoints.http_api import create_http_app
+from learning_account.observability.metrics import Metrics
 from learning_account.settings import Settings
-from learning_account.store import AccountStore
+from learning_account_dev import events as ev
 from support.apply import apply
 
 ISSUER = "https://idp.example"

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from learning_account.app import Service
+from learning_account.entrypoints.consumer import Service
 from learning_account.settings import Settings
 from support.tools import tool_missing
 

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     DEAD_LETTER_PAYLOAD_LIMIT,
@@ -34,6 +33,7 @@ from learning_account.wire import (
     InvalidMessage,
     decode,
 )
+from learning_account_dev import events as ev
 
 STUDENT = "r0123456"
 

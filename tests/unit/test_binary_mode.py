@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from learning_account import events as ev
 from learning_account import wire
-from learning_account.outputs import dead_letter
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.redrive import original_headers
+from learning_account.ops.redrive import original_headers
+from learning_account.processing.outputs import dead_letter
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import ErrorCode, InvalidMessage, decode
+from learning_account_dev import events as ev
 
 TOPIC = wire.REGISTRATIONS_TOPIC
 

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from learning_account import wire
-from learning_account.contracts_export import ASYNCAPI_PATH, render_contracts, write_contracts
+from learning_account.ops.contracts_export import ASYNCAPI_PATH, render_contracts, write_contracts
 from learning_account.settings import Settings
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
-REGENERATE = "run `python -m learning_account.contracts_export` from the repository root"
+REGENERATE = "run `python -m learning_account.ops.contracts_export` from the repository root"
 EXAMPLES = sorted((CONTRACTS / "examples").glob("*.json"))
 
 

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
+from learning_account.adapters.redis_connect import redis_client
 from learning_account.domain.model import (
     Contract,
     CourseUnit,
@@ -17,7 +18,6 @@ from learning_account.domain.model import (
     Overlay,
     ResultOutcome,
 )
-from learning_account.redis_connect import redis_client
 from learning_account.runtime import parse_gc_threshold, tune_gc
 from learning_account.settings import Settings
 

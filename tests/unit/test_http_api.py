@@ -11,10 +11,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.http_api import create_http_app
-from learning_account.metrics import Metrics
-from learning_account.store import AccountStore, account_key
+from learning_account.adapters.store import AccountStore, account_key
+from learning_account.entrypoints.http_api import create_http_app
+from learning_account.observability.metrics import Metrics
+from learning_account_dev import events as ev
 from support.apply import apply
 
 OCTOBER_2019 = date(2019, 10, 1)
@@ -567,7 +567,7 @@ async def test_projection_of_a_correction_and_a_restoration(
 async def test_the_demo_reads_statements_with_the_static_token(
     redis_client: Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from learning_account.cli import print_statement
+    from learning_account.entrypoints.cli import print_statement
     from learning_account.settings import Settings
     from support.http import serving
 

@@ -9,8 +9,8 @@ from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
-from learning_account import kafka_records
-from learning_account.kafka_records import unreadable
+from learning_account.adapters import kafka_records
+from learning_account.adapters.kafka_records import unreadable
 
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 TP = TopicPartition("t", 0)

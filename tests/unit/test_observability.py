@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from learning_account import __version__
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
-from learning_account.metrics import Metrics
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore
-from learning_account.tracing import create_tracer
+from learning_account.observability.metrics import Metrics
+from learning_account.observability.tracing import create_tracer
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account_dev import events as ev
 from support.tools import tool_missing
 
 

@@ -17,11 +17,11 @@ from openapi_spec_validator import validate
 from redis.asyncio import Redis
 from starlette.routing import Route
 
-from learning_account import events as ev
-from learning_account.http_api import create_http_app
-from learning_account.metrics import Metrics
-from learning_account.openapi import openapi_document
-from learning_account.store import AccountStore
+from learning_account.adapters.store import AccountStore
+from learning_account.entrypoints.http_api import create_http_app
+from learning_account.entrypoints.openapi import openapi_document
+from learning_account.observability.metrics import Metrics
+from learning_account_dev import events as ev
 from support.apply import apply
 from support.http import serving
 

@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from learning_account.ordering import Merge, NotCoPartitioned, check_co_partitioned, in_record_order
-from learning_account.pipeline import InputRecord
+from learning_account.processing.ordering import (
+    Merge,
+    NotCoPartitioned,
+    check_co_partitioned,
+    in_record_order,
+)
+from learning_account.processing.pipeline import InputRecord
 from learning_account.wire import DEREGISTRATIONS_TOPIC, EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
 
 REG, RES, DEREG = REGISTRATIONS_TOPIC, EXAM_RESULTS_TOPIC, DEREGISTRATIONS_TOPIC

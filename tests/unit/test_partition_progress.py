@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from learning_account.app import Service
+from learning_account.entrypoints.consumer import Service
 from learning_account.settings import Settings
 
 A, B = TopicPartition("in", 0), TopicPartition("in", 1)

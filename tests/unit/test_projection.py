@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from scenario import Student
 
-from learning_account import events as ev
+from learning_account.adapters.state_codec import encode_account
 from learning_account.domain.model import Account, CreditExhausted, CreditLow, Policy
-from learning_account.projection import (
+from learning_account.processing.projection import (
     InvalidProjection,
     Outcome,
     Projection,
@@ -22,7 +22,6 @@ from learning_account.projection import (
     read_events,
     what_if_results,
 )
-from learning_account.state_codec import encode_account
 from learning_account.wire import (
     BALANCE_CHANGED_TYPE,
     EXAM_RESULTS_TOPIC,
@@ -30,6 +29,7 @@ from learning_account.wire import (
     InvalidMessage,
     decode,
 )
+from learning_account_dev import events as ev
 
 NOW = 2_000_000_000.0
 POLICY = Policy()

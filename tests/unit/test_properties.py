@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from learning_account import events as ev
-from learning_account.commands import to_command
+from learning_account.adapters.state_codec import encode_account
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import (
     BONUS_CAP,
     OPENING_BALANCE,
@@ -45,9 +45,8 @@ from learning_account.domain.model import (
 )
 from learning_account.domain.rules import decide, last_counted_year
 from learning_account.domain.statement import account_view, statement
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.state_codec import encode_account
-from learning_account.store import AccountStore
+from learning_account.processing.commands import to_command
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import (
     DEREGISTRATIONS_TOPIC,
     EXAM_RESULTS_TOPIC,
@@ -58,6 +57,7 @@ from learning_account.wire import (
     InvalidMessage,
     decode,
 )
+from learning_account_dev import events as ev
 
 FAST = settings(max_examples=200, deadline=None)
 STUDENT = "r0123456"

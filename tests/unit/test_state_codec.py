@@ -7,8 +7,8 @@ from datetime import date
 
 import orjson
 
+from learning_account.adapters.state_codec import decode_account, encode_core, encode_units
 from learning_account.domain.model import Account, Contract, CourseUnit, ResultOutcome
-from learning_account.state_codec import decode_account, encode_core, encode_units
 
 
 def test_every_course_unit_field_round_trips() -> None:
@@ -88,8 +88,8 @@ def test_a_held_correction_round_trips_behind_its_result() -> None:
 
 
 def test_year_totals_write_the_restored_column_only_when_used() -> None:
+    from learning_account.adapters.state_codec import encode_years
     from learning_account.domain.model import YearTotals
-    from learning_account.state_codec import encode_years
 
     years = {2016: YearTotals(-24, 0, 0, 0, 0, 0), 2017: YearTotals(-24, restored=24)}
     blobs = encode_years(Account("r1", balance=560, years=years))

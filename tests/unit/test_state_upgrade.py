@@ -17,11 +17,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore, account_key
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore, account_key
+from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account_dev import events as ev
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "state-format-3.json").read_text())
 STUDENT = FIXTURE["student_id"]

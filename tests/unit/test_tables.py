@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from learning_account.domain.statement import StatementRow
-from learning_account.tables import (
+from learning_account.entrypoints.tables import (
     PROJECTED_FOOTNOTE,
     render_statement_plain,
     render_statement_text,

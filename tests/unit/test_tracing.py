@@ -7,12 +7,12 @@ import json
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
-from learning_account.pipeline import InputRecord, Processor
-from learning_account.store import AccountStore
-from learning_account.tracing import create_tracer
+from learning_account.observability.tracing import create_tracer
+from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import decode
+from learning_account_dev import events as ev
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"

@@ -16,14 +16,14 @@ from redis.asyncio import Redis
 from test_http_api import OCTOBER_2019, always_ready, client_for
 
 from browser.page import AccountPage, parse_account_page
-from learning_account import events as ev
+from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import OPENING_BALANCE
 from learning_account.domain.statement import AccountView, StatementRow
-from learning_account.http_api import create_http_app
-from learning_account.metrics import Metrics
-from learning_account.projection import UnitWhatIf, WhatIf
-from learning_account.store import AccountStore
-from learning_account.view import render_account_page
+from learning_account.entrypoints.http_api import create_http_app
+from learning_account.entrypoints.view import render_account_page
+from learning_account.observability.metrics import Metrics
+from learning_account.processing.projection import UnitWhatIf, WhatIf
+from learning_account_dev import events as ev
 from support.apply import apply
 
 

@@ -10,9 +10,9 @@ from typing import Any, get_args
 
 import pytest
 
-from learning_account import events as ev
 from learning_account import wire
 from learning_account.wire import InvalidMessage, decode
+from learning_account_dev import events as ev
 
 
 def registration(**data_changes: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date
 
-from .model import (
+from learning_account.domain.model import (
     BONUS_CAP,
     MASTER_DEGREE_DEDUCTION,
     OPENING_BALANCE,
@@ -46,7 +46,7 @@ from .model import (
     YearTotals,
     format_academic_year,
 )
-from .unit_facts import unit_bonus, unit_refund
+from learning_account.domain.unit_facts import unit_bonus, unit_refund
 
 DEFAULT_POLICY = Policy()
 

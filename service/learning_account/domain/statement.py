@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import BONUS_CAP, OPENING_BALANCE, REBUILD_CEILING, Account, Entry
-from .rules import last_counted_year, rebuild_entries
+from learning_account.domain.model import (
+    BONUS_CAP,
+    OPENING_BALANCE,
+    REBUILD_CEILING,
+    Account,
+    Entry,
+)
+from learning_account.domain.rules import last_counted_year, rebuild_entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .model import Contract, CourseUnit, ResultOutcome, YearTotals
+from learning_account.domain.model import Contract, CourseUnit, ResultOutcome, YearTotals
 
 UnitKey = tuple[int, str]
 

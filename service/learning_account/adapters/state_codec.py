@@ -1,0 +1,380 @@
+"""Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals).
+
+Three parts: the core (balance, flags, held results) and, per academic year, the totals of that
+year and its course units. Only the years a step names are read and written back, and units are
+decoded lazily, so a long history makes neither the stored core nor an event dearer.
+
+Format 2 kept every year's totals in the core; such a core is still read, and the first write
+after it stores every year's totals on their own. Format 4 adds to each course unit its bonus,
+its refund and whether it was restored (a year's units written so start with the number 4);
+units of a year stored before have them only in the year's totals (`domain.unit_facts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import date, timedelta
+from typing import Any
+
+import orjson
+
+from learning_account.domain.model import (
+    Account,
+    Contract,
+    CorrectResult,
+    CourseUnit,
+    EventRef,
+    HeldResult,
+    Overlay,
+    RecordResult,
+    ResultOutcome,
+    YearTotals,
+)
+
+FORMAT = 4
+FORMATS_READ = (2, 3, 4)
+#: First element of a year's unit list written with per-unit bonus, refund and restoration.
+UNITS_FORMAT = 4
+_CONTRACT = {Contract.DIPLOMA: "d", Contract.CREDIT: "c", Contract.EXAM: "e"}
+_CONTRACT_BACK = {code: contract for contract, code in _CONTRACT.items()}
+_OUTCOME = {ResultOutcome.PASSED: "p", ResultOutcome.FAILED: "f", ResultOutcome.TOLERATED: "t"}
+_OUTCOME_BACK = {code: outcome for outcome, code in _OUTCOME.items()}
+
+UnitKey = tuple[int, str]
+
+
+class RawUnits(Mapping[UnitKey, CourseUnit]):
+    """The stored unit rows of the loaded years, turned into CourseUnit objects only when read."""
+
+    __slots__ = ("_cache", "by_year", "exact")
+
+    def __init__(self, by_year: dict[int, dict[str, list[Any]]], exact: set[int]) -> None:
+        self.by_year = by_year  # year -> code -> [code, credits, flags, border days(, bonus)]
+        self.exact = exact  # the years whose rows hold each unit's bonus and refund
+        self._cache: dict[UnitKey, CourseUnit] = {}
+
+    def _row(self, key: UnitKey) -> list[Any] | None:
+        rows = self.by_year.get(key[0])
+        return None if rows is None else rows.get(key[1])
+
+    def __getitem__(self, key: UnitKey) -> CourseUnit:
+        unit = self.get(key)
+        if unit is None:
+            raise KeyError(key)
+        return unit
+
+    def get(self, key: UnitKey, default: CourseUnit | None = None) -> CourseUnit | None:  # type: ignore[override]
+        unit = self._cache.get(key)
+        if unit is None:
+            row = self._row(key)
+            if row is None:
+                return default
+            unit = self._cache[key] = _unit_from_row(key[0], row, key[0] in self.exact)
+        return unit
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        rows = self.by_year.get(key[0])
+        return rows is not None and key[1] in rows
+
+    def __iter__(self) -> Iterator[UnitKey]:
+        return ((year, code) for year, rows in self.by_year.items() for code in rows)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.by_year.values())
+
+
+class RawYears(Mapping[int, YearTotals]):
+    """The stored year totals, turned into YearTotals objects only when read."""
+
+    __slots__ = ("_cache", "from_core", "rows")
+
+    def __init__(self, rows: dict[str, list[int]], *, from_core: bool = False) -> None:
+        # "2016" -> [invested, acquired, bonus, refunded, deduction, rebuilt(, restored)]
+        self.rows = rows
+        self.from_core = from_core  # read from a format-2 core: every year, to write out once
+        self._cache: dict[int, YearTotals] = {}
+
+    def __getitem__(self, year: int) -> YearTotals:
+        totals = self._cache.get(year)
+        if totals is None:
+            totals = self._cache[year] = YearTotals(*self.rows[str(year)])
+        return totals
+
+    def get(self, year: int, default: YearTotals | None = None) -> YearTotals | None:  # type: ignore[override]
+        return self[year] if str(year) in self.rows else default
+
+    def __contains__(self, year: object) -> bool:
+        return str(year) in self.rows
+
+    def __iter__(self) -> Iterator[int]:
+        return (int(year) for year in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
+    """Year totals by year text: the years a step changed (every year of an account built in
+    memory, or read from a format-2 core)."""
+    changes: Mapping[int, YearTotals]
+    if isinstance(years, Overlay) and isinstance(years.base, RawYears):
+        rows = dict(years.base.rows) if years.base.from_core else {}
+        changes = years.changes
+    elif isinstance(years, RawYears):
+        return dict(years.rows) if years.from_core else {}
+    else:
+        rows, changes = {}, years
+    for year, t in changes.items():
+        row = [t.invested, t.acquired, t.bonus, t.refunded, t.degree_deduction, t.rebuilt]
+        if t.restored:  # rare: the column is written only when used
+            row.append(t.restored)
+        rows[str(year)] = row
+    return rows
+
+
+def encode_years(account: Account) -> dict[int, bytes]:
+    """The totals per academic year, for the years this account's steps changed."""
+    return {int(year): orjson.dumps(row) for year, row in _year_rows(account.years).items()}
+
+
+_CONTRACT_BITS = {Contract.DIPLOMA: 0, Contract.CREDIT: 1, Contract.EXAM: 2}
+_CONTRACT_OF_BITS = {bits: contract for contract, bits in _CONTRACT_BITS.items()}
+_RESULT_BITS = {
+    None: 0,
+    ResultOutcome.PASSED: 1,
+    ResultOutcome.FAILED: 2,
+    ResultOutcome.TOLERATED: 3,
+}
+_RESULT_OF_BITS = {bits: result for result, bits in _RESULT_BITS.items()}
+_GENERATION_BITS = {None: 0, False: 1, True: 2}
+_GENERATION_OF_BITS = {bits: flag for flag, bits in _GENERATION_BITS.items()}
+# a unit's bonus and refund in two bits each, the common values without a number of their own
+_NONE, _FULL, _PART, _UNKNOWN = 0, 1, 2, 3
+
+
+def _bonus_bits(unit: CourseUnit) -> tuple[int, int | None]:
+    """The bonus code and, for a part of the credits, the amount written after the border."""
+    if unit.bonus is None:
+        return _UNKNOWN, None
+    if unit.bonus == 0:
+        return _NONE, None
+    if unit.bonus == unit.credits:
+        return _FULL, None
+    return _PART, unit.bonus
+
+
+def _refund_bits(unit: CourseUnit) -> int:
+    if unit.refunded is None:
+        return _UNKNOWN
+    if unit.refunded == 0:
+        return _NONE
+    return _FULL if unit.refunded == unit.credits else _PART  # part: half (R5.3)
+
+
+def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
+    """[code, credits, flags, border date as days from 1 September of the year(, bonus)]."""
+    bonus_code, bonus = _bonus_bits(unit)
+    flags = (
+        _CONTRACT_BITS[unit.contract]
+        | unit.uses_account << 2
+        | _GENERATION_BITS[unit.generation_student] << 3
+        | _RESULT_BITS[unit.result] << 5
+        | unit.deregistered << 7
+        | bonus_code << 8
+        | _refund_bits(unit) << 10
+        | unit.restored << 12
+    )
+    row = [key[1], unit.credits, flags, (unit.border_date - date(key[0], 9, 1)).days]
+    if bonus is not None:
+        row.append(bonus)
+    return row
+
+
+def _bonus_of(code: int, credits: int, row: list[Any]) -> int | None:
+    return (0, credits, row[4] if len(row) > 4 else None, None)[code]
+
+
+def _refund_of(code: int, credits: int) -> int | None:
+    return (0, credits, credits // 2, None)[code]
+
+
+def _unit_from_row(year: int, row: list[Any], exact: bool = True) -> CourseUnit:
+    if len(row) == 8:  # the wider row of the first storage formats
+        _, credits, contract, uses, border, generation, result, deregistered = row
+        return _before_format_4(
+            CourseUnit(
+                credits=credits,
+                contract=_CONTRACT_BACK[contract],
+                uses_account=bool(uses),
+                border_date=date.fromordinal(border),
+                generation_student=None if generation is None else bool(generation),
+                result=None if result is None else _OUTCOME_BACK[result],
+                deregistered=bool(deregistered),
+            )
+        )
+    credits, flags, border_days = row[1], row[2], row[3]
+    unit = CourseUnit(
+        credits=credits,
+        contract=_CONTRACT_OF_BITS[flags & 3],
+        uses_account=bool(flags >> 2 & 1),
+        border_date=date(year, 9, 1) + timedelta(days=border_days),
+        generation_student=_GENERATION_OF_BITS[flags >> 3 & 3],
+        result=_RESULT_OF_BITS[flags >> 5 & 3],
+        deregistered=bool(flags >> 7 & 1),
+        bonus=_bonus_of(flags >> 8 & 3, credits, row),
+        refunded=_refund_of(flags >> 10 & 3, credits),
+        restored=bool(flags >> 12 & 1),
+    )
+    return unit if exact else _before_format_4(unit)
+
+
+def _before_format_4(unit: CourseUnit) -> CourseUnit:
+    """A unit stored without its own bonus and refund: unknown where it could have had one."""
+    passed = unit.uses_account and unit.result is ResultOutcome.PASSED
+    has_bonus = passed and unit.contract is Contract.DIPLOMA
+    refundable = unit.uses_account and unit.deregistered
+    return replace(unit, bonus=None if has_bonus else 0, refunded=None if refundable else 0)
+
+
+def encode_units(account: Account) -> dict[int, bytes]:
+    """The course units per academic year, for the years this account's steps changed."""
+    units = account.units
+    if isinstance(units, Overlay) and isinstance(units.base, RawUnits):
+        by_year: dict[int, dict[str, list[Any]]] = {}
+        for key, unit in units.changes.items():
+            rows = by_year.get(key[0])
+            if rows is None:
+                rows = by_year[key[0]] = dict(units.base.by_year.get(key[0], {}))
+            rows[key[1]] = _unit_row(key, unit)
+        for year, rows in by_year.items():
+            if year not in units.base.exact:  # the year's other rows, in format 4 too
+                for code in list(rows):
+                    if (year, code) not in units.changes:
+                        rows[code] = _unit_row((year, code), units.base[(year, code)])
+    elif isinstance(units, RawUnits):
+        return {}
+    else:  # an account built in memory: every year
+        by_year = {}
+        for key, unit in units.items():
+            by_year.setdefault(key[0], {})[key[1]] = _unit_row(key, unit)
+    return {
+        year: orjson.dumps([UNITS_FORMAT, *(rows[code] for code in sorted(rows))])
+        for year, rows in sorted(by_year.items())
+    }
+
+
+def encode_core(account: Account) -> bytes:
+    """Everything but the course units and the year totals."""
+    held = [_held_row(h) for h in account.held]
+    document: dict[str, Any] = {
+        "f": FORMAT,
+        "b": account.balance,
+        "g": account.bonus_granted,
+        "r": int(account.rebuilt_credits),
+        "m": int(account.master_degree),
+        "e": account.last_enrolment_year,
+        "x": account.last_rebuilt_year,
+        "n": account.generation_year,
+    }
+    if held:
+        document["h"] = held
+    return orjson.dumps(document)
+
+
+def _held_row(held: HeldResult) -> list[Any]:
+    """A held result, or a held correction (then a 1 at index 8, its date the correction's), and
+    its partition number at index 9 when known."""
+    command = held.command
+    correction = isinstance(command, CorrectResult)
+    day = command.corrected_on if isinstance(command, CorrectResult) else command.recorded_on
+    row: list[Any] = [
+        held.held_at,
+        command.event.source,
+        command.event.id,
+        command.event.type,
+        command.academic_year,
+        command.unit_code,
+        _OUTCOME[command.outcome],
+        day.toordinal(),
+    ]
+    if held.partition is not None:
+        row += [int(correction), held.partition]
+    elif correction:
+        row.append(1)
+    return row
+
+
+def _held_from_row(student_id: str, row: list[Any]) -> HeldResult:
+    held_at, source, event_id, event_type, year, code, outcome, on = row[:8]
+    event = EventRef(source, event_id, event_type)
+    day = date.fromordinal(on)
+    command: RecordResult | CorrectResult
+    if len(row) > 8 and row[8]:
+        command = CorrectResult(event, student_id, year, code, _OUTCOME_BACK[outcome], day)
+    else:
+        command = RecordResult(event, student_id, year, code, _OUTCOME_BACK[outcome], day)
+    partition = row[9] if len(row) > 9 else None
+    return HeldResult(command=command, held_at=held_at, partition=partition)
+
+
+def decode_account(
+    student_id: str,
+    blob: bytes | None,
+    units: Mapping[int, bytes] | None = None,
+    totals: Mapping[int, bytes] | None = None,
+) -> Account:
+    """The core, with the totals and course units of the years given (the rest of history stays
+    away: a step books only to its event's year and to years without enrolment, which have no
+    totals yet)."""
+    rows: dict[int, dict[str, list[Any]]] = {}
+    exact: set[int] = set()
+    for year, blob_ in (units or {}).items():
+        listed = orjson.loads(blob_)
+        if listed and listed[0] == UNITS_FORMAT:
+            exact.add(year)
+            listed = listed[1:]
+        rows[year] = {row[0]: row for row in listed}
+    year_rows = {str(year): orjson.loads(blob_) for year, blob_ in (totals or {}).items()}
+    if not blob:
+        return Account(student_id, years=RawYears(year_rows), units=RawUnits(rows, exact))
+    document = orjson.loads(blob)
+    if document.get("f") not in FORMATS_READ:
+        raise ValueError(f"unknown account state format {document.get('f')!r}")
+    from_core = "y" in document
+    if from_core:
+        year_rows = {**document["y"], **year_rows}
+    held = tuple(_held_from_row(student_id, row) for row in document.get("h", ()))
+    return Account(
+        student_id=student_id,
+        balance=document["b"],
+        bonus_granted=document["g"],
+        rebuilt_credits=bool(document["r"]),
+        master_degree=bool(document["m"]),
+        last_enrolment_year=document["e"],
+        last_rebuilt_year=document["x"],
+        generation_year=document["n"],
+        years=RawYears(year_rows, from_core=from_core),
+        units=RawUnits(rows, exact),
+        held=held,
+    )
+
+
+def encode_account(account: Account) -> dict[str, Any]:
+    """The whole account as one document (core, every loaded year's totals and units), to
+    compare."""
+    document: dict[str, Any] = orjson.loads(encode_core(account))
+    every_year = {year: account.years[year] for year in sorted(account.years)}
+    document["y"] = _year_rows(every_year)
+    document["u"] = {
+        str(year): orjson.loads(rows) for year, rows in sorted(_all_units(account).items())
+    }
+    return document
+
+
+def _all_units(account: Account) -> dict[int, bytes]:
+    units = account.units
+    plain = {key: units[key] for key in units}
+    return encode_units(Account(account.student_id, units=plain))

@@ -1,0 +1,411 @@
+"""`learning-account redrive`: re-publish dead-lettered input messages after a fix.
+
+Reads the dead-letter topic from the beginning of every partition up to its end as it was when
+the run started, keeps the dead letters that match every filter given (original topic, error
+code, a text in the error, record key, dead-lettered at or after a time), and re-publishes each
+one's original payload (``data.payload``, base64-decoded when ``payload_encoding`` is
+``base64``) to its original topic (``data.topic``) with its original key (``data.key``) and, for
+a message in CloudEvents binary mode, its original ``ce_`` headers (``data.headers``).
+
+No consumer group. A group's committed offset is one mark per partition, but a redrive is
+selective: committing after ``--topic X`` would silently pass over the dead letters of the other
+topics for every later run, and an operator could no longer redrive them after their own fix.
+Re-running a redrive is safe instead: the service keys idempotency on CloudEvents ``source`` +
+``id``, so an event that was already applied is absorbed as a duplicate (and re-publishes its
+stored outputs with the same ids, which downstream deduplicates). A message that still fails is
+dead-lettered again, at a new offset; ``--since`` (the time of the dead letter) scopes a run to the
+dead letters of one incident. Within one run the same (topic, key, payload) is re-published once.
+
+Skipped (with a warning, counted in the report): truncated payloads (``payload_truncated`` or a
+payload of 64 KiB or more: the original was cut), empty payloads, payloads that do not decode,
+and dead letters whose original topic is not an input topic (never write to output topics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from learning_account.settings import Settings
+from learning_account.wire import (
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    DEAD_LETTER_TOPIC,
+    INPUT_TOPICS,
+    STRUCTURED_HEADERS,
+    ErrorCode,
+)
+
+log = logging.getLogger("learning_account.redrive")
+
+ProgressCallback = Callable[[int, int | None], Any]
+"""Called with (dead letters read so far, total to read or None while unknown)."""
+
+_IDLE_LIMIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    """One matched dead letter and what the redrive did with it."""
+
+    partition: int
+    offset: int
+    topic: str | None
+    key: str | None
+    error: str
+    action: str  # "republished", "would_republish", "duplicate" or "skipped"
+    reason: str = ""
+
+
+@dataclass
+class RedriveReport:
+    scanned: int = 0
+    matched: int = 0
+    republished: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    dry_run: bool = False
+    items: list[Redriven] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "matched": self.matched,
+            "republished": self.republished,
+            "skipped": self.skipped,
+            "duplicates": self.duplicates,
+            "dry_run": self.dry_run,
+        }
+
+
+class RedriveError(ValueError):
+    """An argument of the redrive is invalid."""
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO 8601 date or time; without an offset it is UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RedriveError(f"--since {text!r} is not an ISO 8601 date or time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _dead_letter_time(document: Mapping[str, Any], timestamp_ms: int | None) -> datetime | None:
+    text = document.get("time")
+    if isinstance(text, str):
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    if timestamp_ms is not None and timestamp_ms >= 0:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return None
+
+
+def original_key(document: Mapping[str, Any]) -> bytes | None:
+    """The original record key: ``data.key`` is text, or base64 when the key was not UTF-8.
+
+    The service writes ``subject`` only when the key is UTF-8 text (``outputs.dead_letter``),
+    so a ``data.key`` without a ``subject`` is base64.
+    """
+    key = document.get("data", {}).get("key")
+    if key is None:
+        return None
+    if "subject" in document:
+        return str(key).encode()
+    try:
+        return base64.b64decode(str(key), validate=True)
+    except (binascii.Error, ValueError):
+        return str(key).encode()
+
+
+def original_headers(data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """The CloudEvents headers of a binary-mode original (``data.headers``), else the
+    ``content-type`` of a structured-mode one."""
+    headers = data.get("headers")
+    if not isinstance(headers, dict):
+        return list(STRUCTURED_HEADERS)
+    return [(str(name), str(value).encode()) for name, value in headers.items()]
+
+
+def original_payload(data: Mapping[str, Any]) -> tuple[bytes | None, str]:
+    """The original message bytes, or None and why they cannot be re-published."""
+    payload = data.get("payload")
+    if not isinstance(payload, str):
+        return None, "no payload"
+    if data.get("payload_encoding") == "base64":
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return None, "payload is not valid base64"
+    else:
+        raw = payload.encode("utf-8")
+    if data.get("payload_truncated") or len(raw) >= DEAD_LETTER_PAYLOAD_LIMIT:
+        return None, "payload truncated at 64 KiB"
+    if not raw:
+        return None, "empty payload"
+    return raw, ""
+
+
+async def redrive(
+    settings: Settings | str,
+    *,
+    topic: str | Collection[str] | None = None,
+    error_code: str | Collection[str] | None = None,
+    error_contains: str | None = None,
+    key: str | None = None,
+    since: datetime | str | None = None,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+    dead_letter_topic: str = DEAD_LETTER_TOPIC,
+    input_topics: Collection[str] = INPUT_TOPICS,
+) -> RedriveReport:
+    """Re-publish the original payloads of the matching dead letters; see the module docstring.
+
+    ``settings`` give the Kafka clients (a bootstrap address alone: a broker without security).
+    ``topic`` (one or several original topics), ``error_code`` (one or several codes of
+    ``data.error_code``), ``error_contains`` (case-insensitive substring of ``data.error``),
+    ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all match.
+    """
+    from aiokafka import TopicPartition
+
+    from learning_account.adapters.clients import kafka_consumer, kafka_producer
+
+    if isinstance(settings, str):
+        settings = Settings(kafka_bootstrap_servers=settings)
+
+    topics = {topic} if isinstance(topic, str) else set(topic) if topic is not None else None
+    codes = {error_code} if isinstance(error_code, str) else set(error_code) if error_code else None
+    since_at = parse_since(since) if isinstance(since, str) else since
+    if since_at is not None and since_at.tzinfo is None:
+        since_at = since_at.replace(tzinfo=UTC)
+    needle = error_contains.lower() if error_contains else None
+    report = RedriveReport(dry_run=dry_run)
+    seen_payloads: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]] = set()
+
+    consumer = kafka_consumer(
+        settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    producer = None if dry_run else kafka_producer(settings)
+    await consumer.start()
+    try:
+        if producer is not None:
+            await producer.start()
+        await consumer.topics()  # refresh metadata
+        numbers = consumer.partitions_for_topic(dead_letter_topic) or set()
+        partitions = [TopicPartition(dead_letter_topic, n) for n in sorted(numbers)]
+        if not partitions:
+            log.warning("topic %s does not exist or has no partitions", dead_letter_topic)
+            return report
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        first = await consumer.beginning_offsets(partitions)
+        # Where each partition ends: the high watermark of the first fetch response, i.e. the
+        # end when the run started (ListOffsets is not used: Tansu answers it too low). Records
+        # appended later, such as dead letters of messages this run re-publishes, are left out.
+        stop: dict[Any, int] = {}
+        pending_acks: list[asyncio.Future[Any]] = []
+        last_data = time.monotonic()
+        total: int | None = None
+
+        async def handle(record: Any) -> None:
+            report.scanned += 1
+            item = _select(
+                record, topics, codes, needle, key, since_at, input_topics, report, seen_payloads
+            )
+            if item is None:
+                return
+            target, record_key, payload, headers = item
+            if dry_run or producer is None:
+                return
+            pending_acks.append(
+                await producer.send(target, payload, key=record_key, headers=headers)
+            )
+
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for tp in partitions:
+                if tp not in stop:
+                    mark = consumer.highwater(tp)
+                    if mark is not None:
+                        stop[tp] = mark
+            if total is None and len(stop) == len(partitions):
+                total = sum(max(0, stop[tp] - first.get(tp, 0)) for tp in partitions)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset < stop.get(tp, record.offset + 1):
+                        await handle(record)
+            if batch:
+                last_data = time.monotonic()
+            if progress is not None:
+                progress(report.scanned, total)
+            if len(stop) == len(partitions):
+                positions = {tp: await consumer.position(tp) for tp in partitions}
+                if all(positions[tp] >= stop[tp] for tp in partitions):
+                    break
+            if time.monotonic() - last_data > _IDLE_LIMIT_SECONDS:
+                raise TimeoutError(
+                    f"{dead_letter_topic}: no data for {_IDLE_LIMIT_SECONDS:.0f}s before its end "
+                    f"(read {report.scanned} of {total})"
+                )
+        if pending_acks:
+            await asyncio.gather(*pending_acks)
+    finally:
+        await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+    return report
+
+
+def _select(
+    record: Any,
+    topics: set[str] | None,
+    codes: set[str] | None,
+    needle: str | None,
+    key: str | None,
+    since_at: datetime | None,
+    input_topics: Collection[str],
+    report: RedriveReport,
+    seen: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]],
+) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]] | None:
+    """Filter one dead-letter record; count it; what to re-publish when it is selected."""
+    try:
+        document = json.loads(record.value)
+        data = document["data"]
+        if not isinstance(data, dict):
+            raise TypeError("data is not an object")
+    except (TypeError, ValueError, KeyError):
+        log.warning(
+            "dead letter %d/%d is not a dead-lettered event", record.partition, record.offset
+        )
+        return None
+    target = data.get("topic")
+    error = str(data.get("error", ""))
+    if topics is not None and target not in topics:
+        return None
+    if codes is not None and data.get("error_code") not in codes:
+        return None
+    if needle is not None and needle not in error.lower():
+        return None
+    if key is not None and data.get("key") != key:
+        return None
+    if since_at is not None:
+        moment = _dead_letter_time(document, record.timestamp)
+        if moment is None or moment < since_at:
+            return None
+    report.matched += 1
+
+    def note(action: str, reason: str = "") -> None:
+        report.items.append(
+            Redriven(
+                record.partition,
+                record.offset,
+                target if isinstance(target, str) else None,
+                data.get("key") if isinstance(data.get("key"), str) else None,
+                error,
+                action,
+                reason,
+            )
+        )
+
+    payload, why = original_payload(data)
+    if not isinstance(target, str) or target not in input_topics:
+        payload, why = None, f"original topic {target!r} is not an input topic"
+    if payload is None or not isinstance(target, str):
+        log.warning("skipping dead letter %d/%d: %s", record.partition, record.offset, why)
+        report.skipped += 1
+        note("skipped", why)
+        return None
+    record_key = original_key(document)
+    headers = original_headers(data)
+    identity = (target, record_key, payload, tuple(headers))
+    if identity in seen:
+        report.duplicates += 1
+        note("duplicate", "same topic, key, payload and headers as an earlier dead letter")
+        return None
+    seen.add(identity)
+    if report.dry_run:
+        note("would_republish")
+    else:
+        report.republished += 1
+        note("republished")
+    return target, record_key, payload, headers
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``learning-account redrive``."""
+    parser.add_argument(
+        "--topic",
+        action="append",
+        help="only dead letters of this original topic (repeatable)",
+    )
+    parser.add_argument(
+        "--error-code",
+        action="append",
+        choices=[str(code) for code in ErrorCode],
+        metavar="CODE",
+        help="only dead letters with this error_code (repeatable): %(choices)s",
+    )
+    parser.add_argument("--error-contains", help="only dead letters whose error contains this text")
+    parser.add_argument("--key", help="only dead letters with this record key (student id)")
+    parser.add_argument(
+        "--since", help="only dead letters written at or after this ISO time (UTC if no offset)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list what would be re-published, publish nothing"
+    )
+    parser.add_argument(
+        "--dead-letter-topic", default=DEAD_LETTER_TOPIC, help="the dead-letter topic to read"
+    )
+
+
+async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run a redrive with a rich progress bar; print each dead letter's fate and the summary."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except RedriveError as error:
+        print(f"learning-account redrive: {error}", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("reading dead letters"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("redrive", total=None)
+        report = await redrive(
+            settings,
+            topic=args.topic,
+            error_code=args.error_code,
+            error_contains=args.error_contains,
+            key=args.key,
+            since=since,
+            dry_run=args.dry_run,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            dead_letter_topic=args.dead_letter_topic,
+        )
+    for item in report.items:
+        line = f"{item.action:16} {item.partition}/{item.offset} {item.topic} key={item.key}"
+        print(f"{line}  {item.reason or item.error}")
+    print(json.dumps(report.summary()))
+    return 0

@@ -1,0 +1,135 @@
+"""The one order of input records (contracts.md "Order"), for the live consumer and for rebuild.
+
+Per partition number, the three input topic-partitions are merged by record time: each
+topic-partition in offset order, the smallest head time first, ties in the order of INPUT_TOPICS
+(registrations, exam-results, deregistrations). A record's time is the later of its timestamp and
+the latest time already read on its topic-partition, and never later than the processing clock.
+A topic-partition with nothing held stops the merge while it is lagging (it has records to read
+that are not fetched yet), for a bounded wait; one that is caught up holds nothing back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from learning_account.wire import INPUT_TOPICS, record_time
+
+if TYPE_CHECKING:
+    from learning_account.processing.pipeline import InputRecord
+
+Chunks = tuple[str, int, AsyncIterator[list["InputRecord"]]]
+"""One topic-partition's records from its beginning, a chunk at a time: topic, number, chunks."""
+
+LAGGING_WAIT_SECONDS = 2.0
+"""How long a merge waits for a lagging topic-partition with nothing held (Kafka Streams'
+`max.task.idle.ms`) before it applies what it holds without it."""
+
+
+class NotCoPartitioned(RuntimeError):
+    """The input topics have different partition counts: one student's events would not meet."""
+
+
+def check_co_partitioned(counts: Mapping[str, int]) -> None:
+    """Raise NotCoPartitioned (one line naming each topic's count) unless all counts are equal."""
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{topic} has {count}" for topic, count in counts.items())
+        raise NotCoPartitioned(
+            f"the input topics must have the same number of partitions: {listed}"
+        )
+
+
+_RANK = {topic: rank for rank, topic in enumerate(INPUT_TOPICS)}
+
+
+class Merge:
+    """The records of one partition number held for merging, and what the merge released."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.held: dict[str, deque[InputRecord]] = {topic: deque() for topic in INPUT_TOPICS}
+        self.read_time: dict[str, int] = {}
+        """Per topic: the latest time read (held or released)."""
+        self.released_time: dict[str, int] = {}
+        """Per topic: the time of the latest record released."""
+        self.time: int | None = None
+        """The latest time released, of any topic."""
+
+    def add(self, record: InputRecord, clock_ms: int) -> None:
+        """Hold a record, its `timestamp_ms` replaced by its record time."""
+        latest = self.read_time.get(record.topic)
+        usable = record_time(record.timestamp_ms)  # none, or one no clock could have given
+        stamp = None if usable is None else record.timestamp_ms
+        if stamp is None:
+            stamp = latest if latest is not None else clock_ms
+        elif latest is not None:
+            stamp = max(stamp, latest)
+        stamp = min(stamp, clock_ms)
+        self.read_time[record.topic] = stamp
+        self.held[record.topic].append(dataclasses.replace(record, timestamp_ms=stamp))
+
+    def holds(self, topic: str) -> bool:
+        return bool(self.held[topic])
+
+    def holding(self) -> int:
+        return sum(len(queue) for queue in self.held.values())
+
+    def release(self, waiting_for: Collection[str] = ()) -> list[InputRecord]:
+        """The held records that may be applied now, in merged order.
+
+        `waiting_for`: the topics whose topic-partition is lagging and still waited for; the
+        merge stops while one of them holds nothing.
+        """
+        released: list[InputRecord] = []
+        while True:
+            if any(not self.held[topic] for topic in waiting_for):
+                break
+            heads = [queue[0] for queue in self.held.values() if queue]
+            if not heads:
+                break
+            head = min(heads, key=lambda r: (r.timestamp_ms or 0, _RANK[r.topic]))
+            self.held[head.topic].popleft()
+            released.append(head)
+            stamp = head.timestamp_ms or 0
+            self.released_time[head.topic] = stamp
+            self.time = stamp if self.time is None else max(self.time, stamp)
+        return released
+
+    def drop(self, topics: Iterable[str] = INPUT_TOPICS) -> list[InputRecord]:
+        """Forget the held records of these topics (they are read again): the first ones held."""
+        first = []
+        for topic in topics:
+            if self.held[topic]:
+                first.append(self.held[topic][0])
+                self.held[topic].clear()
+            if topic in self.released_time:
+                self.read_time[topic] = self.released_time[topic]
+            else:
+                self.read_time.pop(topic, None)
+        return first
+
+
+async def in_record_order(
+    partitions: Iterable[Chunks], clock_ms: int
+) -> AsyncIterator[InputRecord]:
+    """A whole history in the order the live service applies it: partition number after
+    partition number, each merged as the live merge does, a topic-partition with more to read
+    waited for; it holds one chunk per topic-partition of one partition number."""
+    numbers: dict[int, dict[str, AsyncIterator[list[InputRecord]]]] = {}
+    for topic, number, chunks in partitions:
+        numbers.setdefault(number, {})[topic] = chunks
+    for number in sorted(numbers):
+        merge = Merge(number)
+        unread = numbers[number]
+        while unread or merge.holding():
+            for topic in list(unread):
+                if not merge.holds(topic):
+                    chunk = await anext(unread[topic], None)
+                    if chunk is None:
+                        del unread[topic]
+                    for record in chunk or ():
+                        merge.add(record, clock_ms)
+            for record in merge.release(waiting_for=list(unread)):
+                yield record

@@ -1,0 +1,278 @@
+"""Domain events and bad input turned into the CloudEvents messages of contracts.md.
+
+An output's `id` is derived from the student, the input event's `source` + `id` and the output
+kind (plus the threshold for credit-low, the content for an `id_conflict`; topic, partition and
+offset for a dead letter), so a re-published output carries the same id and the same bytes, and
+two students' outputs never share one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from learning_account.domain.model import (
+    BalanceChanged,
+    CreditExhausted,
+    CreditLow,
+    DomainEvent,
+    EventRef,
+    EventRejected,
+    format_academic_year,
+    immutable,
+)
+from learning_account.wire import (
+    BALANCE_CHANGED_TOPIC,
+    BALANCE_CHANGED_TYPE,
+    CREDIT_EXHAUSTED_TOPIC,
+    CREDIT_EXHAUSTED_TYPE,
+    CREDIT_LOW_TOPIC,
+    CREDIT_LOW_TYPE,
+    DEAD_LETTER_PAYLOAD_LIMIT,
+    DEAD_LETTER_TOPIC,
+    DEAD_LETTERED_TYPE,
+    EVENT_REJECTED_TYPE,
+    REJECTIONS_TOPIC,
+    SERVICE_SOURCE,
+    ErrorCode,
+)
+
+OUTPUT_ID_NAMESPACE = uuid.UUID("6f0f2f3e-9a54-5c1b-8d8e-6c1a0b7f4e21")
+
+
+@immutable
+class OutputMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+    event_id: str
+    event_type: str
+
+
+def amount(quarters: int) -> int | float:
+    """Quarter-credits as a JSON number: whole credits without `.0` (6, 2.5, 1.25)."""
+    if quarters % 4 == 0:
+        return quarters // 4
+    return quarters / 4  # exact: quarters are dyadic fractions
+
+
+def output_id(student_id: str, cause: EventRef, kind: str, *extra: object) -> str:
+    name = "\n".join([student_id, cause.source, cause.id, kind, *(str(part) for part in extra)])
+    return uuid5_text(name)
+
+
+_NAMESPACE_BYTES = OUTPUT_ID_NAMESPACE.bytes
+
+
+def uuid5_text(name: str) -> str:
+    """`str(uuid.uuid5(OUTPUT_ID_NAMESPACE, name))` without building UUID objects (hot path)."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _caused_by(cause: EventRef) -> dict[str, str]:
+    return {"source": cause.source, "id": cause.id, "type": cause.type}
+
+
+def _envelope(
+    event_id: str,
+    event_type: str,
+    subject: str | None,
+    time: str,
+    data: Any,
+    traceparent: str | None = None,
+) -> bytes:
+    document: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SERVICE_SOURCE,
+        "type": event_type,
+        "time": time,
+    }
+    if subject is not None:
+        document["subject"] = subject
+    document["datacontenttype"] = "application/json"
+    if traceparent is not None:
+        document["traceparent"] = traceparent  # CloudEvents distributed-tracing extension
+    document["data"] = data
+    return orjson.dumps(document)
+
+
+def now_text(timestamp_ms: int | None = None) -> str:
+    """An RFC 3339 UTC time with milliseconds: the given epoch milliseconds, or now when none is
+    given or it lies outside years 1-9999 (a producer stamping microseconds, say)."""
+    moment = datetime.now(UTC)
+    if timestamp_ms is not None:
+        try:
+            moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass  # the processing time stands in: the record still gets its dead letter
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_message(
+    event: DomainEvent,
+    time: str,
+    traceparent: str | None = None,
+    *,
+    id_parts: tuple[str, ...] = (),
+) -> OutputMessage:
+    """One domain event as the CloudEvent of contracts.md, keyed by student id; `id_parts` go
+    into its id after the kind's own (an `id_conflict`'s content digest)."""
+    topic: str
+    event_type: str
+    data: dict[str, Any]
+    match event:
+        case BalanceChanged():
+            topic, event_type = BALANCE_CHANGED_TOPIC, BALANCE_CHANGED_TYPE
+            event_id = output_id(event.student_id, event.caused_by, "balance-changed", *id_parts)
+            data = {
+                "student_id": event.student_id,
+                "academic_year": format_academic_year(event.academic_year),
+                "previous_balance": amount(event.previous_balance),
+                "balance": amount(event.balance),
+                "delta": amount(event.delta),
+                "entries": [
+                    {
+                        "kind": str(entry.kind),
+                        "amount": amount(entry.amount),
+                        "course_unit_code": entry.course_unit_code,
+                        "academic_year": format_academic_year(entry.academic_year),
+                    }
+                    for entry in event.entries
+                ],
+                "uncovered_credits": amount(event.uncovered_credits),
+                "additional_fee": event.additional_fee,
+                "caused_by": _caused_by(event.caused_by),
+            }
+        case CreditExhausted():
+            topic, event_type = CREDIT_EXHAUSTED_TOPIC, CREDIT_EXHAUSTED_TYPE
+            event_id = output_id(event.student_id, event.caused_by, "credit-exhausted", *id_parts)
+            data = {
+                "student_id": event.student_id,
+                "academic_year": format_academic_year(event.academic_year),
+                "balance": amount(event.balance),
+                "caused_by": _caused_by(event.caused_by),
+                "options": list(event.options),
+            }
+        case CreditLow():
+            topic, event_type = CREDIT_LOW_TOPIC, CREDIT_LOW_TYPE
+            event_id = output_id(
+                event.student_id, event.caused_by, "credit-low", amount(event.threshold), *id_parts
+            )
+            data = {
+                "student_id": event.student_id,
+                "academic_year": format_academic_year(event.academic_year),
+                "balance": amount(event.balance),
+                "threshold": amount(event.threshold),
+                "caused_by": _caused_by(event.caused_by),
+            }
+        case EventRejected():
+            topic, event_type = REJECTIONS_TOPIC, EVENT_REJECTED_TYPE
+            event_id = output_id(event.student_id, event.caused_by, "event-rejected", *id_parts)
+            data = {
+                "student_id": event.student_id,
+                "reason": str(event.reason),
+                "detail": event.detail,
+                "caused_by": _caused_by(event.caused_by),
+            }
+    value = _envelope(event_id, event_type, event.student_id, time, data, traceparent)
+    return OutputMessage(topic, event.student_id.encode(), value, event_id, event_type)
+
+
+def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: str,
+    time: str,
+    error_code: str = ErrorCode.INTERNAL_ERROR,
+    headers: Mapping[str, str] | None = None,
+) -> OutputMessage:
+    """A message that could not be read or validated, with the error (text and stable code) and
+    its payload as text (and, in binary mode, its CloudEvents headers)."""
+    event_id = str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"dead-letter\n{topic}\n{partition}\n{offset}"))
+    payload_bytes = (value or b"")[:DEAD_LETTER_PAYLOAD_LIMIT]
+    key_text = _text_or_none(key)
+    data: dict[str, Any] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key_text if key_text is not None else _b64_or_none(key),
+        "error": error,
+        "error_code": str(error_code),
+    }
+    try:
+        (value or b"").decode("utf-8")
+        # the cut at 64 KiB may split the last character: drop that partial character only
+        data["payload"] = payload_bytes.decode("utf-8", errors="ignore")
+    except UnicodeDecodeError:
+        data["payload"] = base64.b64encode(payload_bytes).decode()
+        data["payload_encoding"] = "base64"
+    if value is not None and len(value) > DEAD_LETTER_PAYLOAD_LIMIT:
+        data["payload_truncated"] = True
+    if headers is not None:
+        data["headers"] = dict(headers)
+    subject = key_text
+    out = _envelope(event_id, DEAD_LETTERED_TYPE, subject, time, data)
+    return OutputMessage(DEAD_LETTER_TOPIC, key, out, event_id, DEAD_LETTERED_TYPE)
+
+
+def _text_or_none(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _b64_or_none(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode()
+
+
+_RECORD = b"\x1e"
+_FIELD = b"\x1f"
+
+
+def encode_stored(messages: list[OutputMessage]) -> bytes:
+    """The outputs of one step as stored beside the state, to re-publish them identically.
+
+    Fields are split by ASCII unit and record separators: no topic, student id, uuid, type or
+    JSON text produced here contains a raw control character.
+    """
+    return _RECORD.join(
+        _FIELD.join(
+            (
+                m.topic.encode(),
+                m.key or b"",
+                m.event_id.encode(),
+                m.event_type.encode(),
+                m.value,
+            )
+        )
+        for m in messages
+    )
+
+
+def decode_stored(blob: bytes) -> list[OutputMessage]:
+    messages = []
+    for record in blob.split(_RECORD):
+        topic, key, event_id, event_type, value = record.split(_FIELD, 4)
+        messages.append(
+            OutputMessage(
+                topic.decode(), key or None, value, event_id.decode(), event_type.decode()
+            )
+        )
+    return messages
