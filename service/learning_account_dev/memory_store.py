@@ -155,6 +155,9 @@ class MemoryStore:
         due = sorted((score, student) for student, score in self.held.items() if score <= now)
         return [student for _, student in due[:limit]]
 
+    async def held_count(self) -> int:
+        return len(self.held)
+
     async def claim_held(self, student_id: str) -> HeldClaim | None:
         return HeldClaim(None)  # the index is written with the account, as on a single Redis
 

@@ -151,7 +151,7 @@ async def test_the_held_index_lists_a_student_from_its_earliest_deadline(
     assert await store.due_held(100.0) == ["r", "s"]
     assert await store.due_held(math.inf, limit=1) == ["r"]
     await store.commit([write("1")])  # not held before, nothing held now: left as it was
-    assert await store.due_held(100.0) == ["r", "s"]
+    assert await store.due_held(100.0) == ["r", "s"] and await store.held_count() == 2
 
 
 async def test_a_student_no_longer_held_leaves_the_index_with_its_write(
@@ -160,7 +160,7 @@ async def test_a_student_no_longer_held_leaves_the_index_with_its_write(
     """On a single Redis (a cluster leaves a stale entry to the sweeper's next look)."""
     await exact_store.commit([write("", held_deadline=100.0)])
     await exact_store.commit([write("1", was_held=True)])
-    assert await exact_store.due_held(math.inf) == []
+    assert await exact_store.due_held(math.inf) == [] and await exact_store.held_count() == 0
 
 
 async def pending_refusal(store: AccountStore) -> Any:

@@ -241,6 +241,9 @@ class RedisStore:
         members = await self.redis.zrangebyscore(HELD_INDEX_KEY, "-inf", now, start=0, num=limit)
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
+    async def held_count(self) -> int:
+        return int(await self.redis.zcard(HELD_INDEX_KEY))
+
     async def claim_held(self, student_id: str) -> HeldClaim | None:
         """Hold a due index entry while sweeping it; None if it is gone (swept meanwhile)."""
         if not self._cluster:

@@ -143,6 +143,10 @@ class AccountStore(Protocol):
         """Students of the held index due at `now`, earliest first."""
         ...
 
+    async def held_count(self) -> int:
+        """How many students the held index lists (due or not)."""
+        ...
+
     async def claim_held(self, student_id: str) -> HeldClaim | None:
         """Hold a due index entry while sweeping it; None if it is gone (swept meanwhile)."""
         ...
