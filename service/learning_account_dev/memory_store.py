@@ -32,6 +32,7 @@ from learning_account.processing.store import (
     HeldClaim,
     Identity,
     LoadedAccount,
+    retention_ms,
 )
 
 if TYPE_CHECKING:
@@ -49,11 +50,7 @@ class MemoryStore:
         outbox_retention_seconds: float = 7 * 24 * 3600,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not outbox_retention_seconds >= 0.001 or math.isinf(outbox_retention_seconds):
-            raise ValueError(
-                f"the outbox retention must be at least 1 ms, not {outbox_retention_seconds!r} s"
-            )
-        self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
+        self.outbox_retention_ms = retention_ms(outbox_retention_seconds)
         self.clock = clock
         self.accounts: dict[str, dict[bytes, bytes]] = {}
         self.outputs: dict[str, tuple[bytes, float]] = {}

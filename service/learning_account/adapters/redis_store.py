@@ -10,7 +10,6 @@ dearer.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ from learning_account.processing.store import (
     HeldClaim,
     Identity,
     LoadedAccount,
+    retention_ms,
 )
 
 if TYPE_CHECKING:
@@ -70,12 +70,8 @@ class RedisStore:
         outbox_retention_seconds: float = 7 * 24 * 3600,
         observe: Callable[[str, float], None] | None = None,
     ) -> None:
-        if not outbox_retention_seconds >= 0.001 or math.isinf(outbox_retention_seconds):
-            raise ValueError(
-                f"the outbox retention must be at least 1 ms, not {outbox_retention_seconds!r} s"
-            )
         self.redis = redis
-        self.outbox_retention_ms = int(outbox_retention_seconds * 1000)
+        self.outbox_retention_ms = retention_ms(outbox_retention_seconds)
         self._observe = observe
 
     async def _load_scripts(self) -> None:

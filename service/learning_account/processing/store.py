@@ -19,6 +19,7 @@ keeps them in memory, for tests.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -52,6 +53,13 @@ def content_digest(canonical: bytes) -> str:
 def next_version(version: str) -> str:
     """The version a successful commit on `version` writes: versions count commits, from 1."""
     return str(int(version or 0) + 1)
+
+
+def retention_ms(seconds: float) -> int:
+    """The outbox retention in whole milliseconds; under 1 ms (or not finite) is refused."""
+    if not seconds >= 0.001 or math.isinf(seconds):
+        raise ValueError(f"the outbox retention must be at least 1 ms, not {seconds!r} s")
+    return int(seconds * 1000)
 
 
 @dataclass(slots=True)
