@@ -8,17 +8,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from learning_account.adapters.store import (
-    _COMMIT_MANY_SCRIPT,
-    _SETTLE_MANY_SCRIPT,
-    HELD_INDEX_KEY,
-    AccountStore,
-    account_key,
-    event_digest,
-    outputs_key,
-)
+from learning_account.adapters.lua import COMMIT_MANY_SCRIPT, SETTLE_MANY_SCRIPT
+from learning_account.adapters.redis_layout import HELD_INDEX_KEY, account_key, outputs_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import EventRef, Policy
 from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account.processing.store import event_digest
 from learning_account.settings import Settings
 from learning_account_dev import events as ev
 
@@ -35,7 +30,7 @@ def commit_args(version: str, digest: bytes, retention: Any = 1000) -> list[Any]
 
 async def test_a_commit_that_fails_leaves_the_account_as_it_was(any_redis: Any) -> None:
     """LA_OUTBOX_RETENTION_SECONDS=0 once made every commit fail after writing the state."""
-    store = AccountStore(any_redis)
+    store = RedisStore(any_redis)
     processor = Processor(store, Policy())
     await processor.process([record(ev.exam_result("s1", 2016, "A"), 0)])  # held: indexed
     before = await any_redis.hgetall(account_key("s1"))
@@ -59,13 +54,13 @@ async def test_a_bad_student_in_a_many_student_commit_writes_no_student(
     header = [2, 2, len(first), 2, len(second)]
     with pytest.raises(ResponseError, match="digest"):
         await redis_client.eval(
-            _COMMIT_MANY_SCRIPT, 5, *keys, HELD_INDEX_KEY, *header, *first, *second
+            COMMIT_MANY_SCRIPT, 5, *keys, HELD_INDEX_KEY, *header, *first, *second
         )
     assert await redis_client.keys("*") == []
     # the same call with both students right writes both
     second = commit_args("", b"\x01" * 8)
     replies = await redis_client.eval(
-        _COMMIT_MANY_SCRIPT, 5, *keys, HELD_INDEX_KEY, *header, *first, *second
+        COMMIT_MANY_SCRIPT, 5, *keys, HELD_INDEX_KEY, *header, *first, *second
     )
     assert replies == [[1, 0], [1, 0]]
 
@@ -79,7 +74,7 @@ async def test_a_commit_with_a_bad_retention_writes_nothing(
     keys = [account_key("a"), outputs_key("a", "00" * 8)]
     args = commit_args("", b"\x00" * 8, retention)
     with pytest.raises(ResponseError, match="retention"):
-        await redis_client.eval(_COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
+        await redis_client.eval(COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
     assert await redis_client.keys("*") == []
 
 
@@ -88,7 +83,7 @@ async def test_a_commit_on_a_corrupt_version_writes_nothing(redis_client: Redis)
     keys = [account_key("a"), outputs_key("a", "00" * 8)]
     args = commit_args("seven", b"\x00" * 8)
     with pytest.raises(ResponseError, match="version"):
-        await redis_client.eval(_COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
+        await redis_client.eval(COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
     assert await redis_client.hgetall(account_key("a")) == {b"s": b"{}", b"v": b"seven"}
     assert await redis_client.exists(outputs_key("a", "00" * 8), HELD_INDEX_KEY) == 0
 
@@ -99,7 +94,7 @@ async def test_a_settle_with_a_bad_score_writes_nothing(redis_client: Redis) -> 
     args = ["3", "a", "later", pending]
     with pytest.raises(ResponseError, match="score"):
         await redis_client.eval(
-            _SETTLE_MANY_SCRIPT, 2, account_key("a"), HELD_INDEX_KEY, 1, 1, 4, *args
+            SETTLE_MANY_SCRIPT, 2, account_key("a"), HELD_INDEX_KEY, 1, 1, 4, *args
         )
     assert await redis_client.hget(account_key("a"), "p") == pending
 
@@ -109,7 +104,7 @@ async def test_an_outbox_retention_under_a_millisecond_is_refused(
     redis_client: Redis, seconds: float
 ) -> None:
     with pytest.raises(ValueError, match="retention"):
-        AccountStore(redis_client, outbox_retention_seconds=seconds)
+        RedisStore(redis_client, outbox_retention_seconds=seconds)
     with pytest.raises(ValueError, match="LA_OUTBOX_RETENTION_SECONDS"):
         Settings.from_env({"LA_OUTBOX_RETENTION_SECONDS": str(seconds)})
 
@@ -133,5 +128,5 @@ async def test_a_commit_beside_a_held_index_of_another_type_writes_nothing(
     keys = [account_key("a"), outputs_key("a", "00" * 8)]
     args = commit_args("", b"\x00" * 8)
     with pytest.raises(ResponseError, match="sorted set"):
-        await redis_client.eval(_COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
+        await redis_client.eval(COMMIT_MANY_SCRIPT, 3, *keys, HELD_INDEX_KEY, 1, 2, 9, *args)
     assert await redis_client.keys("*") == [HELD_INDEX_KEY.encode()]

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from learning_account.adapters.store import HELD_INDEX_KEY, AccountStore, AccountWrite, HeldClaim
+from learning_account.adapters.redis_layout import HELD_INDEX_KEY
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.processing.outputs import OutputMessage
 from learning_account.processing.pipeline import BatchReport, InputRecord, Processor
+from learning_account.processing.store import AccountStore, AccountWrite, HeldClaim
 from learning_account.wire import BALANCE_CHANGED_TOPIC, REJECTIONS_TOPIC
 from learning_account_dev import events as ev
 
@@ -24,7 +26,7 @@ HOLD = 60.0
 START = 1_700_000_000.0
 
 
-class Interleaving(AccountStore):
+class Interleaving(RedisStore):
     """Runs `before_commit` (`before_settle`) once, just before its next commit (settle)."""
 
     before_commit: Callable[[], Awaitable[Any]] | None = None
@@ -87,7 +89,7 @@ async def test_a_batch_applying_the_held_result_meanwhile_makes_the_sweepers_com
     any_redis: Any,
 ) -> None:
     clock, batch_clock = Clock(), Clock()
-    batch = processor(AccountStore(any_redis), batch_clock)
+    batch = processor(RedisStore(any_redis), batch_clock)
     result = ev.exam_result("s1", 2016, "A")
     await batch.process([record(result)])
     clock.now += HOLD + 1
@@ -120,7 +122,7 @@ async def test_a_sweep_meanwhile_makes_the_batchs_commit_lose_and_the_result_sta
     result = ev.exam_result("s2", 2016, "A")
     await batch.process([record(result)])
     clock.now += HOLD + 1
-    sweeper = processor(AccountStore(any_redis), clock)
+    sweeper = processor(RedisStore(any_redis), clock)
     published = Published()
     swept: list[int] = []
 
@@ -140,7 +142,7 @@ async def test_a_result_held_by_a_batch_during_a_sweep_keeps_its_index_entry(
     any_redis: Any,
 ) -> None:
     clock = Clock()
-    batch = processor(AccountStore(any_redis), clock)
+    batch = processor(RedisStore(any_redis), clock)
     first = ev.exam_result("s3", 2016, "A")
     await batch.process([record(first)])
     clock.now += HOLD + 1
@@ -169,7 +171,7 @@ async def test_refusals_stored_by_a_sweep_that_died_before_publishing_are_publis
     any_redis: Any,
 ) -> None:
     clock = Clock()
-    batch = processor(AccountStore(any_redis), clock)
+    batch = processor(RedisStore(any_redis), clock)
     result = record(ev.exam_result("s4", 2016, "A"))
     await batch.process([result])
     clock.now += HOLD + 1
@@ -180,13 +182,13 @@ async def test_refusals_stored_by_a_sweep_that_died_before_publishing_are_publis
         raise ConnectionError("the process died before the broker acknowledged")
 
     with pytest.raises(ConnectionError):
-        await processor(AccountStore(any_redis), clock).sweep_held(dies)
+        await processor(RedisStore(any_redis), clock).sweep_held(dies)
     account = await batch.store.get("s4")
     assert account is not None and account.held == ()  # the refusal is written
     assert "s4" in await batch.store.due_held(clock.now)  # and still due for publication
 
     clock.now += 5
-    restarted = processor(AccountStore(any_redis), clock)
+    restarted = processor(RedisStore(any_redis), clock)
     published = Published()
     assert await restarted.sweep_held(published) == 0  # nothing left to decide
     assert [(m.event_id, m.value) for m in published] == [(m.event_id, m.value) for m in attempted]
@@ -204,7 +206,7 @@ async def test_a_consumer_write_keeps_a_student_with_unpublished_refusals_due(
     any_redis: Any,
 ) -> None:
     clock = Clock()
-    store = AccountStore(any_redis)
+    store = RedisStore(any_redis)
     batch = processor(store, clock)
     await batch.process([record(ev.exam_result("s5", 2016, "A"))])
     await batch.process([record(ev.exam_result("s5", 2017, "B"))])
@@ -230,7 +232,7 @@ async def test_a_held_result_counts_the_input_time_of_its_own_partition_number(
     any_redis: Any,
 ) -> None:
     clock = Clock()
-    batch = processor(AccountStore(any_redis), clock)
+    batch = processor(RedisStore(any_redis), clock)
     result = ev.exam_result("s6", 2016, "A")
     await batch.process([dataclasses.replace(record(result), partition=1)])
     account = await batch.store.get("s6")

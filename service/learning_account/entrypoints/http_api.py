@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from learning_account.adapters.store import AccountStore
 from learning_account.domain.clock import current_academic_year, today_in_brussels
 from learning_account.domain.model import Account, CreditLow, Policy, format_academic_year
 from learning_account.domain.rules import DEFAULT_POLICY
@@ -46,6 +45,7 @@ from learning_account.processing.projection import (
     read_events,
     what_if_results,
 )
+from learning_account.processing.store import AccountStore
 from learning_account.wire import (
     _STUDENT_ID_PATTERN,
     CREDIT_EXHAUSTED_TYPE,

@@ -20,17 +20,6 @@ from dataclasses import dataclass, field, replace
 
 from opentelemetry.trace import Tracer
 
-from learning_account.adapters.store import (
-    AccountStore,
-    AccountWrite,
-    AppliedStep,
-    HeldClaim,
-    Identity,
-    LoadedAccount,
-    content_digest,
-    event_digest,
-    next_version,
-)
 from learning_account.domain.model import (
     Account,
     Command,
@@ -53,6 +42,17 @@ from learning_account.processing.outputs import (
     encode_stored,
     now_text,
     to_message,
+)
+from learning_account.processing.store import (
+    AccountStore,
+    AccountWrite,
+    AppliedStep,
+    HeldClaim,
+    Identity,
+    LoadedAccount,
+    content_digest,
+    event_digest,
+    next_version,
 )
 from learning_account.wire import (
     ErrorCode,

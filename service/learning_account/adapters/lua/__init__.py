@@ -1,0 +1,51 @@
+"""The Lua scripts of the Redis store, composed from the `.lua` files beside this module.
+
+A script is the size constants, the helpers, one student's function, and the call: once per
+student (`checked_one`, a Redis Cluster) or once for the whole batch (`for_each_student`, a
+single Redis). Both check every student before their first write.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from learning_account.processing.store import CONTENT_DIGEST_BYTES, DIGEST_BYTES
+
+ENTRY_BYTES = DIGEST_BYTES + CONTENT_DIGEST_BYTES
+"""An applied event in the account's `k` list: its digest, then its content digest."""
+
+
+def _read(name: str) -> str:
+    return resources.files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _script(*files: str, call: str) -> str:
+    sizes = f"local DIGEST, ENTRY = {DIGEST_BYTES}, {ENTRY_BYTES}\n"
+    return sizes + "".join(_read(name) for name in files) + f"return {call}\n"
+
+
+_ONE = "checked_one"
+_MANY = "for_each_student"
+COMMIT_SCRIPT = _script("helpers", "commit_one", _ONE, call="checked_one(commit_one, check_commit)")
+SETTLE_SCRIPT = _script("helpers", "settle_one", _ONE, call="checked_one(settle_one, check_settle)")
+LOAD_SCRIPT = _script("helpers", "load_one", call="load_one(KEYS, ARGV)")
+COMMIT_MANY_SCRIPT = _script(
+    "helpers", "commit_one", _MANY, call="for_each_student(commit_one, check_commit, true)"
+)
+SETTLE_MANY_SCRIPT = _script(
+    "helpers", "settle_one", _MANY, call="for_each_student(settle_one, check_settle, true)"
+)
+LOAD_MANY_SCRIPT = _script(
+    "helpers", "load_one", _MANY, call="for_each_student(load_one, nil, false)"
+)
+RELEASE_CLAIM_SCRIPT = _read("release_claim")
+
+SCRIPTS = (
+    COMMIT_SCRIPT,
+    SETTLE_SCRIPT,
+    LOAD_SCRIPT,
+    COMMIT_MANY_SCRIPT,
+    SETTLE_MANY_SCRIPT,
+    LOAD_MANY_SCRIPT,
+    RELEASE_CLAIM_SCRIPT,
+)

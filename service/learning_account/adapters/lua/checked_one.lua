@@ -1,0 +1,8 @@
+-- One student's call (a Redis Cluster: each student's keys on their own slot, the held index on
+-- another, written by the client after the call).
+
+local function checked_one(one, check)
+  local failure = check(KEYS, ARGV)
+  if failure then return redis.error_reply(failure) end
+  return one(KEYS, ARGV, nil)
+end

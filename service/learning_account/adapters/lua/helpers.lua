@@ -1,0 +1,43 @@
+-- Shared by the account scripts. DIGEST (the bytes of an idempotency digest) and ENTRY (of a
+-- digest with its content digest) are set by the line the loader puts before this file.
+-- Every script checks everything a write could fail on before its first write, and a script
+-- over many students checks them all first: Redis does not roll back a script that fails
+-- halfway (and refuses only the first write of a script for lack of memory).
+
+local function is_number(text)
+  local n = tonumber(text)
+  return n ~= nil and n == n
+end
+
+local function of_type(key, ...)
+  local kind = redis.call('TYPE', key).ok
+  for _, allowed in ipairs({...}) do
+    if kind == allowed then return true end
+  end
+  return false
+end
+
+local function has_digest(list, digest)
+  local start = 1
+  while true do
+    local at = string.find(list, digest, start, true)
+    if not at then return false end
+    if (at - 1) % DIGEST == 0 then return true end
+    start = at + 1
+  end
+end
+
+-- the content digests a list of (digest, content digest) entries records for `digest`, in order
+local function contents_of(list, digest)
+  local found, start = {}, 1
+  while true do
+    local at = string.find(list, digest, start, true)
+    if not at then return found end
+    if (at - 1) % ENTRY == 0 then
+      found[#found + 1] = string.sub(list, at + DIGEST, at + ENTRY - 1)
+      start = at + ENTRY
+    else
+      start = at + 1
+    end
+  end
+end

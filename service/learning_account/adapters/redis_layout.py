@@ -1,0 +1,122 @@
+"""How a student's learning account lies in Redis: its keys, its hash fields, their values.
+
+Keys carry the student id as a Redis Cluster hash tag, so one student's keys share a slot:
+- `la:{sid}:account`   hash: `s` the account without its year totals and course units, `v`
+                       its version (optimistic concurrency), `k` the events applied, each its
+                       idempotency digest (8 bytes, CloudEvents source + id) and its content
+                       digest (4 bytes, `type` + the validated `data`), in order: the first
+                       entry of a digest is the event that stands, a later one a refused
+                       re-use (`id_conflict`); `d` idempotency digests alone (8 bytes each,
+                       as accounts written before content digests have them: a re-delivery of
+                       one is absorbed whatever its content), `p` those of sweeper steps whose
+                       outputs may not be published yet, `t:<year>` the totals and
+                       `u:<year>` the course units of one academic year
+- `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
+                       duplicate delivery re-publishes them identically (`<d><c>`, digest
+                       and content digest, for a refused re-use)
+- `la:held`            sorted set: students with held exam results, by earliest deadline (0
+                       while refusals wait for publication)
+
+The in-memory store of `learning_account_dev` keeps the same fields, so both snapshot alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from learning_account.adapters.state_codec import (
+    decode_account,
+    encode_core,
+    encode_units,
+    encode_years,
+)
+from learning_account.domain.model import Account
+from learning_account.processing.store import DIGEST_BYTES, Identity, LoadedAccount
+
+HELD_INDEX_KEY = "la:held"
+UNITS_FIELD_PREFIX = "u:"
+TOTALS_FIELD_PREFIX = "t:"
+
+
+def account_key(student_id: str) -> str:
+    return f"la:{{{student_id}}}:account"
+
+
+def outputs_key(student_id: str, digest: str) -> str:
+    return f"la:{{{student_id}}}:out:{digest}"
+
+
+def units_field(year: int) -> str:
+    return f"{UNITS_FIELD_PREFIX}{year}"
+
+
+def totals_field(year: int) -> str:
+    return f"{TOTALS_FIELD_PREFIX}{year}"
+
+
+def per_year(fields: Mapping[bytes, bytes], prefix: str) -> dict[int, bytes]:
+    """The `<prefix><year>` fields of an account hash, by year."""
+    start = prefix.encode()
+    return {
+        int(name[len(start) :]): blob for name, blob in fields.items() if name.startswith(start)
+    }
+
+
+def encode_state(account: Account) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The `s` field and the year fields (units, then totals) a write of `account` sets."""
+    fields = [(units_field(year), rows) for year, rows in encode_units(account).items()]
+    fields += [(totals_field(year), row) for year, row in encode_years(account).items()]
+    return encode_core(account), fields
+
+
+def decode_fields(student_id: str, fields: Mapping[bytes, bytes], *, with_units: bool) -> Account:
+    """The account of a whole stored hash (its course units only `with_units`)."""
+    units = per_year(fields, UNITS_FIELD_PREFIX) if with_units else {}
+    totals = per_year(fields, TOTALS_FIELD_PREFIX)
+    return decode_account(student_id, fields.get(b"s"), units, totals)
+
+
+def load_fields(years: Sequence[int]) -> list[str]:
+    """The year fields a load of `years` reads, in the order `loaded` takes them back."""
+    return [name for year in years for name in (units_field(year), totals_field(year))]
+
+
+def loaded(
+    student_id: str, events: Sequence[Identity], years: Sequence[int], reply: Sequence[Any]
+) -> LoadedAccount:
+    """A student as the load script replies: state, version, pending digests, then per event 0
+    (new), 1 (a re-use) or its stored outputs, then per year its units and totals."""
+    state, version, pending = reply[0], reply[1], reply[2] or b""
+    outputs = reply[3 : 3 + len(events)]
+    fields = reply[3 + len(events) :]
+    units = {year: blob for year, blob in zip(years, fields[::2], strict=True) if blob}
+    totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
+    unreadable = None
+    try:
+        account = decode_account(student_id, state, units, totals)
+    except Exception as error:  # one corrupt account must not fail everyone's batch
+        account, unreadable = Account(student_id), repr(error)
+    entry = LoadedAccount(
+        account,
+        version.decode() if version else "",
+        pending=digests(pending),
+        unreadable=unreadable,
+    )
+    for identity, stored in zip(events, outputs, strict=True):
+        if stored == 1:
+            entry.reused.add(identity)
+        elif stored != 0:
+            entry.seen[identity] = stored or None
+    return entry
+
+
+def index_score(deadline: float | None, *, remove: bool) -> str:
+    """The held-index score argument of the scripts: a deadline, '-' to remove, '' to leave."""
+    if deadline is not None:
+        return repr(deadline)
+    return "-" if remove else ""
+
+
+def digests(listed: bytes) -> tuple[str, ...]:
+    return tuple(listed[at : at + DIGEST_BYTES].hex() for at in range(0, len(listed), DIGEST_BYTES))
