@@ -654,6 +654,42 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     assert readme in sources
 
 
+def in_build_context(path: str) -> bool:
+    """Whether BuildKit sends ``path`` (relative to the root) under Dockerfile.dockerignore.
+
+    The last pattern that matches the path or one of its parent folders decides; ``!`` keeps.
+    """
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        parts = re.split(r"(\*\*/?|\*|\?)", pattern.strip("/"))
+        wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+        return re.compile("".join(wildcards.get(part, re.escape(part)) for part in parts))
+
+    keep = True
+    prefixes = ["/".join(path.split("/")[:n]) for n in range(1, path.count("/") + 2)]
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern = regex(line.removeprefix("!"))
+        if any(pattern.fullmatch(prefix) for prefix in prefixes):
+            keep = line.startswith("!")
+    return keep
+
+
+def test_the_image_does_not_ship_the_dev_tools() -> None:
+    sources = [p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.py")]
+    sent = [source for source in sources if in_build_context(source)]
+    assert "service/learning_account/entrypoints/cli.py" in sent
+    assert "service/learning_account_dev/commands.py" in sources
+    assert [s for s in sent if s.startswith("service/learning_account_dev/")] == []
+    assert not in_build_context("tests/conftest.py")
+    # the builder installs the project without extras and fails if the dev tools came along
+    (install,) = [run for run in parse_dockerfile().instructions if "pip install" in run.args]
+    assert re.search(r"pip install --no-cache-dir \. ", install.args), install.args
+    assert "find_spec('learning_account_dev') is not None" in install.args
+
+
 def _hadolint() -> str | None:
     beside_python = Path(sys.executable).parent / "hadolint"
     if beside_python.is_file():

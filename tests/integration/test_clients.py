@@ -31,6 +31,7 @@ from learning_account.entrypoints.consumer import Service
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account_dev import commands as dev_commands
 from learning_account_dev import events as ev
 from learning_account_dev.devstack import (
     ensure_topics,
@@ -214,7 +215,7 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
     elif command in ("dev", "demo"):
         argv += ["--state-dir", str(tmp_path / "devstack")]
     if command == "demo":
-        monkeypatch.setattr(cli, "_service_is_up", lambda settings: True)
+        monkeypatch.setattr(dev_commands, "_service_is_up", lambda settings: True)
         spy.starting = {"producer"}  # the demo's events go out, then it reads the outputs
     elif command == "send":
         feed = tmp_path / "feed.jsonl"

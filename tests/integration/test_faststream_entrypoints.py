@@ -21,10 +21,10 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from learning_account.entrypoints.cli import send_events
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 from learning_account_dev import events as ev
+from learning_account_dev.commands import send_events
 from learning_account_dev.devstack import ensure_topics
 from support.service import ServiceProcess
 

@@ -1,13 +1,17 @@
 """The `learning_account_dev.testing` plugin, used the way a downstream team would use it.
 
-A downstream project would install learning-account and get the fixture through the plugin's
-entry point (or `-p learning_account_dev.testing`); here the test module requires the plugin itself.
+The plugin loads only where it is asked for: a downstream project names it in its root
+conftest.py (`pytest_plugins = ["learning_account_dev.testing"]`) or runs
+`pytest -p learning_account_dev.testing`; here the test module requires the plugin itself.
 The backend is whatever LA_TEST_BACKEND says (`local` on this machine: Tansu + redis-server).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from learning_account.domain.clock import current_academic_year
@@ -74,3 +78,28 @@ async def test_context_manager_and_bad_input_go_to_dead_letter() -> None:
         status, _ = await stack.get("/health/ready")
         assert status == 200
     assert stack.service_log is not None
+
+
+def test_the_plugin_loads_only_where_asked_for(tmp_path: Path) -> None:
+    """A pytest run elsewhere does not have the fixture; with `-p` it has it."""
+    (tmp_path / "test_downstream.py").write_text(
+        "def test_stack(learning_account_stack):\n    pass\n"
+    )
+
+    def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    without = pytest_run("-q", "test_downstream.py")
+    assert without.returncode != 0
+    assert "fixture 'learning_account_stack' not found" in without.stdout
+    listed = pytest_run("-p", "learning_account_dev.testing", "--fixtures", "test_downstream.py")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "learning_account_stack" in listed.stdout
+    assert "learning_account_service_env" in listed.stdout

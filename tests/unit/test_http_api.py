@@ -567,8 +567,8 @@ async def test_projection_of_a_correction_and_a_restoration(
 async def test_the_demo_reads_statements_with_the_static_token(
     redis_client: Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from learning_account.entrypoints.cli import print_statement
     from learning_account.settings import Settings
+    from learning_account_dev.commands import print_statement
     from support.http import serving
 
     await apply(redis_client, ev.mary_track("mary"))

