@@ -31,13 +31,13 @@ from starlette.routing import Route
 from learning_account.adapters.store import AccountStore
 from learning_account.domain.clock import current_academic_year, today_in_brussels
 from learning_account.domain.model import Account, CreditLow, Policy, format_academic_year
+from learning_account.domain.numbers import credits_number as amount
 from learning_account.domain.rules import DEFAULT_POLICY
 from learning_account.domain.statement import StatementRow, account_view, remaining_bonus, statement
 from learning_account.entrypoints.access import AccessMiddleware, JwtVerifier
 from learning_account.entrypoints.openapi import openapi_document
 from learning_account.entrypoints.view import render_account_page, render_error_page
 from learning_account.observability.metrics import Metrics
-from learning_account.processing.outputs import amount
 from learning_account.processing.projection import (
     InvalidProjection,
     Outcome,

@@ -50,6 +50,7 @@ from learning_account.wire.envelope import (
     OutputModel,
     StudentEventEnvelope,
     WireModel,
+    cloud_event,
 )
 from learning_account.wire.errors import (
     MAX_REASON_CHARS,
@@ -256,6 +257,7 @@ __all__ = [
     "binary_attributes",
     "binding_headers",
     "canonical_content",
+    "cloud_event",
     "decode",
     "from_quarters",
     "latest_academic_year",
