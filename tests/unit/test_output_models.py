@@ -15,7 +15,6 @@ import pytest
 
 from learning_account import wire
 from learning_account.domain.model import (
-    EXHAUSTED_OPTIONS,
     BalanceChanged,
     CreditExhausted,
     CreditLow,
@@ -49,7 +48,7 @@ DOMAIN_EVENTS: dict[str, DomainEvent] = {
         additional_fee=True,
         caused_by=CAUSE,
     ),
-    "credit-exhausted": CreditExhausted("r0123456", 2019, -32, CAUSE, EXHAUSTED_OPTIONS),
+    "credit-exhausted": CreditExhausted("r0123456", 2019, -32, CAUSE),
     "credit-low": CreditLow("r0123456", 2018, 226, 240, CAUSE),
     "event-rejected": EventRejected(
         "r0123456", Refusal.INSUFFICIENT_LEARNING_CREDIT, "balance -8 is not positive", CAUSE

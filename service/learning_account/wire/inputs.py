@@ -30,6 +30,11 @@ MAX_DECISION_REFERENCE_CHARS: Final = 64
 # The rules core owns the outcomes; the wire speaks the same values (the core imports nothing back).
 Outcome = ResultOutcome
 
+#: The course units an event names: 1-100 codes (each model checks they are distinct).
+CourseUnitCodes = Annotated[
+    list[Code], Field(min_length=1, max_length=MAX_COURSE_UNITS, examples=[["PSY101"]])
+]
+
 # --- Input data ---------------------------------------------------------------------------------
 
 
@@ -152,11 +157,8 @@ class CreditsRestored(WireModel):
 
     student_id: StudentId
     academic_year: AcademicYear
-    course_unit_codes: list[Code] = Field(
-        min_length=1,
-        max_length=MAX_COURSE_UNITS,
-        description="1-100 distinct course unit codes of that academic year",
-        examples=[["PSY101"]],
+    course_unit_codes: CourseUnitCodes = Field(
+        description="1-100 distinct course unit codes of that academic year"
     )
     decided_on: date = Field(examples=["2018-05-14"])
     decision_reference: Annotated[
@@ -184,12 +186,7 @@ class CourseUnitsDeregistered(WireModel):
 
     student_id: StudentId
     academic_year: AcademicYear
-    course_unit_codes: list[Code] = Field(
-        min_length=1,
-        max_length=MAX_COURSE_UNITS,
-        description="1-100 distinct course unit codes",
-        examples=[["PSY101"]],
-    )
+    course_unit_codes: CourseUnitCodes = Field(description="1-100 distinct course unit codes")
     deregistered_on: date = Field(examples=["2016-11-20"])
     reason: DeregistrationReason = Field(examples=["programme_change"])
     reenrolled_on: date | None = Field(
