@@ -47,15 +47,15 @@ from learning_account.processing.projection import (
     what_if_results,
 )
 from learning_account.wire import (
-    _STUDENT_ID_PATTERN,
     CREDIT_EXHAUSTED_TYPE,
     CREDIT_LOW_TYPE,
+    STUDENT_ID_PATTERN,
     short_name,
 )
 
 log = logging.getLogger(__name__)
 
-_STUDENT_ID = re.compile(_STUDENT_ID_PATTERN)
+_STUDENT_ID = re.compile(STUDENT_ID_PATTERN)
 # the page is self-contained: no script, no external asset, inline style only; the token of
 # `?token=` must not travel in a Referer header nor stay in a shared cache
 _VIEW_HEADERS = {

@@ -10,7 +10,8 @@ from typing import Final
 from learning_account.wire.errors import ErrorCode, InvalidMessage
 
 #: The Kafka `content-type` header of a structured-mode CloudEvent (CloudEvents Kafka binding).
-CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json; charset=UTF-8"
+CLOUDEVENTS_MEDIA_TYPE: Final = "application/cloudevents+json"
+CLOUDEVENTS_CONTENT_TYPE: Final = f"{CLOUDEVENTS_MEDIA_TYPE}; charset=UTF-8"
 CONTENT_TYPE_HEADER: Final = "content-type"
 #: The headers of a record that carries a structured-mode CloudEvent (every output, and inputs
 #: sent by this project's tools).

@@ -16,11 +16,12 @@ from pydantic_core import PydanticCustomError
 from learning_account.domain.clock import BRUSSELS
 from learning_account.domain.model import academic_year_of
 
-_STUDENT_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}$"
+MAX_STUDENT_ID_CHARS: Final = 64
+STUDENT_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}$"
 
 StudentId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=64, pattern=_STUDENT_ID_PATTERN),
+    StringConstraints(min_length=1, max_length=MAX_STUDENT_ID_CHARS, pattern=STUDENT_ID_PATTERN),
     Field(
         description="Student id: 1-64 characters of A-Z a-z 0-9 . _ -",
         examples=["r0123456"],
