@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from learning_account.domain.model import OPENING_BALANCE, format_academic_year
-from learning_account.domain.numbers import credits_text
+from learning_account.domain.numbers import QUARTERS_PER_CREDIT, credits_text
 from learning_account.domain.statement import AccountView, StatementRow
 from learning_account.entrypoints.tables import (
     PROJECTED_FOOTNOTE,
@@ -26,7 +26,7 @@ from learning_account.entrypoints.tables import (
 )
 from learning_account.processing.projection import WhatIf
 
-LOW_BALANCE_LINE = 60 * 4  # one standard year of 60 credits, in quarter-credits
+LOW_BALANCE_LINE = 60 * QUARTERS_PER_CREDIT  # one standard year of 60 credits
 LOW_BALANCE_LABEL = "60 credits (one year)"
 
 _CSS = """
@@ -237,13 +237,13 @@ _INSET = 30  # first and last point this far inside the plot: their labels stay 
 
 def _nice_step(span: int) -> int:
     """A step in quarter-credits (10, 20, 25, 50, ... credits) giving at most 6 intervals."""
-    credits = max(span / 4, 1)
+    credits = max(span / QUARTERS_PER_CREDIT, 1)
     magnitude = 10 ** max(math.floor(math.log10(credits / 6)), 0)
     for factor in (1, 2, 2.5, 5, 10):
         step = factor * magnitude
         if step >= 10 and credits / step <= 6:
-            return int(step * 4)
-    return int(10 * magnitude * 4)
+            return int(step * QUARTERS_PER_CREDIT)
+    return int(10 * magnitude * QUARTERS_PER_CREDIT)
 
 
 def _chart(rows: Sequence[StatementRow]) -> str:
