@@ -194,6 +194,9 @@ class DeadLettered(OutputModel):
     )
 
 
+# --- Full events (envelope + data), one model per type -----------------------------------------
+
+
 class BalanceChangedEvent(OutputEventEnvelope, StudentEventEnvelope):
     type: Literal["be.flanders.learning-account.balance-changed.v1"] = BALANCE_CHANGED_TYPE
     data: BalanceChanged
