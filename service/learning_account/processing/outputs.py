@@ -77,26 +77,6 @@ def _caused_by(cause: EventRef) -> dict[str, str]:
     return {"source": cause.source, "id": cause.id, "type": cause.type}
 
 
-def _envelope(
-    event_id: str,
-    event_type: str,
-    subject: str | None,
-    time: str,
-    data: Any,
-    traceparent: str | None = None,
-) -> bytes:
-    document = cloud_event(
-        event_type,
-        data,
-        event_id=event_id,
-        source=SERVICE_SOURCE,
-        time=time,
-        subject=subject,
-        traceparent=traceparent,
-    )
-    return orjson.dumps(document)
-
-
 def now_text(timestamp_ms: int | None = None) -> str:
     """An RFC 3339 UTC time with milliseconds: the given epoch milliseconds, or now when none is
     given or it lies outside years 1-9999 (a producer stamping microseconds, say)."""
@@ -173,7 +153,16 @@ def to_message(
             }
     kind = _KINDS[event_type]
     event_id = output_id(event.student_id, event.caused_by, kind, *kind_parts, *id_parts)
-    value = _envelope(event_id, event_type, event.student_id, time, data, traceparent)
+    document = cloud_event(
+        event_type,
+        data,
+        event_id=event_id,
+        source=SERVICE_SOURCE,
+        time=time,
+        subject=event.student_id,
+        traceparent=traceparent,
+    )
+    value = orjson.dumps(document)
     return OutputMessage(
         TYPE_TOPIC[event_type], event.student_id.encode(), value, event_id, event_type
     )
@@ -218,8 +207,15 @@ def dead_letter(
         data["payload_truncated"] = True
     if headers is not None:
         data["headers"] = dict(headers)
-    subject = key_text
-    out = _envelope(event_id, DEAD_LETTERED_TYPE, subject, time, data)
+    document = cloud_event(
+        DEAD_LETTERED_TYPE,
+        data,
+        event_id=event_id,
+        source=SERVICE_SOURCE,
+        time=time,
+        subject=key_text,
+    )
+    out = orjson.dumps(document)
     return OutputMessage(DEAD_LETTER_TOPIC, key, out, event_id, DEAD_LETTERED_TYPE)
 
 
