@@ -15,6 +15,7 @@ from learning_account.wire import (
     EXAM_RESULT_CORRECTED_TYPE,
     EXAM_RESULT_RECORDED_TYPE,
     TYPE_TOPIC,
+    cloud_event,
 )
 
 DEFAULT_SOURCE = "urn:institution:kuleuven:sis"
@@ -31,16 +32,14 @@ def envelope(
     source: str = DEFAULT_SOURCE,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id or str(uuid.uuid4()),
-        "source": source,
-        "type": event_type,
-        "time": "2016-09-20T09:12:00Z",
-        "subject": data["student_id"],
-        "datacontenttype": "application/json",
-        "data": data,
-    }
+    return cloud_event(
+        event_type,
+        data,
+        event_id=event_id or str(uuid.uuid4()),
+        source=source,
+        time="2016-09-20T09:12:00Z",
+        subject=data["student_id"],
+    )
 
 
 def registration(

@@ -155,7 +155,7 @@ def test_asyncapi_gives_the_record_key_as_the_student_id() -> None:
         binding = channel_message(document, topic)["bindings"]["kafka"]
         assert binding["key"]["type"] == "string"
         if topic != wire.DEAD_LETTER_TOPIC:  # a dead letter keeps its record's key
-            assert binding["key"]["pattern"] == wire._STUDENT_ID_PATTERN
+            assert binding["key"]["pattern"] == wire.STUDENT_ID_PATTERN
 
 
 def test_asyncapi_production_server_is_the_kafka_of_deploy_k8s() -> None:

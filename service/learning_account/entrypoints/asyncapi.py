@@ -1,11 +1,11 @@
 """The AsyncAPI 3.0 document: FastStream's, completed where FastStream 0.7 cannot say it.
 
-FastStream generates the channels and operations from the wiring in `app.py`. It cannot say that
-a Kafka record carries one CloudEvent (the batch subscriber makes the input an array), which
-types each topic carries, what the record key is, that the value is a structured-mode CloudEvent,
-or where the production Kafka is and how to log in to it. `complete()` adds those, so that
-`GET /asyncapi.json` and `contracts/asyncapi.json` are one document, and its message schemas are
-the JSON Schemas of `contracts/schemas/` (same models, same modes).
+FastStream generates the channels and operations from the wiring in `consumer.py`. It cannot
+say that a Kafka record carries one CloudEvent (the batch subscriber makes the input an array),
+which types each topic carries, what the record key is, that the value is a structured-mode
+CloudEvent, or where the production Kafka is and how to log in to it. `complete()` adds those, so
+that `GET /asyncapi.json` and `contracts/asyncapi.json` are one document, and its message schemas
+are the JSON Schemas of `contracts/schemas/` (same models, same modes).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from learning_account import wire
 from learning_account.ops.contracts_export import schema_mode
 from learning_account.settings import Settings
 
-CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json"
 #: The Kafka of `deploy/k8s` (configmap.yaml): SASL_SSL with SCRAM-SHA-512.
 PRODUCTION_KAFKA_BOOTSTRAP: Final = "kafka-bootstrap.kafka.svc.cluster.local:9093"
 #: Kafka binding objects of AsyncAPI 3.0 (github.com/asyncapi/bindings, kafka 0.5.0).
@@ -37,7 +36,7 @@ def complete(document: Mapping[str, Any]) -> dict[str, Any]:
     result = copy.deepcopy(dict(document))
     payloads, schemas = _event_schemas()
     servers = _servers()
-    result["defaultContentType"] = CLOUDEVENTS_CONTENT_TYPE
+    result["defaultContentType"] = wire.CLOUDEVENTS_MEDIA_TYPE
     result["servers"] = servers
     components = result.setdefault("components", {})
     components["schemas"] = schemas
@@ -58,7 +57,7 @@ def _describe_record(message: dict[str, Any], topic: str, payloads: dict[str, An
         raise ValueError(f"channel {topic!r} is not a topic of the contract (wire.TOPIC_TYPES)")
     refs = [payloads[event_type] for event_type in types]
     message["payload"] = refs[0] if len(refs) == 1 else {"oneOf": refs}
-    message["contentType"] = CLOUDEVENTS_CONTENT_TYPE
+    message["contentType"] = wire.CLOUDEVENTS_MEDIA_TYPE
     message["summary"] = "One CloudEvent (structured mode) per record: " + ", ".join(
         wire.short_name(event_type) for event_type in types
     )

@@ -30,13 +30,13 @@ from starlette.routing import Route
 
 from learning_account.domain.clock import current_academic_year, today_in_brussels
 from learning_account.domain.model import Account, CreditLow, Policy, format_academic_year
+from learning_account.domain.numbers import credits_number as amount
 from learning_account.domain.rules import DEFAULT_POLICY
 from learning_account.domain.statement import StatementRow, account_view, remaining_bonus, statement
 from learning_account.entrypoints.access import AccessMiddleware, JwtVerifier
 from learning_account.entrypoints.openapi import openapi_document
 from learning_account.entrypoints.view import render_account_page, render_error_page
 from learning_account.observability.metrics import Metrics
-from learning_account.processing.outputs import amount
 from learning_account.processing.projection import (
     InvalidProjection,
     Outcome,
@@ -47,15 +47,15 @@ from learning_account.processing.projection import (
 )
 from learning_account.processing.store import AccountStore
 from learning_account.wire import (
-    _STUDENT_ID_PATTERN,
     CREDIT_EXHAUSTED_TYPE,
     CREDIT_LOW_TYPE,
+    STUDENT_ID_PATTERN,
     short_name,
 )
 
 log = logging.getLogger(__name__)
 
-_STUDENT_ID = re.compile(_STUDENT_ID_PATTERN)
+_STUDENT_ID = re.compile(STUDENT_ID_PATTERN)
 # the page is self-contained: no script, no external asset, inline style only; the token of
 # `?token=` must not travel in a Referer header nor stay in a shared cache
 _VIEW_HEADERS = {

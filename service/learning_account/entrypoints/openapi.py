@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from learning_account import __version__, wire
+from learning_account.processing.projection import MAX_PROJECTED_EVENTS
 
 Amount = float
 _AMOUNT = Field(description="Credits, a multiple of 0.25; whole amounts without `.0`")
@@ -64,7 +65,7 @@ class ProjectedEvent(_Doc):
 
 
 class ProjectionRequest(_Doc):
-    events: list[ProjectedEvent] = Field(min_length=1, max_length=100)
+    events: list[ProjectedEvent] = Field(min_length=1, max_length=MAX_PROJECTED_EVENTS)
 
 
 class ExhaustedAnnouncement(_Doc):
@@ -149,7 +150,11 @@ _STUDENT = {
     "name": "student_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": wire._STUDENT_ID_PATTERN, "maxLength": 64},
+    "schema": {
+        "type": "string",
+        "pattern": wire.STUDENT_ID_PATTERN,
+        "maxLength": wire.MAX_STUDENT_ID_CHARS,
+    },
     "example": "mary",
 }
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {}]

@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from learning_account.domain.model import format_academic_year
+from learning_account.domain.numbers import credits_text
 from learning_account.domain.statement import StatementRow
-from learning_account.processing.outputs import amount
 
 PROJECTED_MARK = "*"
 PROJECTED_FOOTNOTE = (
@@ -25,15 +25,11 @@ PROJECTED_FOOTNOTE = (
 YEAR_LABEL = "Academic year"
 
 
-def _plain(quarters: int) -> str:
-    return str(amount(quarters))
-
-
 def _signed_or_blank(quarters: int) -> str:
     """`+60` / `-60`, and an empty cell for zero, like the seed's tables."""
     if quarters == 0:
         return ""
-    text = str(amount(quarters))
+    text = credits_text(quarters)
     return text if quarters < 0 else f"+{text}"
 
 
@@ -41,7 +37,7 @@ def _signed_or_blank(quarters: int) -> str:
 _LINES: tuple[
     tuple[str, Callable[[StatementRow], str], Callable[[StatementRow], int] | None], ...
 ] = (
-    ("Start", lambda row: _plain(row.start), None),
+    ("Start", lambda row: credits_text(row.start), None),
     ("Credits invested", lambda row: _signed_or_blank(row.invested), None),
     ("Credits acquired", lambda row: _signed_or_blank(row.acquired), None),
     ("Bonus", lambda row: _signed_or_blank(row.bonus), None),
@@ -53,7 +49,7 @@ _LINES: tuple[
         lambda row: row.degree_deduction,
     ),
     ("Rebuilt", lambda row: _signed_or_blank(row.rebuilt), lambda row: row.rebuilt),
-    ("Balance", lambda row: _plain(row.balance), None),
+    ("Balance", lambda row: credits_text(row.balance), None),
 )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from learning_account.domain.model import OPENING_BALANCE, format_academic_year
+from learning_account.domain.numbers import QUARTERS_PER_CREDIT, credits_text
 from learning_account.domain.statement import AccountView, StatementRow
 from learning_account.entrypoints.tables import (
     PROJECTED_FOOTNOTE,
@@ -23,10 +24,9 @@ from learning_account.entrypoints.tables import (
     YEAR_LABEL,
     statement_lines,
 )
-from learning_account.processing.outputs import amount
 from learning_account.processing.projection import WhatIf
 
-LOW_BALANCE_LINE = 60 * 4  # one standard year of 60 credits, in quarter-credits
+LOW_BALANCE_LINE = 60 * QUARTERS_PER_CREDIT  # one standard year of 60 credits
 LOW_BALANCE_LABEL = "60 credits (one year)"
 
 _CSS = """
@@ -83,11 +83,6 @@ svg.chart circle.projected { fill: #fff; stroke: var(--accent); stroke-width: 2;
 svg.chart text.value { fill: var(--ink); font-weight: 600; }
 figcaption { color: var(--muted); font-size: .85rem; margin-top: 4px; }
 """
-
-
-def _number(quarters: int) -> str:
-    """Quarter-credits as the seed writes them: 140, 2.5, 1.25 (no `.0`)."""
-    return str(amount(quarters))
 
 
 def _year_header(row: StatementRow) -> str:
@@ -158,12 +153,12 @@ def _summary(view: AccountView) -> str:
     return (
         '<section class="summary" aria-label="Summary">\n'
         '<p class="balance"><span class="label">Balance</span>'
-        f'<span class="value" id="balance">{html.escape(_number(view.balance))}</span>'
+        f'<span class="value" id="balance">{html.escape(credits_text(view.balance))}</span>'
         f'<span class="unit">credits</span>{state}</p>\n'
         f"{note}"
         '<dl class="facts">\n'
-        f'<dt>Bonus granted</dt><dd id="bonus-granted">{html.escape(_number(view.bonus_granted))}'
-        "</dd>\n"
+        "<dt>Bonus granted</dt>"
+        f'<dd id="bonus-granted">{html.escape(credits_text(view.bonus_granted))}</dd>\n'
         "<dt>Master's degree</dt>"
         f'<dd id="master-degree">{"recorded" if view.master_degree else "not recorded"}</dd>\n'
         f'<dt>As of academic year</dt><dd id="as-of">{html.escape(as_of)}</dd>\n'
@@ -205,9 +200,9 @@ def _what_if_section(what_if: WhatIf | None) -> str:
     year = html.escape(format_academic_year(what_if.academic_year))
     rows = "".join(
         f'<tr data-unit="{html.escape(unit.code)}"><th scope="row">{html.escape(unit.code)}</th>'
-        f"<td>{html.escape(_number(unit.credits))}</td>"
-        f'<td class="if-passed">{html.escape(_number(unit.if_passed))}</td>'
-        f'<td class="if-failed">{html.escape(_number(unit.if_failed))}</td></tr>\n'
+        f"<td>{html.escape(credits_text(unit.credits))}</td>"
+        f'<td class="if-passed">{html.escape(credits_text(unit.if_passed))}</td>'
+        f'<td class="if-failed">{html.escape(credits_text(unit.if_failed))}</td></tr>\n'
         for unit in what_if.units
     )
     return (
@@ -242,13 +237,13 @@ _INSET = 30  # first and last point this far inside the plot: their labels stay 
 
 def _nice_step(span: int) -> int:
     """A step in quarter-credits (10, 20, 25, 50, ... credits) giving at most 6 intervals."""
-    credits = max(span / 4, 1)
+    credits = max(span / QUARTERS_PER_CREDIT, 1)
     magnitude = 10 ** max(math.floor(math.log10(credits / 6)), 0)
     for factor in (1, 2, 2.5, 5, 10):
         step = factor * magnitude
         if step >= 10 and credits / step <= 6:
-            return int(step * 4)
-    return int(10 * magnitude * 4)
+            return int(step * QUARTERS_PER_CREDIT)
+    return int(10 * magnitude * QUARTERS_PER_CREDIT)
 
 
 def _chart(rows: Sequence[StatementRow]) -> str:
@@ -282,7 +277,7 @@ def _chart(rows: Sequence[StatementRow]) -> str:
             f'<line class="{css}" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" '
             f'y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
             f'<text x="{_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
-            f"{html.escape(_number(tick))}</text>"
+            f"{html.escape(credits_text(tick))}</text>"
         )
     parts.append(
         f'<line class="sixty" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" '
@@ -302,7 +297,7 @@ def _chart(rows: Sequence[StatementRow]) -> str:
     if projected:
         parts.append(polyline([booked[-1], *projected], "balance-line projected-line"))
     for index, point in enumerate(points):
-        value = html.escape(_number(point.balance))
+        value = html.escape(credits_text(point.balance))
         label = html.escape(point.label + (PROJECTED_MARK if point.projected else ""))
         css = "start-point" if point.is_start else "point"
         if point.projected:
@@ -330,7 +325,7 @@ def _chart(rows: Sequence[StatementRow]) -> str:
         + ("; dashed segments and hollow points are projected years (R6.3)." if projected else ".")
     )
     summary = ", ".join(
-        f"{point.label}{PROJECTED_MARK if point.projected else ''} {_number(point.balance)}"
+        f"{point.label}{PROJECTED_MARK if point.projected else ''} {credits_text(point.balance)}"
         for point in points
     )
     return (

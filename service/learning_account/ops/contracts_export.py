@@ -56,31 +56,22 @@ def _caused_by(event_id: str, event_type: str) -> dict[str, str]:
 
 
 def _input(event_type: str, event_id: str, time: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": _KU_LEUVEN,
-        "type": event_type,
-        "time": time,
-        "subject": _STUDENT,
-        "datacontenttype": "application/json",
-        "data": dict(data),
-    }
+    return wire.cloud_event(
+        event_type, dict(data), event_id=event_id, source=_KU_LEUVEN, time=time, subject=_STUDENT
+    )
 
 
 def _output(
     event_type: str, event_id: str, time: str, data: Mapping[str, Any], subject: str = _STUDENT
 ) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": wire.SERVICE_SOURCE,
-        "type": event_type,
-        "time": time,
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "data": dict(data),
-    }
+    return wire.cloud_event(
+        event_type,
+        dict(data),
+        event_id=event_id,
+        source=wire.SERVICE_SOURCE,
+        time=time,
+        subject=subject,
+    )
 
 
 def example_messages() -> dict[str, dict[str, Any]]:

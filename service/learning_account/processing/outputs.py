@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -27,20 +27,21 @@ from learning_account.domain.model import (
     format_academic_year,
     immutable,
 )
+from learning_account.domain.numbers import credits_number
 from learning_account.wire import (
-    BALANCE_CHANGED_TOPIC,
     BALANCE_CHANGED_TYPE,
-    CREDIT_EXHAUSTED_TOPIC,
     CREDIT_EXHAUSTED_TYPE,
-    CREDIT_LOW_TOPIC,
     CREDIT_LOW_TYPE,
     DEAD_LETTER_PAYLOAD_LIMIT,
     DEAD_LETTER_TOPIC,
     DEAD_LETTERED_TYPE,
     EVENT_REJECTED_TYPE,
-    REJECTIONS_TOPIC,
+    OUTPUT_TYPES,
     SERVICE_SOURCE,
+    TYPE_TOPIC,
     ErrorCode,
+    cloud_event,
+    short_name,
 )
 
 OUTPUT_ID_NAMESPACE = uuid.UUID("6f0f2f3e-9a54-5c1b-8d8e-6c1a0b7f4e21")
@@ -53,13 +54,6 @@ class OutputMessage:
     value: bytes
     event_id: str
     event_type: str
-
-
-def amount(quarters: int) -> int | float:
-    """Quarter-credits as a JSON number: whole credits without `.0` (6, 2.5, 1.25)."""
-    if quarters % 4 == 0:
-        return quarters // 4
-    return quarters / 4  # exact: quarters are dyadic fractions
 
 
 def output_id(student_id: str, cause: EventRef, kind: str, *extra: object) -> str:
@@ -83,30 +77,6 @@ def _caused_by(cause: EventRef) -> dict[str, str]:
     return {"source": cause.source, "id": cause.id, "type": cause.type}
 
 
-def _envelope(
-    event_id: str,
-    event_type: str,
-    subject: str | None,
-    time: str,
-    data: Any,
-    traceparent: str | None = None,
-) -> bytes:
-    document: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SERVICE_SOURCE,
-        "type": event_type,
-        "time": time,
-    }
-    if subject is not None:
-        document["subject"] = subject
-    document["datacontenttype"] = "application/json"
-    if traceparent is not None:
-        document["traceparent"] = traceparent  # CloudEvents distributed-tracing extension
-    document["data"] = data
-    return orjson.dumps(document)
-
-
 def now_text(timestamp_ms: int | None = None) -> str:
     """An RFC 3339 UTC time with milliseconds: the given epoch milliseconds, or now when none is
     given or it lies outside years 1-9999 (a producer stamping microseconds, say)."""
@@ -127,66 +97,79 @@ def to_message(
     id_parts: tuple[str, ...] = (),
 ) -> OutputMessage:
     """One domain event as the CloudEvent of contracts.md, keyed by student id; `id_parts` go
-    into its id after the kind's own (an `id_conflict`'s content digest)."""
-    topic: str
+    into its id after the kind's own (a credit-low's threshold; an `id_conflict`'s content
+    digest)."""
     event_type: str
     data: dict[str, Any]
+    kind_parts: tuple[object, ...] = ()
     match event:
         case BalanceChanged():
-            topic, event_type = BALANCE_CHANGED_TOPIC, BALANCE_CHANGED_TYPE
-            event_id = output_id(event.student_id, event.caused_by, "balance-changed", *id_parts)
+            event_type = BALANCE_CHANGED_TYPE
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
-                "previous_balance": amount(event.previous_balance),
-                "balance": amount(event.balance),
-                "delta": amount(event.delta),
+                "previous_balance": credits_number(event.previous_balance),
+                "balance": credits_number(event.balance),
+                "delta": credits_number(event.delta),
                 "entries": [
                     {
                         "kind": str(entry.kind),
-                        "amount": amount(entry.amount),
+                        "amount": credits_number(entry.amount),
                         "course_unit_code": entry.course_unit_code,
                         "academic_year": format_academic_year(entry.academic_year),
                     }
                     for entry in event.entries
                 ],
-                "uncovered_credits": amount(event.uncovered_credits),
+                "uncovered_credits": credits_number(event.uncovered_credits),
                 "additional_fee": event.additional_fee,
                 "caused_by": _caused_by(event.caused_by),
             }
         case CreditExhausted():
-            topic, event_type = CREDIT_EXHAUSTED_TOPIC, CREDIT_EXHAUSTED_TYPE
-            event_id = output_id(event.student_id, event.caused_by, "credit-exhausted", *id_parts)
+            event_type = CREDIT_EXHAUSTED_TYPE
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
-                "balance": amount(event.balance),
+                "balance": credits_number(event.balance),
                 "caused_by": _caused_by(event.caused_by),
                 "options": list(event.options),
             }
         case CreditLow():
-            topic, event_type = CREDIT_LOW_TOPIC, CREDIT_LOW_TYPE
-            event_id = output_id(
-                event.student_id, event.caused_by, "credit-low", amount(event.threshold), *id_parts
-            )
+            event_type = CREDIT_LOW_TYPE
+            kind_parts = (credits_number(event.threshold),)
             data = {
                 "student_id": event.student_id,
                 "academic_year": format_academic_year(event.academic_year),
-                "balance": amount(event.balance),
-                "threshold": amount(event.threshold),
+                "balance": credits_number(event.balance),
+                "threshold": credits_number(event.threshold),
                 "caused_by": _caused_by(event.caused_by),
             }
         case EventRejected():
-            topic, event_type = REJECTIONS_TOPIC, EVENT_REJECTED_TYPE
-            event_id = output_id(event.student_id, event.caused_by, "event-rejected", *id_parts)
+            event_type = EVENT_REJECTED_TYPE
             data = {
                 "student_id": event.student_id,
                 "reason": str(event.reason),
                 "detail": event.detail,
                 "caused_by": _caused_by(event.caused_by),
             }
-    value = _envelope(event_id, event_type, event.student_id, time, data, traceparent)
-    return OutputMessage(topic, event.student_id.encode(), value, event_id, event_type)
+    kind = _KINDS[event_type]
+    event_id = output_id(event.student_id, event.caused_by, kind, *kind_parts, *id_parts)
+    document = cloud_event(
+        event_type,
+        data,
+        event_id=event_id,
+        source=SERVICE_SOURCE,
+        time=time,
+        subject=event.student_id,
+        traceparent=traceparent,
+    )
+    value = orjson.dumps(document)
+    return OutputMessage(
+        TYPE_TOPIC[event_type], event.student_id.encode(), value, event_id, event_type
+    )
+
+
+#: The output kind in an output's id: the short name of its type (`balance-changed`).
+_KINDS: Final = {event_type: short_name(event_type) for event_type in OUTPUT_TYPES}
 
 
 def dead_letter(
@@ -202,7 +185,7 @@ def dead_letter(
 ) -> OutputMessage:
     """A message that could not be read or validated, with the error (text and stable code) and
     its payload as text (and, in binary mode, its CloudEvents headers)."""
-    event_id = str(uuid.uuid5(OUTPUT_ID_NAMESPACE, f"dead-letter\n{topic}\n{partition}\n{offset}"))
+    event_id = uuid5_text(f"dead-letter\n{topic}\n{partition}\n{offset}")
     payload_bytes = (value or b"")[:DEAD_LETTER_PAYLOAD_LIMIT]
     key_text = _text_or_none(key)
     data: dict[str, Any] = {
@@ -224,8 +207,15 @@ def dead_letter(
         data["payload_truncated"] = True
     if headers is not None:
         data["headers"] = dict(headers)
-    subject = key_text
-    out = _envelope(event_id, DEAD_LETTERED_TYPE, subject, time, data)
+    document = cloud_event(
+        DEAD_LETTERED_TYPE,
+        data,
+        event_id=event_id,
+        source=SERVICE_SOURCE,
+        time=time,
+        subject=key_text,
+    )
+    out = orjson.dumps(document)
     return OutputMessage(DEAD_LETTER_TOPIC, key, out, event_id, DEAD_LETTERED_TYPE)
 
 

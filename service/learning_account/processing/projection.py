@@ -37,10 +37,9 @@ from learning_account.wire import (
     EXAM_RESULT_RECORDED_TYPE,
     INPUT_TOPICS,
     INPUT_TYPES,
-    JSON_CONTENT_TYPE,
-    SPEC_VERSION,
     TYPE_TOPIC,
     InvalidMessage,
+    cloud_event,
     decode,
 )
 
@@ -224,25 +223,22 @@ def read_events(student_id: str, events: Any, *, now: float) -> list[Command]:
             raise InvalidProjection(
                 f"{event_type!r} is not an input event type", "unknown_type", index
             )
-        envelope: dict[str, Any] = {
-            "specversion": SPEC_VERSION,
-            "id": str(index),
-            "source": PROJECTION_SOURCE,
-            "time": time,
-            "subject": student_id,
-            "datacontenttype": JSON_CONTENT_TYPE,
-        }
+        message = cloud_event(
+            given.get("type", ""),
+            given.get("data"),
+            event_id=str(index),
+            source=PROJECTION_SOURCE,
+            time=time,
+            subject=student_id,
+        )
         for name in ("type", "data"):
-            if name in given:
-                envelope[name] = given[name]
+            if name not in given:
+                del message[name]  # absent, not null: decode names what is missing
         # an unknown or missing type is read as on any input topic: decode names the error
-        value = json.dumps(envelope).encode()
+        value = json.dumps(message).encode()
         try:
             # stamped now: the academic years it may name end one after today's
             commands.append(to_command(decode(topic or INPUT_TOPICS[0], value, stamped_at=now)))
         except InvalidMessage as error:
             raise InvalidProjection(error.reason, str(error.code), index) from None
     return commands
-
-
-# The dead letters' `error_code` for an InvalidMessage, by the start of its reason (decode's).
