@@ -24,26 +24,29 @@ from redis.asyncio import Redis
 
 from learning_account.adapters.state_codec import encode_account
 from learning_account.adapters.store import AccountStore
+from learning_account.domain.events import (
+    BalanceChanged,
+    CreditExhausted,
+    CreditLow,
+    Decision,
+    EventRejected,
+)
 from learning_account.domain.model import (
     BONUS_CAP,
     OPENING_BALANCE,
     REBUILD_CEILING,
     REBUILD_STEP,
     Account,
-    BalanceChanged,
     Command,
     CorrectResult,
-    CreditExhausted,
-    CreditLow,
-    Decision,
     EntryKind,
-    EventRejected,
     Policy,
     RecordResult,
     Register,
     ResultOutcome,
 )
-from learning_account.domain.rules import decide, last_counted_year
+from learning_account.domain.rebuilding import last_counted_year
+from learning_account.domain.rules import decide
 from learning_account.domain.statement import account_view, statement
 from learning_account.processing.commands import to_command
 from learning_account.processing.pipeline import InputRecord, Processor

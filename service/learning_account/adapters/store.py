@@ -42,6 +42,7 @@ from learning_account.adapters.state_codec import (
     encode_units,
     encode_years,
 )
+from learning_account.domain.events import NOTHING_TOUCHED, YearsTouched
 from learning_account.domain.model import Account, EventRef, immutable
 
 HELD_INDEX_KEY = "la:held"
@@ -445,6 +446,8 @@ class AccountWrite:
     pending: bool = False
     """The steps are the sweeper's: their outputs are published after the write, and the
     student stays due in the held index until `settle_held` says they were."""
+    touched: YearsTouched = NOTHING_TOUCHED
+    """The years whose totals and units the steps changed: only those are written."""
 
 
 @immutable
@@ -528,7 +531,7 @@ class AccountStore:
             totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
             unreadable = None
             try:
-                account = decode_account(student_id, state, units, totals)
+                account = decode_account(student_id, state, units, totals, read_years=years)
             except Exception as error:  # one corrupt account must not fail everyone's batch
                 account, unreadable = Account(student_id), repr(error)
             entry = LoadedAccount(
@@ -613,8 +616,8 @@ class AccountStore:
         calls = []
         for write in writes:
             keys = [account_key(write.student_id)]
-            units = encode_units(write.account)
-            totals = encode_years(write.account)
+            units = encode_units(write.account, write.touched.units)
+            totals = encode_years(write.account, write.touched.totals)
             args: list[Any] = [
                 write.expected_version,
                 encode_core(write.account),
@@ -666,7 +669,7 @@ class AccountStore:
             return None
         units = _per_year(fields, UNITS_FIELD_PREFIX) if with_units else {}
         totals = _per_year(fields, TOTALS_FIELD_PREFIX)
-        return decode_account(student_id, fields[b"s"], units, totals)
+        return decode_account(student_id, fields[b"s"], units, totals, with_units=with_units)
 
     async def due_held(self, now: float, limit: int = 500) -> list[str]:
         members = await self.redis.zrangebyscore(HELD_INDEX_KEY, "-inf", now, start=0, num=limit)

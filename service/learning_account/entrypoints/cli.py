@@ -240,8 +240,8 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
 
 async def statement_from_redis(settings: Settings, student_id: str) -> int:
     from learning_account.adapters.clients import redis_for
+    from learning_account.adapters.clock import current_academic_year
     from learning_account.adapters.store import AccountStore
-    from learning_account.domain.clock import current_academic_year
     from learning_account.domain.statement import statement
     from learning_account.entrypoints.tables import render_statement_text
 

@@ -38,8 +38,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from learning_account.domain.clock import BRUSSELS
 from learning_account.domain.model import (
+    BRUSSELS,
     Contract,
     Degree,
     DeregistrationReason,
