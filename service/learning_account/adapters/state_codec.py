@@ -1,9 +1,10 @@
 """Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals).
 
 Three parts: the core (balance, flags, held results) and, per academic year, the totals of that
-year and its course units. Only the years a step names are read, and only the years its
-decision touched are written back; units are decoded lazily, so a long history makes neither
-the stored core nor an event dearer. Looking up a year that was not read raises `YearNotRead`.
+year and its course units. Only the years a step names are read, and only the years whose
+totals or units its decision touched are written back (a year's unchanged unit rows as read);
+units are decoded lazily, so a long history makes neither the stored core nor an event dearer.
+Looking up a year that was not read raises `YearNotRead`.
 
 Format 4 adds to each course unit its bonus, its refund and whether it was restored (a year's
 units written so start with the number 4); units of a year stored by format 3 have them only in
@@ -257,20 +258,37 @@ def _before_format_4(unit: CourseUnit) -> CourseUnit:
     return replace(unit, bonus=None if has_bonus else 0, refunded=None if refundable else 0)
 
 
-def encode_units(account: Account, years: Iterable[int]) -> dict[int, bytes]:
-    """All the course units of each of `years` (the years a decision touched, so looked up and
-    read), in format 4."""
-    wanted = set(years)
+def encode_units(
+    account: Account, changed: Iterable[UnitKey], read: Account | None = None
+) -> dict[int, bytes]:
+    """The course units of each year with a unit in `changed` (what a decision touched), in
+    format 4: the rows `read` holds for that year (the account as loaded) with the changed units
+    encoded anew; every unit of the year anew when it was stored by format 3 or `read` is not
+    one loaded from the store."""
+    units = account.units
+    stored = read.units if read is not None else None
     by_year: dict[int, dict[str, list[Any]]] = {}
-    if wanted:
-        units = account.units
-        for key in units:
-            if key[0] in wanted:
-                by_year.setdefault(key[0], {})[key[1]] = _unit_row(key, units[key])
+    for key in sorted(changed):
+        year = key[0]
+        rows = by_year.get(year)
+        if rows is None:
+            rows = by_year[year] = _rows_kept(units, stored, year)
+        rows[key[1]] = _unit_row(key, units[key])
     return {
         year: orjson.dumps([UNITS_FORMAT, *(rows[code] for code in sorted(rows))])
         for year, rows in sorted(by_year.items())
     }
+
+
+def _rows_kept(
+    units: Mapping[UnitKey, CourseUnit], stored: Mapping[UnitKey, CourseUnit] | None, year: int
+) -> dict[str, list[Any]]:
+    """The rows of `year` to write besides its changed units: as read when they are format 4."""
+    if isinstance(stored, RawUnits):
+        stored.years.check(year)  # the year of a changed unit was looked up, so read
+        if year in stored.exact or year not in stored.by_year:
+            return dict(stored.by_year.get(year, {}))
+    return {code: _unit_row((y, code), units[(y, code)]) for y, code in units if y == year}
 
 
 def encode_core(account: Account) -> bytes:
@@ -381,6 +399,6 @@ def encode_account(account: Account) -> dict[str, Any]:
     compare."""
     document: dict[str, Any] = orjson.loads(encode_core(account))
     document["y"] = {str(year): _year_row(account.years[year]) for year in sorted(account.years)}
-    units = encode_units(account, {year for year, _ in account.units})
+    units = encode_units(account, set(account.units))
     document["u"] = {str(year): orjson.loads(rows) for year, rows in units.items()}
     return document

@@ -42,7 +42,7 @@ from learning_account.adapters.state_codec import (
     encode_units,
     encode_years,
 )
-from learning_account.domain.events import NOTHING_TOUCHED, YearsTouched
+from learning_account.domain.events import NOTHING_TOUCHED, Touched
 from learning_account.domain.model import Account, EventRef, immutable
 
 HELD_INDEX_KEY = "la:held"
@@ -446,8 +446,10 @@ class AccountWrite:
     pending: bool = False
     """The steps are the sweeper's: their outputs are published after the write, and the
     student stays due in the held index until `settle_held` says they were."""
-    touched: YearsTouched = NOTHING_TOUCHED
-    """The years whose totals and units the steps changed: only those are written."""
+    touched: Touched = NOTHING_TOUCHED
+    """The year totals and course units the steps changed: only their years are written."""
+    read: Account | None = None
+    """The account as loaded: a written year keeps the unit rows read for it."""
 
 
 @immutable
@@ -616,7 +618,7 @@ class AccountStore:
         calls = []
         for write in writes:
             keys = [account_key(write.student_id)]
-            units = encode_units(write.account, write.touched.units)
+            units = encode_units(write.account, write.touched.units, write.read)
             totals = encode_years(write.account, write.touched.totals)
             args: list[Any] = [
                 write.expected_version,

@@ -68,26 +68,31 @@ DomainEvent = BalanceChanged | CreditExhausted | CreditLow | EventRejected
 
 
 @immutable
-class YearsTouched:
-    """The academic years a step changed: their totals (`totals`), their course units (`units`)."""
+class Touched:
+    """What a step changed: the academic years it booked to (`totals`) and the course units it
+    set (`units`, by academic year and code)."""
 
     totals: frozenset[int] = frozenset()
-    units: frozenset[int] = frozenset()
+    units: frozenset[tuple[int, str]] = frozenset()
 
-    def __or__(self, other: YearsTouched) -> YearsTouched:
+    def __or__(self, other: Touched) -> Touched:
         if not (other.totals or other.units):
             return self
-        return YearsTouched(self.totals | other.totals, self.units | other.units)
+        return Touched(self.totals | other.totals, self.units | other.units)
+
+    @property
+    def unit_years(self) -> frozenset[int]:
+        return frozenset(year for year, _ in self.units)
 
 
-NOTHING_TOUCHED = YearsTouched()
+NOTHING_TOUCHED = Touched()
 
 
 @immutable
 class Decision:
-    """The outcome of one step: the new state, the events it recorded in publish order, and the
-    years whose totals and units it changed (what the store writes back)."""
+    """The outcome of one step: the new state, the events it recorded in publish order, and what
+    it changed of the academic years (what the store writes back)."""
 
     account: Account
     events: tuple[DomainEvent, ...]
-    touched: YearsTouched = NOTHING_TOUCHED
+    touched: Touched = NOTHING_TOUCHED

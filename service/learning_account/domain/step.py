@@ -1,8 +1,8 @@
 """One step's working copy of an account: entries booked, changes announced, events refused.
 
 The rules (`rules.py`) change an account only through a Step; `decision()` freezes it into the
-new account, the events in publish order and the academic years it touched. A step looks up the
-totals and units of its event's year only: the store reads no other year.
+new account, the events in publish order and the year totals and units it touched. A step looks
+up the totals and units of its event's year only: the store reads no other year.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from learning_account.domain.events import (
     DomainEvent,
     Entry,
     EventRejected,
-    YearsTouched,
+    Touched,
 )
 from learning_account.domain.guards import Refused, UnitKey, unknown_registration
 from learning_account.domain.model import (
@@ -64,7 +64,7 @@ class Step:
         self.years = account.years
         self.year_sums: dict[int, list[int]] = {}  # the years this step books to, as columns
         self.units = Overlay.over(account.units)
-        self.unit_years: set[int] = set()  # the years this step changes a unit of
+        self.units_changed: set[UnitKey] = set()  # the units this step changes
         self.held = list(account.held)
         self.events: list[DomainEvent] = []
 
@@ -92,8 +92,8 @@ class Step:
             held=tuple(self.held),
         )
         touched = NOTHING_TOUCHED
-        if self.year_sums or self.unit_years:
-            touched = YearsTouched(frozenset(self.year_sums), frozenset(self.unit_years))
+        if self.year_sums or self.units_changed:
+            touched = Touched(frozenset(self.year_sums), frozenset(self.units_changed))
         return Decision(account, tuple(self.events), touched)
 
     # --- the account's state ----------------------------------------------------------------
@@ -119,7 +119,7 @@ class Step:
 
     def set_unit(self, key: UnitKey, unit: CourseUnit) -> None:
         self.units[key] = unit
-        self.unit_years.add(key[0])
+        self.units_changed.add(key)
 
     def mark_enrolment(self, academic_year: int) -> None:
         if self.last_enrolment_year is None or academic_year > self.last_enrolment_year:

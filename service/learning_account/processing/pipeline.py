@@ -342,6 +342,7 @@ class Processor:
             held_deadline=self.held_deadline(account),
             was_held=bool(loaded.account.held),
             touched=touched,
+            read=loaded.account,
         )
         return write, produced
 
