@@ -29,7 +29,9 @@ from learning_account.domain.model import (
     HeldResult,
     RecordResult,
     ResultOutcome,
+    UnitKey,
     YearTotals,
+    format_academic_year,
 )
 
 FORMAT = 4
@@ -39,20 +41,13 @@ UNITS_FORMAT = 4
 _OUTCOME = {ResultOutcome.PASSED: "p", ResultOutcome.FAILED: "f", ResultOutcome.TOLERATED: "t"}
 _OUTCOME_BACK = {code: outcome for outcome, code in _OUTCOME.items()}
 
-UnitKey = tuple[int, str]
 
-
-class YearNotRead(LookupError):
-    """A look-up of an academic year whose totals or units the store did not read.
-
-    Not a KeyError: `Mapping.get` and `in` would take that for an absent year, and a step would
-    start the year from zero over the totals stored for it.
-    """
+class YearNotRead(LookupError):  # not a KeyError: `get` and `in` would take it for "absent"
+    """A look-up of an academic year whose totals or units the store did not read."""
 
     def __init__(self, student_id: str, year: int) -> None:
-        super().__init__(
-            f"academic year {year}-{year + 1} of student {student_id} was not read from the store"
-        )
+        academic_year = format_academic_year(year)
+        super().__init__(f"academic year {academic_year} of student {student_id} was not read")
         self.student_id = student_id
         self.year = year
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from learning_account.domain.model import Account, EntryKind, EventRef, Refusal, immutable
+from learning_account.domain.model import Account, EntryKind, EventRef, Refusal, UnitKey, immutable
 
 EXHAUSTED_OPTIONS = (
     "first_master_programme",
@@ -73,7 +73,7 @@ class Touched:
     set (`units`, by academic year and code)."""
 
     totals: frozenset[int] = frozenset()
-    units: frozenset[tuple[int, str]] = frozenset()
+    units: frozenset[UnitKey] = frozenset()
 
     def __or__(self, other: Touched) -> Touched:
         if not (other.totals or other.units):

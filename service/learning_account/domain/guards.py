@@ -14,12 +14,12 @@ from learning_account.domain.model import (
     RecordResult,
     Refusal,
     Register,
+    UnitKey,
     format_academic_year,
     immutable,
     quarters_to_credits,
 )
 
-UnitKey = tuple[int, str]
 Units = Mapping[UnitKey, CourseUnit]
 
 

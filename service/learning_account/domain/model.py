@@ -330,6 +330,10 @@ TOTALS_COLUMN = {EntryKind(column.name): n for n, column in enumerate(fields(Yea
 """The column of `YearTotals.columns()` each kind of entry adds to (`opened` has none)."""
 
 
+UnitKey = tuple[int, str]
+"""A course unit of an account: its academic year and its code."""
+
+
 @immutable
 class Account:
     """Everything the rules need to know of one student. `balance` is None until opened (R1.1).
@@ -347,7 +351,7 @@ class Account:
     last_rebuilt_year: int | None = None
     generation_year: int | None = None
     years: Mapping[int, YearTotals] = field(default_factory=dict)
-    units: Mapping[tuple[int, str], CourseUnit] = field(default_factory=dict)
+    units: Mapping[UnitKey, CourseUnit] = field(default_factory=dict)
     held: tuple[HeldResult, ...] = ()
 
     @property

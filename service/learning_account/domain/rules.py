@@ -13,7 +13,6 @@ from datetime import date
 
 from learning_account.domain.events import Decision, Entry
 from learning_account.domain.guards import (
-    UnitKey,
     already_registered,
     never_registered,
     no_credit_left,
@@ -44,6 +43,7 @@ from learning_account.domain.model import (
     Register,
     RestoreCredits,
     ResultOutcome,
+    UnitKey,
 )
 from learning_account.domain.step import Step
 from learning_account.domain.unit_facts import unit_bonus, unit_refund

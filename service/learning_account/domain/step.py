@@ -18,7 +18,7 @@ from learning_account.domain.events import (
     EventRejected,
     Touched,
 )
-from learning_account.domain.guards import Refused, UnitKey, unknown_registration
+from learning_account.domain.guards import Refused, unknown_registration
 from learning_account.domain.model import (
     OPENING_BALANCE,
     TOTALS_COLUMN,
@@ -29,6 +29,7 @@ from learning_account.domain.model import (
     Policy,
     RecordResult,
     Register,
+    UnitKey,
     YearTotals,
 )
 from learning_account.domain.overlay import Overlay
