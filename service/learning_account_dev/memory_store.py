@@ -108,7 +108,7 @@ class MemoryStore:
         if current != write.expected_version:
             return False
         self.accounts[write.student_id] = fields
-        core, year_fields = encode_state(write.account)
+        core, year_fields = encode_state(write)
         fields[b"s"] = core
         fields[b"v"] = str(int(current or 0) + 1).encode()
         for name, value in year_fields:

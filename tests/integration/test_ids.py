@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from learning_account.adapters.clock import current_academic_year
 from learning_account.adapters.store import AccountStore, account_key
-from learning_account.domain.clock import current_academic_year
 from learning_account.domain.model import Policy
 from learning_account.processing.pipeline import BatchReport, InputRecord, Processor
 from learning_account.processing.projection import InvalidProjection, read_events

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from learning_account.adapters.state_codec import FORMAT
 from learning_account.adapters.store import AccountStore, AccountWrite
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
@@ -177,37 +176,6 @@ def test_output_ids_are_uuid5_of_the_student_and_the_cause() -> None:
         OUTPUT_ID_NAMESPACE, "r0123456\nurn:institution:kuleuven:sis\n7f1c2e4a\ncredit-low\n60"
     )
     assert output_id("r0123456", cause, "credit-low", 60) == str(expected)
-
-
-async def test_a_format_2_account_keeps_every_year_total_once_written_as_format_3(
-    redis_client: Redis,
-) -> None:
-    """Format 2 kept all year totals in the core: the first write stores each year on its own."""
-    proc = processor(redis_client)
-    await proc.process([record(e) for e in ev.mary_track("mary")])
-    before = await proc.store.get("mary", with_units=True)
-    assert before is not None
-    key = "la:{mary}:account"
-    fields = await redis_client.hgetall(key)
-    totals = {name: value for name, value in fields.items() if name.startswith(b"t:")}
-    assert {name.decode() for name in totals} == {"t:2016", "t:2017", "t:2018"}
-    # the same account as format 2 wrote it: every year's totals inside the core
-    core = json.loads(fields[b"s"])
-    core["f"], core["y"] = 2, {name.decode()[2:]: json.loads(v) for name, v in totals.items()}
-    await redis_client.hdel(key, *totals)
-    await redis_client.hset(key, "s", json.dumps(core))
-    legacy = await proc.store.get("mary", with_units=True)
-    assert legacy is not None and dict(legacy.years) == dict(before.years)
-
-    await proc.process([record(ev.exam_result("mary", 2018, "Y18-01", "passed"))])
-    after = await redis_client.hgetall(key)
-    assert "y" not in json.loads(after[b"s"]) and json.loads(after[b"s"])["f"] == FORMAT
-    assert {n.decode() for n in after if n.startswith(b"t:")} == {"t:2016", "t:2017", "t:2018"}
-    migrated = await proc.store.get("mary", with_units=True)
-    assert migrated is not None
-    assert {y: migrated.years[y] for y in (2016, 2017)} == {
-        y: before.years[y] for y in (2016, 2017)
-    }
 
 
 async def test_the_core_does_not_grow_with_the_years(redis_client: Redis) -> None:

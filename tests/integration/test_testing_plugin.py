@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from learning_account.domain.clock import current_academic_year
+from learning_account.adapters.clock import current_academic_year
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     CREDIT_LOW_TOPIC,

@@ -6,22 +6,24 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from itertools import count
 
-from learning_account.domain.model import (
-    Account,
-    AwardDegree,
+from learning_account.domain.events import (
     BalanceChanged,
-    Command,
-    Contract,
-    CorrectResult,
     CreditExhausted,
     CreditLow,
     Decision,
+    DomainEvent,
+    EventRejected,
+)
+from learning_account.domain.model import (
+    Account,
+    AwardDegree,
+    Command,
+    Contract,
+    CorrectResult,
     Degree,
     Deregister,
     DeregistrationReason,
-    DomainEvent,
     EventRef,
-    EventRejected,
     Policy,
     ProgrammeKind,
     RecordResult,

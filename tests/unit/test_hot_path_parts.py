@@ -11,13 +11,8 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from redis.exceptions import DataError
 
 from learning_account.adapters.redis_connect import redis_client
-from learning_account.domain.model import (
-    Contract,
-    CourseUnit,
-    EventRef,
-    Overlay,
-    ResultOutcome,
-)
+from learning_account.domain.model import Contract, CourseUnit, EventRef, ResultOutcome
+from learning_account.domain.overlay import Overlay
 from learning_account.runtime import parse_gc_threshold, tune_gc
 from learning_account.settings import Settings
 

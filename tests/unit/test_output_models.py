@@ -14,17 +14,15 @@ import orjson
 import pytest
 
 from learning_account import wire
-from learning_account.domain.model import (
+from learning_account.domain.events import (
     BalanceChanged,
     CreditExhausted,
     CreditLow,
     DomainEvent,
     Entry,
-    EntryKind,
-    EventRef,
     EventRejected,
-    Refusal,
 )
+from learning_account.domain.model import EntryKind, EventRef, Refusal
 from learning_account.processing.outputs import OutputMessage, dead_letter, to_message
 
 CAUSE = EventRef(

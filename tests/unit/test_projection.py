@@ -12,7 +12,8 @@ import pytest
 from scenario import Student
 
 from learning_account.adapters.state_codec import encode_account
-from learning_account.domain.model import Account, CreditExhausted, CreditLow, Policy
+from learning_account.domain.events import CreditExhausted, CreditLow
+from learning_account.domain.model import Account, Policy
 from learning_account.processing.projection import (
     InvalidProjection,
     Outcome,

@@ -24,26 +24,29 @@ from redis.asyncio import Redis
 
 from learning_account.adapters.state_codec import encode_account
 from learning_account.adapters.store import AccountStore
+from learning_account.domain.events import (
+    BalanceChanged,
+    CreditExhausted,
+    CreditLow,
+    Decision,
+    EventRejected,
+)
 from learning_account.domain.model import (
     BONUS_CAP,
     OPENING_BALANCE,
     REBUILD_CEILING,
     REBUILD_STEP,
     Account,
-    BalanceChanged,
     Command,
     CorrectResult,
-    CreditExhausted,
-    CreditLow,
-    Decision,
     EntryKind,
-    EventRejected,
     Policy,
     RecordResult,
     Register,
     ResultOutcome,
 )
-from learning_account.domain.rules import decide, last_counted_year
+from learning_account.domain.rebuilding import last_counted_year
+from learning_account.domain.rules import decide
 from learning_account.domain.statement import account_view, statement
 from learning_account.processing.commands import to_command
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -727,6 +730,41 @@ def test_repeating_the_same_packages_never_breaks_invariants(
         for event in events
     ]
     run(to_commands(repeated), [1.0] * len(repeated), check=True)
+
+
+@FAST
+@given(data=st.data())
+def test_a_decision_names_exactly_the_years_and_units_it_changed(data: st.DataObject) -> None:
+    """What the store writes back: the totals of the years a step booked to, the units it set;
+    a year rebuilt (R6.2, never read by the store) had no totals before."""
+    events = data.draw(event_sequences(max_size=30, kinds=KINDS_WITH_AFTERTHOUGHTS))
+    clock_steps = data.draw(
+        st.lists(st.sampled_from([0.0, 604800.0]), min_size=len(events), max_size=len(events))
+    )
+    account = Account(STUDENT)
+    now = 1_000_000.0
+    for command, step in zip(to_commands(events), clock_steps, strict=True):
+        now += step
+        decision = decide(account, command, now=now, policy=POLICY)
+        after = decision.account
+        booked = {
+            entry.academic_year
+            for event in decision.events
+            if isinstance(event, BalanceChanged)
+            for entry in event.entries
+        }
+        assert decision.touched.totals == booked
+        changed_totals = {y for y in after.years if after.years[y] != account.years.get(y)}
+        assert changed_totals <= decision.touched.totals
+        changed_units = {k for k in after.units if after.units[k] != account.units.get(k)}
+        assert changed_units <= decision.touched.units
+        assert decision.touched.units <= set(after.units)
+        for event in decision.events:
+            if isinstance(event, BalanceChanged):
+                for entry in event.entries:
+                    if entry.kind is EntryKind.REBUILT:
+                        assert entry.academic_year not in account.years, entry
+        account = after
 
 
 # =================================================================================================

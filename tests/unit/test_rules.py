@@ -6,7 +6,8 @@ import pytest
 from scenario import BalanceChanged, CreditExhausted, CreditLow, EventRejected, Student, units
 
 from learning_account.domain.model import Policy, UnitRegistration
-from learning_account.domain.rules import deregistration_refund, rebuild_entries
+from learning_account.domain.rebuilding import rebuild_entries
+from learning_account.domain.rules import deregistration_refund
 from learning_account.domain.statement import account_view
 
 

@@ -32,7 +32,7 @@ from learning_account.adapters.state_codec import (
     encode_years,
 )
 from learning_account.domain.model import Account
-from learning_account.processing.store import DIGEST_BYTES, Identity, LoadedAccount
+from learning_account.processing.store import DIGEST_BYTES, AccountWrite, Identity, LoadedAccount
 
 HELD_INDEX_KEY = "la:held"
 UNITS_FIELD_PREFIX = "u:"
@@ -63,10 +63,15 @@ def per_year(fields: Mapping[bytes, bytes], prefix: str) -> dict[int, bytes]:
     }
 
 
-def encode_state(account: Account) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """The `s` field and the year fields (units, then totals) a write of `account` sets."""
-    fields = [(units_field(year), rows) for year, rows in encode_units(account).items()]
-    fields += [(totals_field(year), row) for year, row in encode_years(account).items()]
+def encode_state(write: AccountWrite) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The `s` field and the year fields (units, then totals) a write sets: only the years its
+    steps touched."""
+    account, touched = write.account, write.touched
+    units = encode_units(account, touched.units, write.read)
+    fields = [(units_field(year), rows) for year, rows in units.items()]
+    fields += [
+        (totals_field(year), row) for year, row in encode_years(account, touched.totals).items()
+    ]
     return encode_core(account), fields
 
 
@@ -74,7 +79,7 @@ def decode_fields(student_id: str, fields: Mapping[bytes, bytes], *, with_units:
     """The account of a whole stored hash (its course units only `with_units`)."""
     units = per_year(fields, UNITS_FIELD_PREFIX) if with_units else {}
     totals = per_year(fields, TOTALS_FIELD_PREFIX)
-    return decode_account(student_id, fields.get(b"s"), units, totals)
+    return decode_account(student_id, fields.get(b"s"), units, totals, with_units=with_units)
 
 
 def load_fields(years: Sequence[int]) -> list[str]:
@@ -94,7 +99,7 @@ def loaded(
     totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
     unreadable = None
     try:
-        account = decode_account(student_id, state, units, totals)
+        account = decode_account(student_id, state, units, totals, read_years=years)
     except Exception as error:  # one corrupt account must not fail everyone's batch
         account, unreadable = Account(student_id), repr(error)
     entry = LoadedAccount(

@@ -183,7 +183,7 @@ class RedisStore:
         calls = []
         for write in writes:
             keys = [account_key(write.student_id)]
-            core, fields = encode_state(write.account)
+            core, fields = encode_state(write)
             args: list[Any] = [
                 write.expected_version,
                 core,

@@ -1,18 +1,19 @@
 """Compact JSON encoding of an account's state for Redis (short keys, dates as ordinals).
 
 Three parts: the core (balance, flags, held results) and, per academic year, the totals of that
-year and its course units. Only the years a step names are read and written back, and units are
-decoded lazily, so a long history makes neither the stored core nor an event dearer.
+year and its course units. Only the years a step names are read, and only the years whose
+totals or units its decision touched are written back (a year's unchanged unit rows as read);
+units are decoded lazily, so a long history makes neither the stored core nor an event dearer.
+Looking up a year that was not read raises `YearNotRead`.
 
-Format 2 kept every year's totals in the core; such a core is still read, and the first write
-after it stores every year's totals on their own. Format 4 adds to each course unit its bonus,
-its refund and whether it was restored (a year's units written so start with the number 4);
-units of a year stored before have them only in the year's totals (`domain.unit_facts`).
+Format 4 adds to each course unit its bonus, its refund and whether it was restored (a year's
+units written so start with the number 4); units of a year stored by format 3 have them only in
+the year's totals (`domain.unit_facts`), and a year written again is written whole in format 4.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
@@ -26,37 +27,57 @@ from learning_account.domain.model import (
     CourseUnit,
     EventRef,
     HeldResult,
-    Overlay,
     RecordResult,
     ResultOutcome,
+    UnitKey,
     YearTotals,
+    format_academic_year,
 )
 
 FORMAT = 4
-FORMATS_READ = (2, 3, 4)
+FORMATS_READ = (3, 4)
 #: First element of a year's unit list written with per-unit bonus, refund and restoration.
 UNITS_FORMAT = 4
-_CONTRACT = {Contract.DIPLOMA: "d", Contract.CREDIT: "c", Contract.EXAM: "e"}
-_CONTRACT_BACK = {code: contract for contract, code in _CONTRACT.items()}
 _OUTCOME = {ResultOutcome.PASSED: "p", ResultOutcome.FAILED: "f", ResultOutcome.TOLERATED: "t"}
 _OUTCOME_BACK = {code: outcome for outcome, code in _OUTCOME.items()}
 
-UnitKey = tuple[int, str]
+
+class YearNotRead(LookupError):  # not a KeyError: `get` and `in` would take it for "absent"
+    """A look-up of an academic year whose totals or units the store did not read."""
+
+    def __init__(self, student_id: str, year: int) -> None:
+        academic_year = format_academic_year(year)
+        super().__init__(f"academic year {academic_year} of student {student_id} was not read")
+        self.student_id = student_id
+        self.year = year
+
+
+class _ReadYears:
+    """The academic years read (None: every year) and the check of a look-up against them."""
+
+    __slots__ = ("read", "student_id")
+
+    def __init__(self, student_id: str, read: frozenset[int] | None) -> None:
+        self.student_id = student_id
+        self.read = read
+
+    def check(self, year: int) -> None:
+        if self.read is not None and year not in self.read:
+            raise YearNotRead(self.student_id, year)
 
 
 class RawUnits(Mapping[UnitKey, CourseUnit]):
-    """The stored unit rows of the loaded years, turned into CourseUnit objects only when read."""
+    """The stored unit rows of the years read, turned into CourseUnit objects only when read."""
 
-    __slots__ = ("_cache", "by_year", "exact")
+    __slots__ = ("_cache", "by_year", "exact", "years")
 
-    def __init__(self, by_year: dict[int, dict[str, list[Any]]], exact: set[int]) -> None:
+    def __init__(
+        self, by_year: dict[int, dict[str, list[Any]]], exact: set[int], years: _ReadYears
+    ) -> None:
         self.by_year = by_year  # year -> code -> [code, credits, flags, border days(, bonus)]
         self.exact = exact  # the years whose rows hold each unit's bonus and refund
+        self.years = years
         self._cache: dict[UnitKey, CourseUnit] = {}
-
-    def _row(self, key: UnitKey) -> list[Any] | None:
-        rows = self.by_year.get(key[0])
-        return None if rows is None else rows.get(key[1])
 
     def __getitem__(self, key: UnitKey) -> CourseUnit:
         unit = self.get(key)
@@ -67,17 +88,22 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
     def get(self, key: UnitKey, default: CourseUnit | None = None) -> CourseUnit | None:  # type: ignore[override]
         unit = self._cache.get(key)
         if unit is None:
-            row = self._row(key)
+            rows = self.by_year.get(key[0])
+            row = None if rows is None else rows.get(key[1])
             if row is None:
+                self.years.check(key[0])
                 return default
             unit = self._cache[key] = _unit_from_row(key[0], row, key[0] in self.exact)
         return unit
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, tuple) or len(key) != 2:
+        if not isinstance(key, tuple) or len(key) != 2 or not isinstance(key[0], int):
             return False
         rows = self.by_year.get(key[0])
-        return rows is not None and key[1] in rows
+        if rows is None:
+            self.years.check(key[0])
+            return False
+        return key[1] in rows
 
     def __iter__(self) -> Iterator[UnitKey]:
         return ((year, code) for year, rows in self.by_year.items() for code in rows)
@@ -87,27 +113,39 @@ class RawUnits(Mapping[UnitKey, CourseUnit]):
 
 
 class RawYears(Mapping[int, YearTotals]):
-    """The stored year totals, turned into YearTotals objects only when read."""
+    """The stored totals of the years read, turned into YearTotals objects only when read."""
 
-    __slots__ = ("_cache", "from_core", "rows")
+    __slots__ = ("_cache", "rows", "years")
 
-    def __init__(self, rows: dict[str, list[int]], *, from_core: bool = False) -> None:
+    def __init__(self, rows: dict[str, list[int]], years: _ReadYears) -> None:
         # "2016" -> [invested, acquired, bonus, refunded, deduction, rebuilt(, restored)]
         self.rows = rows
-        self.from_core = from_core  # read from a format-2 core: every year, to write out once
+        self.years = years
         self._cache: dict[int, YearTotals] = {}
 
     def __getitem__(self, year: int) -> YearTotals:
-        totals = self._cache.get(year)
+        totals = self.get(year)
         if totals is None:
-            totals = self._cache[year] = YearTotals(*self.rows[str(year)])
+            raise KeyError(year)
         return totals
 
     def get(self, year: int, default: YearTotals | None = None) -> YearTotals | None:  # type: ignore[override]
-        return self[year] if str(year) in self.rows else default
+        totals = self._cache.get(year)
+        if totals is None:
+            row = self.rows.get(str(year))
+            if row is None:
+                self.years.check(year)
+                return default
+            totals = self._cache[year] = YearTotals(*row)
+        return totals
 
     def __contains__(self, year: object) -> bool:
-        return str(year) in self.rows
+        if not isinstance(year, int):
+            return False
+        if str(year) in self.rows:
+            return True
+        self.years.check(year)
+        return False
 
     def __iter__(self) -> Iterator[int]:
         return (int(year) for year in self.rows)
@@ -116,28 +154,16 @@ class RawYears(Mapping[int, YearTotals]):
         return len(self.rows)
 
 
-def _year_rows(years: Mapping[int, YearTotals]) -> dict[str, list[int]]:
-    """Year totals by year text: the years a step changed (every year of an account built in
-    memory, or read from a format-2 core)."""
-    changes: Mapping[int, YearTotals]
-    if isinstance(years, Overlay) and isinstance(years.base, RawYears):
-        rows = dict(years.base.rows) if years.base.from_core else {}
-        changes = years.changes
-    elif isinstance(years, RawYears):
-        return dict(years.rows) if years.from_core else {}
-    else:
-        rows, changes = {}, years
-    for year, t in changes.items():
-        row = [t.invested, t.acquired, t.bonus, t.refunded, t.degree_deduction, t.rebuilt]
-        if t.restored:  # rare: the column is written only when used
-            row.append(t.restored)
-        rows[str(year)] = row
-    return rows
+def _year_row(totals: YearTotals) -> list[int]:
+    row = list(totals.columns())
+    if not row[-1]:  # the restored column, rare: written only when used
+        row.pop()
+    return row
 
 
-def encode_years(account: Account) -> dict[int, bytes]:
-    """The totals per academic year, for the years this account's steps changed."""
-    return {int(year): orjson.dumps(row) for year, row in _year_rows(account.years).items()}
+def encode_years(account: Account, years: Iterable[int]) -> dict[int, bytes]:
+    """The totals of each of `years` (the years a decision touched)."""
+    return {year: orjson.dumps(_year_row(account.years[year])) for year in sorted(years)}
 
 
 _CONTRACT_BITS = {Contract.DIPLOMA: 0, Contract.CREDIT: 1, Contract.EXAM: 2}
@@ -202,19 +228,6 @@ def _refund_of(code: int, credits: int) -> int | None:
 
 
 def _unit_from_row(year: int, row: list[Any], exact: bool = True) -> CourseUnit:
-    if len(row) == 8:  # the wider row of the first storage formats
-        _, credits, contract, uses, border, generation, result, deregistered = row
-        return _before_format_4(
-            CourseUnit(
-                credits=credits,
-                contract=_CONTRACT_BACK[contract],
-                uses_account=bool(uses),
-                border_date=date.fromordinal(border),
-                generation_student=None if generation is None else bool(generation),
-                result=None if result is None else _OUTCOME_BACK[result],
-                deregistered=bool(deregistered),
-            )
-        )
     credits, flags, border_days = row[1], row[2], row[3]
     unit = CourseUnit(
         credits=credits,
@@ -232,38 +245,45 @@ def _unit_from_row(year: int, row: list[Any], exact: bool = True) -> CourseUnit:
 
 
 def _before_format_4(unit: CourseUnit) -> CourseUnit:
-    """A unit stored without its own bonus and refund: unknown where it could have had one."""
+    """A unit stored by format 3, without its own bonus and refund: unknown where it could
+    have had one."""
     passed = unit.uses_account and unit.result is ResultOutcome.PASSED
     has_bonus = passed and unit.contract is Contract.DIPLOMA
     refundable = unit.uses_account and unit.deregistered
     return replace(unit, bonus=None if has_bonus else 0, refunded=None if refundable else 0)
 
 
-def encode_units(account: Account) -> dict[int, bytes]:
-    """The course units per academic year, for the years this account's steps changed."""
+def encode_units(
+    account: Account, changed: Iterable[UnitKey], read: Account | None = None
+) -> dict[int, bytes]:
+    """The course units of each year with a unit in `changed` (what a decision touched), in
+    format 4: the rows `read` holds for that year (the account as loaded) with the changed units
+    encoded anew; every unit of the year anew when it was stored by format 3 or `read` is not
+    one loaded from the store."""
     units = account.units
-    if isinstance(units, Overlay) and isinstance(units.base, RawUnits):
-        by_year: dict[int, dict[str, list[Any]]] = {}
-        for key, unit in units.changes.items():
-            rows = by_year.get(key[0])
-            if rows is None:
-                rows = by_year[key[0]] = dict(units.base.by_year.get(key[0], {}))
-            rows[key[1]] = _unit_row(key, unit)
-        for year, rows in by_year.items():
-            if year not in units.base.exact:  # the year's other rows, in format 4 too
-                for code in list(rows):
-                    if (year, code) not in units.changes:
-                        rows[code] = _unit_row((year, code), units.base[(year, code)])
-    elif isinstance(units, RawUnits):
-        return {}
-    else:  # an account built in memory: every year
-        by_year = {}
-        for key, unit in units.items():
-            by_year.setdefault(key[0], {})[key[1]] = _unit_row(key, unit)
+    stored = read.units if read is not None else None
+    by_year: dict[int, dict[str, list[Any]]] = {}
+    for key in sorted(changed):
+        year = key[0]
+        rows = by_year.get(year)
+        if rows is None:
+            rows = by_year[year] = _rows_kept(units, stored, year)
+        rows[key[1]] = _unit_row(key, units[key])
     return {
         year: orjson.dumps([UNITS_FORMAT, *(rows[code] for code in sorted(rows))])
         for year, rows in sorted(by_year.items())
     }
+
+
+def _rows_kept(
+    units: Mapping[UnitKey, CourseUnit], stored: Mapping[UnitKey, CourseUnit] | None, year: int
+) -> dict[str, list[Any]]:
+    """The rows of `year` to write besides its changed units: as read when they are format 4."""
+    if isinstance(stored, RawUnits):
+        stored.years.check(year)  # the year of a changed unit was looked up, so read
+        if year in stored.exact or year not in stored.by_year:
+            return dict(stored.by_year.get(year, {}))
+    return {code: _unit_row((y, code), units[(y, code)]) for y, code in units if y == year}
 
 
 def encode_core(account: Account) -> bytes:
@@ -325,10 +345,17 @@ def decode_account(
     blob: bytes | None,
     units: Mapping[int, bytes] | None = None,
     totals: Mapping[int, bytes] | None = None,
+    *,
+    read_years: Collection[int] | None = None,
+    with_units: bool = True,
 ) -> Account:
-    """The core, with the totals and course units of the years given (the rest of history stays
-    away: a step books only to its event's year and to years without enrolment, which have no
-    totals yet)."""
+    """The core, with the totals and course units of the years given.
+
+    `read_years` are the years whose fields the store read (None: every year, a whole hash), so
+    a year among them without fields is new; `with_units` False: no course unit was read. The
+    rest of history stays away: a step books only to its event's year and to years without
+    enrolment, which have no totals yet (`domain.step.Step.rebuild_until`).
+    """
     rows: dict[int, dict[str, list[Any]]] = {}
     exact: set[int] = set()
     for year, blob_ in (units or {}).items():
@@ -338,14 +365,14 @@ def decode_account(
             listed = listed[1:]
         rows[year] = {row[0]: row for row in listed}
     year_rows = {str(year): orjson.loads(blob_) for year, blob_ in (totals or {}).items()}
+    read = None if read_years is None else frozenset(read_years)
+    years = RawYears(year_rows, _ReadYears(student_id, read))
+    unit_years = _ReadYears(student_id, read if with_units else frozenset())
     if not blob:
-        return Account(student_id, years=RawYears(year_rows), units=RawUnits(rows, exact))
+        return Account(student_id, years=years, units=RawUnits(rows, exact, unit_years))
     document = orjson.loads(blob)
     if document.get("f") not in FORMATS_READ:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
-    from_core = "y" in document
-    if from_core:
-        year_rows = {**document["y"], **year_rows}
     held = tuple(_held_from_row(student_id, row) for row in document.get("h", ()))
     return Account(
         student_id=student_id,
@@ -356,25 +383,17 @@ def decode_account(
         last_enrolment_year=document["e"],
         last_rebuilt_year=document["x"],
         generation_year=document["n"],
-        years=RawYears(year_rows, from_core=from_core),
-        units=RawUnits(rows, exact),
+        years=years,
+        units=RawUnits(rows, exact, unit_years),
         held=held,
     )
 
 
 def encode_account(account: Account) -> dict[str, Any]:
-    """The whole account as one document (core, every loaded year's totals and units), to
+    """The whole account as one document (core, every year's totals and units read), to
     compare."""
     document: dict[str, Any] = orjson.loads(encode_core(account))
-    every_year = {year: account.years[year] for year in sorted(account.years)}
-    document["y"] = _year_rows(every_year)
-    document["u"] = {
-        str(year): orjson.loads(rows) for year, rows in sorted(_all_units(account).items())
-    }
+    document["y"] = {str(year): _year_row(account.years[year]) for year in sorted(account.years)}
+    units = encode_units(account, set(account.units))
+    document["u"] = {str(year): orjson.loads(rows) for year, rows in units.items()}
     return document
-
-
-def _all_units(account: Account) -> dict[int, bytes]:
-    units = account.units
-    plain = {key: units[key] for key in units}
-    return encode_units(Account(account.student_id, units=plain))

@@ -1,5 +1,7 @@
-"""The pure rules core: standard library only, integer quarter-credits, no I/O.
+"""The pure rules core: standard library only, integer quarter-credits, no I/O, no clock.
 
-`model` holds commands, state and events; `rules.decide` applies a command; `statement`
-derives the read models.
+`model` holds the commands and the account state, `events` what a step records and the
+`Decision` carrying it; `rules.decide` applies a command: each step checks its `guards`, then
+changes a `step.Step` (R6's arithmetic in `rebuilding`, old units' facts in `unit_facts`);
+`statement` derives the read models.
 """

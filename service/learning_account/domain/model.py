@@ -1,4 +1,4 @@
-"""Commands, account state and domain events of the learning account.
+"""Commands and account state of the learning account (the events a step records: `events`).
 
 Amounts are integer quarter-credits everywhere in the core: every amount the rules produce is a
 multiple of 0.25 credit, so integers keep them exact (140 credits == 560 quarters).
@@ -6,12 +6,12 @@ multiple of 0.25 credit, so integers keep them exact (140 credits == 560 quarter
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from enum import StrEnum
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from typing import dataclass_transform
@@ -46,6 +46,17 @@ def credits_to_quarters(credits: int | float | str) -> int:
     if quarters != quarters.to_integral_value():
         raise ValueError(f"{credits} is not a multiple of 0.25 credit")
     return int(quarters)
+
+
+def quarters_to_credits(quarters: int) -> int | float:
+    """Quarter-credits as credits: whole credits as an int (6), else exactly (2.5, 1.25)."""
+    if quarters % QUARTERS_PER_CREDIT == 0:
+        return quarters // QUARTERS_PER_CREDIT
+    return quarters / QUARTERS_PER_CREDIT  # exact: quarters are dyadic fractions
+
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+"""The time zone the academic calendar runs in (R6.3)."""
 
 
 def academic_year_of(day: date) -> int:
@@ -117,16 +128,6 @@ class Refusal(StrEnum):
     NOTHING_TO_RESTORE = "nothing_to_restore"
     ID_CONFLICT = "id_conflict"
     """The event's source + id name an applied event with other content (the pipeline's)."""
-
-
-EXHAUSTED_OPTIONS = (
-    "first_master_programme",
-    "preparatory_programme",
-    "bachelor_after_bachelor",
-    "master_after_master",
-    "examination_contract",
-    "exceptional_admission",
-)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -308,75 +309,38 @@ class YearTotals:
     rebuilt: int = 0
     restored: int = 0  # last: the stored rows of earlier formats have the six columns before it
 
-    @property
-    def total(self) -> int:
+    def columns(self) -> tuple[int, ...]:
+        """The sums in field order, the order `YearTotals(*columns)` takes them back in."""
         return (
-            self.invested
-            + self.acquired
-            + self.bonus
-            + self.refunded
-            + self.degree_deduction
-            + self.rebuilt
-            + self.restored
+            self.invested,
+            self.acquired,
+            self.bonus,
+            self.refunded,
+            self.degree_deduction,
+            self.rebuilt,
+            self.restored,
         )
 
-
-_EMPTY: Mapping[object, object] = MappingProxyType({})
-
-K = TypeVar("K")
-V = TypeVar("V")
-_MISSING = object()
+    @property
+    def total(self) -> int:
+        return sum(self.columns())
 
 
-class Overlay(MutableMapping[K, V], Generic[K, V]):
-    """Copy-on-write: writes go to `changes`, reads fall through to `base`, never changed.
+TOTALS_COLUMN = {EntryKind(column.name): n for n, column in enumerate(fields(YearTotals))}
+"""The column of `YearTotals.columns()` each kind of entry adds to (`opened` has none)."""
 
-    A step of a step keeps two layers (all changes so far, the original), so applying n events
-    costs O(changes), not O(n x history). Removing a key is not supported (the rules never do).
-    """
 
-    __slots__ = ("base", "changes")
-
-    def __init__(self, changes: dict[K, V], base: Mapping[K, V]) -> None:
-        self.changes = changes
-        self.base = base
-
-    @classmethod
-    def over(cls, mapping: Mapping[K, V]) -> Overlay[K, V]:
-        if isinstance(mapping, Overlay):
-            return cls(dict(mapping.changes), mapping.base)
-        return cls({}, mapping)
-
-    def __getitem__(self, key: K) -> V:
-        value = self.changes.get(key, _MISSING)
-        return self.base[key] if value is _MISSING else value  # type: ignore[return-value]
-
-    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
-        value = self.changes.get(key, _MISSING)
-        return self.base.get(key, default) if value is _MISSING else value  # type: ignore[return-value]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.changes or key in self.base
-
-    def __setitem__(self, key: K, value: V) -> None:
-        self.changes[key] = value
-
-    def __delitem__(self, key: K) -> None:
-        raise TypeError("an overlay does not remove keys")
-
-    def __iter__(self) -> Iterator[K]:
-        yield from self.changes
-        for key in self.base:
-            if key not in self.changes:
-                yield key
-
-    def __len__(self) -> int:
-        return len(self.changes) + sum(1 for key in self.base if key not in self.changes)
+UnitKey = tuple[int, str]
+"""A course unit of an account: its academic year and its code."""
 
 
 @immutable
 class Account:
-    """Everything the rules need to know of one student. `balance` is None until opened (R1.1)."""
+    """Everything the rules need to know of one student. `balance` is None until opened (R1.1).
+
+    `years` and `units` may hold only the academic years the store read (a step names which):
+    looking up a year that was not read raises, iterating gives the years read.
+    """
 
     student_id: str
     balance: int | None = None
@@ -387,76 +351,12 @@ class Account:
     last_rebuilt_year: int | None = None
     generation_year: int | None = None
     years: Mapping[int, YearTotals] = field(default_factory=dict)
-    units: Mapping[tuple[int, str], CourseUnit] = field(default_factory=dict)
+    units: Mapping[UnitKey, CourseUnit] = field(default_factory=dict)
     held: tuple[HeldResult, ...] = ()
 
     @property
     def is_open(self) -> bool:
         return self.balance is not None
-
-
-# --- domain events ------------------------------------------------------------------------
-
-
-@immutable
-class Entry:
-    kind: EntryKind
-    amount: int
-    academic_year: int
-    course_unit_code: str | None = None
-
-
-@immutable
-class BalanceChanged:
-    student_id: str
-    academic_year: int
-    previous_balance: int
-    balance: int
-    entries: tuple[Entry, ...]
-    uncovered_credits: int
-    additional_fee: bool
-    caused_by: EventRef
-
-    @property
-    def delta(self) -> int:
-        return self.balance - self.previous_balance
-
-
-@immutable
-class CreditExhausted:
-    student_id: str
-    academic_year: int
-    balance: int
-    caused_by: EventRef
-    options: tuple[str, ...] = EXHAUSTED_OPTIONS
-
-
-@immutable
-class CreditLow:
-    student_id: str
-    academic_year: int
-    balance: int
-    threshold: int
-    caused_by: EventRef
-
-
-@immutable
-class EventRejected:
-    student_id: str
-    reason: Refusal
-    detail: str
-    caused_by: EventRef
-
-
-DomainEvent = BalanceChanged | CreditExhausted | CreditLow | EventRejected
-
-
-@immutable
-class Decision:
-    """The outcome of one step: the new state and the events it recorded, in publish order."""
-
-    account: Account
-    events: tuple[DomainEvent, ...]
 
 
 @dataclass(frozen=True, slots=True)

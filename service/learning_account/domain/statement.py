@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from learning_account.domain.events import Entry
 from learning_account.domain.model import (
     BONUS_CAP,
     OPENING_BALANCE,
     REBUILD_CEILING,
     Account,
-    Entry,
+    YearTotals,
 )
-from learning_account.domain.rules import last_counted_year, rebuild_entries
+from learning_account.domain.rebuilding import last_counted_year, rebuild_entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,37 +85,26 @@ def statement(account: Account, current_year: int) -> list[StatementRow]:
     rows: list[StatementRow] = []
     start = OPENING_BALANCE
     for year in sorted(account.years):
-        totals = account.years[year]
-        balance = start + totals.total
-        rows.append(
-            StatementRow(
-                academic_year=year,
-                start=start,
-                invested=totals.invested,
-                acquired=totals.acquired,
-                bonus=totals.bonus,
-                refunded=totals.refunded,
-                degree_deduction=totals.degree_deduction,
-                rebuilt=totals.rebuilt,
-                balance=balance,
-                restored=totals.restored,
-            )
-        )
-        start = balance
+        rows.append(_row(year, start, account.years[year]))
+        start = rows[-1].balance
     for entry in projected_rebuild(account, current_year):
-        rows.append(
-            StatementRow(
-                academic_year=entry.academic_year,
-                start=start,
-                invested=0,
-                acquired=0,
-                bonus=0,
-                refunded=0,
-                degree_deduction=0,
-                rebuilt=entry.amount,
-                balance=start + entry.amount,
-                projected=True,
-            )
-        )
-        start += entry.amount
+        rebuilt = YearTotals(rebuilt=entry.amount)
+        rows.append(_row(entry.academic_year, start, rebuilt, projected=True))
+        start = rows[-1].balance
     return rows
+
+
+def _row(year: int, start: int, totals: YearTotals, *, projected: bool = False) -> StatementRow:
+    return StatementRow(
+        academic_year=year,
+        start=start,
+        invested=totals.invested,
+        acquired=totals.acquired,
+        bonus=totals.bonus,
+        refunded=totals.refunded,
+        degree_deduction=totals.degree_deduction,
+        rebuilt=totals.rebuilt,
+        balance=start + totals.total,
+        projected=projected,
+        restored=totals.restored,
+    )

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from learning_account.domain.model import Contract, CourseUnit, ResultOutcome, YearTotals
-
-UnitKey = tuple[int, str]
+from learning_account.domain.model import Contract, CourseUnit, ResultOutcome, UnitKey, YearTotals
 
 
 def _others_of_year(key: UnitKey, units: Mapping[UnitKey, CourseUnit]) -> list[CourseUnit]:

@@ -30,8 +30,8 @@ async def serve(settings: Settings) -> None:
 
 async def statement_from_redis(settings: Settings, student_id: str) -> int:
     from learning_account.adapters.clients import redis_for
+    from learning_account.adapters.clock import current_academic_year
     from learning_account.adapters.store import AccountStore
-    from learning_account.domain.clock import current_academic_year
     from learning_account.domain.statement import statement
     from learning_account.entrypoints.tables import render_statement_text
 

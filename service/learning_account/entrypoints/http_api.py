@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from learning_account.domain.clock import current_academic_year, today_in_brussels
-from learning_account.domain.model import Account, CreditLow, Policy, format_academic_year
+from learning_account.adapters.clock import current_academic_year, today_in_brussels
+from learning_account.domain.events import CreditLow
+from learning_account.domain.model import Account, Policy, format_academic_year
 from learning_account.domain.numbers import credits_number as amount
 from learning_account.domain.rules import DEFAULT_POLICY
 from learning_account.domain.statement import StatementRow, account_view, remaining_bonus, statement

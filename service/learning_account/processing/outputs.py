@@ -17,16 +17,14 @@ from typing import Any, Final
 
 import orjson
 
-from learning_account.domain.model import (
+from learning_account.domain.events import (
     BalanceChanged,
     CreditExhausted,
     CreditLow,
     DomainEvent,
-    EventRef,
     EventRejected,
-    format_academic_year,
-    immutable,
 )
+from learning_account.domain.model import EventRef, format_academic_year, immutable
 from learning_account.domain.numbers import credits_number
 from learning_account.wire import (
     BALANCE_CHANGED_TYPE,

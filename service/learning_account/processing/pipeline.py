@@ -20,17 +20,8 @@ from dataclasses import dataclass, field, replace
 
 from opentelemetry.trace import Tracer
 
-from learning_account.domain.model import (
-    Account,
-    Command,
-    Decision,
-    DomainEvent,
-    EventRejected,
-    HeldResult,
-    Policy,
-    Refusal,
-    immutable,
-)
+from learning_account.domain.events import NOTHING_TOUCHED, Decision, DomainEvent, EventRejected
+from learning_account.domain.model import Account, Command, HeldResult, Policy, Refusal, immutable
 from learning_account.domain.rules import decide, expire_held_results
 from learning_account.observability.tracing import applying
 from learning_account.ops.restore import account_snapshot, outbox_snapshots
@@ -250,6 +241,7 @@ class Processor:
         tally: BatchReport,
     ) -> tuple[AccountWrite | None, list[tuple[int, list[OutputMessage]]]]:
         account = loaded.account
+        touched = NOTHING_TOUCHED
         produced: list[tuple[int, list[OutputMessage]]] = []
         steps: list[AppliedStep] = []
         in_batch: dict[Identity, list[OutputMessage]] = {}
@@ -335,6 +327,7 @@ class Processor:
             _count(tally, item.command, decision)
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account
+            touched |= decision.touched
             steps.append(AppliedStep(item.digest, encode_stored(messages), item.content))
             standing[item.digest] = item.content
             in_batch[identity] = messages
@@ -348,6 +341,8 @@ class Processor:
             steps=tuple(steps),
             held_deadline=self.held_deadline(account),
             was_held=bool(loaded.account.held),
+            touched=touched,
+            read=loaded.account,
         )
         return write, produced
 

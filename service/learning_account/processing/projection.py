@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from learning_account.domain.model import (
-    Account,
+from learning_account.domain.events import (
     BalanceChanged,
-    Command,
     CreditExhausted,
     CreditLow,
     Decision,
     DomainEvent,
-    EventRef,
     EventRejected,
+)
+from learning_account.domain.model import (
+    Account,
+    Command,
+    EventRef,
     Policy,
     RecordResult,
     ResultOutcome,

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from learning_account.domain.events import NOTHING_TOUCHED, Touched
 from learning_account.domain.model import Account, EventRef, immutable
 
 # The idempotency digest is compared with every event of the account: at 8 bytes two distinct
@@ -107,6 +108,10 @@ class AccountWrite:
     pending: bool = False
     """The steps are the sweeper's: their outputs are published after the write, and the
     student stays due in the held index until `settle_held` says they were."""
+    touched: Touched = NOTHING_TOUCHED
+    """The year totals and course units the steps changed: only their years are written."""
+    read: Account | None = None
+    """The account as loaded: a written year keeps the unit rows read for it."""
 
 
 @immutable

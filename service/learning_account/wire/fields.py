@@ -13,8 +13,7 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from learning_account.domain.clock import BRUSSELS
-from learning_account.domain.model import academic_year_of
+from learning_account.domain.model import BRUSSELS, academic_year_of
 
 MAX_STUDENT_ID_CHARS: Final = 64
 STUDENT_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}$"

@@ -1,13 +1,10 @@
-"""Today's date and academic year in Europe/Brussels (R6.3), injectable for tests."""
+"""Today's date and academic year in Europe/Brussels (R6.3), read from the system clock."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
-from learning_account.domain.model import academic_year_of
-
-BRUSSELS = ZoneInfo("Europe/Brussels")
+from learning_account.domain.model import BRUSSELS, academic_year_of
 
 
 def today_in_brussels(now: datetime | None = None) -> date:
