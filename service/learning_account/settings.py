@@ -35,7 +35,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from learning_account.domain.model import Policy, credits_to_quarters
+from learning_account.domain.model import Policy
+from learning_account.domain.numbers import to_quarters
 from learning_account.processing.pipeline import DEFAULT_MAX_MESSAGE_BYTES
 from learning_account.runtime import parse_gc_threshold
 
@@ -72,7 +73,7 @@ def _thresholds(value: Any) -> Any:
         return value
     accepts = "comma-separated credit amounts above 0, each a multiple of 0.25 (like 60,30)"
     try:
-        quarters = [credits_to_quarters(part.strip()) for part in value.split(",") if part.strip()]
+        quarters = [to_quarters(part.strip()) for part in value.split(",") if part.strip()]
     except (ArithmeticError, ValueError):
         raise ValueError(accepts) from None
     if any(quarter <= 0 for quarter in quarters):

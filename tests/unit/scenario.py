@@ -31,8 +31,8 @@ from learning_account.domain.model import (
     RestoreCredits,
     ResultOutcome,
     UnitRegistration,
-    credits_to_quarters,
 )
+from learning_account.domain.numbers import to_quarters
 from learning_account.domain.rules import decide
 from learning_account.domain.statement import statement
 
@@ -97,7 +97,7 @@ class Student:
                 units=tuple(
                     UnitRegistration(
                         code=code,
-                        credits=credits_to_quarters(amount),
+                        credits=to_quarters(amount),
                         starts_on=start,
                         first_term_of_first_track=first_term,
                         border_date=border_date,

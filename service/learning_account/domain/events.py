@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from learning_account.domain.model import Account, EntryKind, EventRef, Refusal, UnitKey, immutable
 
-EXHAUSTED_OPTIONS = (
-    "first_master_programme",
-    "preparatory_programme",
-    "bachelor_after_bachelor",
-    "master_after_master",
-    "examination_contract",
-    "exceptional_admission",
-)
+
+class ExhaustionOption(StrEnum):
+    """What a student whose credit is exhausted can still do (R7.1), in the contract's order."""
+
+    FIRST_MASTER_PROGRAMME = "first_master_programme"
+    PREPARATORY_PROGRAMME = "preparatory_programme"
+    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
+    MASTER_AFTER_MASTER = "master_after_master"
+    EXAMINATION_CONTRACT = "examination_contract"
+    EXCEPTIONAL_ADMISSION = "exceptional_admission"
+
+
+EXHAUSTED_OPTIONS: tuple[ExhaustionOption, ...] = tuple(ExhaustionOption)
 
 
 @immutable
@@ -44,7 +51,7 @@ class CreditExhausted:
     academic_year: int
     balance: int
     caused_by: EventRef
-    options: tuple[str, ...] = EXHAUSTED_OPTIONS
+    options: tuple[ExhaustionOption, ...] = EXHAUSTED_OPTIONS
 
 
 @immutable

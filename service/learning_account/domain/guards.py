@@ -17,8 +17,8 @@ from learning_account.domain.model import (
     UnitKey,
     format_academic_year,
     immutable,
-    quarters_to_credits,
 )
+from learning_account.domain.numbers import credits_number
 
 Units = Mapping[UnitKey, CourseUnit]
 
@@ -61,8 +61,7 @@ def no_credit_left(available: int, command: Register, *, master_degree: bool) ->
         return None
     return Refused(
         Refusal.INSUFFICIENT_LEARNING_CREDIT,
-        f"learning credit is {quarters_to_credits(available)}: a registration needs"
-        " a positive balance",
+        f"learning credit is {credits_number(available)}: a registration needs a positive balance",
     )
 
 

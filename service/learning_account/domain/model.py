@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from learning_account.domain.numbers import QUARTERS_PER_CREDIT
+
 if TYPE_CHECKING:
     from typing import dataclass_transform
 
@@ -28,7 +30,6 @@ else:
         return dataclass(slots=True, unsafe_hash=True)(cls)
 
 
-QUARTERS_PER_CREDIT = 4
 OPENING_BALANCE = 140 * QUARTERS_PER_CREDIT
 BONUS_CAP = 60 * QUARTERS_PER_CREDIT
 MASTER_DEGREE_DEDUCTION = 140 * QUARTERS_PER_CREDIT
@@ -36,23 +37,6 @@ REBUILD_STEP = 10 * QUARTERS_PER_CREDIT
 REBUILD_CEILING = 60 * QUARTERS_PER_CREDIT
 STANDARD_BORDER_DAYS = 14
 FIRST_TERM_BORDER_DAYS = 28
-
-
-def credits_to_quarters(credits: int | float | str) -> int:
-    """Exact conversion of a credit amount that is a multiple of 0.25 to quarter-credits."""
-    from decimal import Decimal
-
-    quarters = Decimal(str(credits)) * QUARTERS_PER_CREDIT
-    if quarters != quarters.to_integral_value():
-        raise ValueError(f"{credits} is not a multiple of 0.25 credit")
-    return int(quarters)
-
-
-def quarters_to_credits(quarters: int) -> int | float:
-    """Quarter-credits as credits: whole credits as an int (6), else exactly (2.5, 1.25)."""
-    if quarters % QUARTERS_PER_CREDIT == 0:
-        return quarters // QUARTERS_PER_CREDIT
-    return quarters / QUARTERS_PER_CREDIT  # exact: quarters are dyadic fractions
 
 
 BRUSSELS = ZoneInfo("Europe/Brussels")

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, WithJsonSchema
 
+from learning_account.domain.events import EXHAUSTED_OPTIONS
+from learning_account.domain.events import ExhaustionOption as ExhaustionOption
 from learning_account.domain.model import EntryKind, Refusal
 from learning_account.wire.amounts import Amount
 from learning_account.wire.envelope import (
@@ -45,17 +46,8 @@ DEAD_LETTER_PAYLOAD_LIMIT: Final = 64 * 1024
 RejectionReason = Refusal
 
 
-class ExhaustionOption(StrEnum):
-    FIRST_MASTER_PROGRAMME = "first_master_programme"
-    PREPARATORY_PROGRAMME = "preparatory_programme"
-    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
-    MASTER_AFTER_MASTER = "master_after_master"
-    EXAMINATION_CONTRACT = "examination_contract"
-    EXCEPTIONAL_ADMISSION = "exceptional_admission"
-
-
 #: The `options` of every credit-exhausted event, in the contract's order.
-EXHAUSTION_OPTIONS: Final = tuple(ExhaustionOption)
+EXHAUSTION_OPTIONS: Final = EXHAUSTED_OPTIONS
 REJECTION_REASONS: Final = tuple(reason.value for reason in RejectionReason)
 
 # --- Output data --------------------------------------------------------------------------------
