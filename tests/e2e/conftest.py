@@ -10,13 +10,10 @@ import pytest
 
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
 from learning_account_dev.devstack import ensure_topics
+from support.redis import database_url
 from support.service import OutputCollector, ServiceProcess
 
 HOLD_SECONDS = 3
-
-
-def service_redis_url(redis_url: str, database: int) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{database}"
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +33,7 @@ def service(
     if request.param == "redis-cluster":
         target = request.getfixturevalue("redis_cluster_url")  # detected as a cluster
     else:
-        target = service_redis_url(redis_url, 1)
+        target = database_url(redis_url, 1)
     process = ServiceProcess(
         Path(tmp_path_factory.mktemp("service")),
         KAFKA_BOOTSTRAP_SERVERS=service_topics,
@@ -46,11 +43,8 @@ def service(
         HELD_SWEEP_INTERVAL_SECONDS="0.5",
         LOG_LEVEL="INFO",
     )
-    process.start()
-    try:
+    with process.running():
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

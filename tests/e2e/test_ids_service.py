@@ -14,6 +14,7 @@ import pytest
 
 from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
 from learning_account_dev import events as ev
+from support.redis import database_url
 from support.service import OutputCollector, ServiceProcess, send
 
 
@@ -25,16 +26,13 @@ def service(
     process = ServiceProcess(
         Path(tmp_path_factory.mktemp("service")),
         KAFKA_BOOTSTRAP_SERVERS=service_topics,
-        REDIS_URL=redis_url.rsplit("/", 1)[0] + "/3",  # a database of its own
+        REDIS_URL=database_url(redis_url, 3),  # a database of its own
         CONSUMER_GROUP=f"e2e-ids-{uuid.uuid4().hex[:8]}",
         ALLOWED_SOURCES="urn:institution:*",
         LOG_LEVEL="INFO",
     )
-    process.start()
-    try:
+    with process.running():
         yield process
-    finally:
-        process.stop()
 
 
 def letters_for(outputs: OutputCollector, student: str) -> list[dict]:  # type: ignore[type-arg]

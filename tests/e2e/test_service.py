@@ -4,6 +4,7 @@ outputs read back from the real output topics and the HTTP API."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from learning_account.processing.projection import PROJECTION_SOURCE
 from learning_account.wire import (
@@ -18,6 +19,14 @@ from learning_account_dev import events as ev
 from support.service import OutputCollector, ServiceProcess, send
 
 STATEMENT_FIELDS = ("start", "invested", "acquired", "bonus", "balance")
+
+
+async def send_and_wait(
+    service: ServiceProcess, outputs: OutputCollector, event: dict[str, Any]
+) -> None:
+    """Send one event to the service and wait until an output it caused is read."""
+    await send(service.env["LA_KAFKA_BOOTSTRAP_SERVERS"], [event])
+    await outputs.wait_for(lambda: bool(outputs.caused_by(event["id"])))
 
 
 def table(statement: dict) -> list[tuple]:  # type: ignore[type-arg]
@@ -68,8 +77,7 @@ async def test_duplicate_delivery_has_one_effect_and_identical_outputs(
 ) -> None:
     registration = ev.registration(student, 2016, {"A": 6, "B": 6})
     bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
-    await send(bootstrap, [registration])
-    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    await send_and_wait(service, outputs, registration)
     await send(bootstrap, [registration])  # the same event again
     marker = ev.exam_result(student, 2016, "A")
     await send(bootstrap, [marker])
@@ -188,8 +196,7 @@ async def test_projection_through_the_live_service_leaves_the_account_untouched(
 ) -> None:
     bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
     registration = ev.registration(student, 2016, {"A": 6, "B": 6})
-    await send(bootstrap, [registration])
-    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    await send_and_wait(service, outputs, registration)
     before = (service.get(f"/accounts/{student}"), service.get(f"/accounts/{student}/statement"))
     projected = [ev.exam_result(student, 2016, "A"), ev.registration(student, 2017, {"C": 60})]
     status, answer = service.post(
@@ -229,8 +236,7 @@ async def test_corrections_each_way_and_their_refusal(
 ) -> None:
     bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
     registration = ev.registration(student, 2016, {"A": 6, "B": 6, "C": 6})
-    await send(bootstrap, [registration])
-    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    await send_and_wait(service, outputs, registration)
     to_pass = ev.exam_result_correction(student, 2016, "B", "passed")
     to_fail = ev.exam_result_correction(student, 2016, "A", "failed")
     without_result = ev.exam_result_correction(student, 2016, "C", "passed")
@@ -267,8 +273,7 @@ async def test_force_majeure_restores_a_lost_unit_once(
 ) -> None:
     bootstrap = service.env["LA_KAFKA_BOOTSTRAP_SERVERS"]
     registration = ev.registration(student, 2016, {"U": 6, "P": 6})
-    await send(bootstrap, [registration])
-    await outputs.wait_for(lambda: bool(outputs.caused_by(registration["id"])))
+    await send_and_wait(service, outputs, registration)
     restoration = ev.credits_restoration(student, 2016, ["U"])
     again = ev.credits_restoration(student, 2016, ["U"])
     later_result = ev.exam_result(student, 2016, "U")

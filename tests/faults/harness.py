@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from workload import Workload
 
 from learning_account.adapters.state_codec import encode_account
 from learning_account.adapters.store import AccountStore
+from learning_account.domain.model import Account
 from learning_account.wire import DEAD_LETTER_TOPIC, OUTPUT_TOPICS
 from support.kafka import consume_to_end, not_utf8_header_names
 
@@ -208,19 +209,9 @@ async def verify(
     report.duplicates_sent = workload.duplicates
     report.bad_sent = len(workload.bad)
 
-    redis = Redis.from_url(redis_url)
-    try:
-        store = AccountStore(redis)
-        actual_accounts = [await store.get(sid, with_units=True) for sid in workload.students]
-    finally:
-        await redis.aclose()
+    actual_accounts = await stored_accounts(redis_url, workload.students)
     for sid, actual in zip(workload.students, actual_accounts, strict=True):
-        expected = workload.accounts.get(sid)
-        if (expected is None) != (actual is None) or (
-            expected is not None
-            and actual is not None
-            and _comparable(encode_account(expected)) != _comparable(encode_account(actual))
-        ):
+        if differs(workload.accounts.get(sid), actual):
             report.state_mismatches += 1
             if len(report.notes) < 5:
                 report.notes.append(f"state of {sid} differs from the oracle")
@@ -258,6 +249,23 @@ async def verify(
         )
         report.lost += len(missing_letters)
     return report
+
+
+async def stored_accounts(redis_url: str, students: Sequence[str]) -> list[Account | None]:
+    """Each student's account as stored (with its course units), None where there is none."""
+    redis = Redis.from_url(redis_url)
+    try:
+        store = AccountStore(redis)
+        return [await store.get(sid, with_units=True) for sid in students]
+    finally:
+        await redis.aclose()
+
+
+def differs(expected: Account | None, actual: Account | None) -> bool:
+    """Whether a stored account is not the oracle's (the wall-clock times of holds aside)."""
+    if expected is None or actual is None:
+        return (expected is None) != (actual is None)
+    return _comparable(encode_account(expected)) != _comparable(encode_account(actual))
 
 
 def _payload_text(value: bytes) -> str:

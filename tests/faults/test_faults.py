@@ -10,14 +10,19 @@ Figures go to tests/artifacts/faults-<scenario>.json.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from harness import FaultReport, Feed, verify
+from harness import FaultReport, Feed, stored_accounts, verify
 from stack import GROUP, Stack
 from workload import Workload
+
+from support.redis import database_url
+from support.service import ServiceProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,30 +37,43 @@ def assert_clean(report: FaultReport) -> None:
     assert report.dead_letters == report.bad_sent, report.notes
 
 
+async def feed_and_verify(
+    stack: Stack,
+    workload: Workload,
+    report: FaultReport,
+    running: Sequence[ServiceProcess],
+    during: Callable[[Feed, int], Awaitable[None]] | None = None,
+) -> None:
+    """Send the workload (`during(feed, phase)` after each phase is sent), stop the services
+    still running, compare everything with the oracle and assert that nothing went wrong."""
+    started = time.monotonic()
+    async with Feed(stack.bootstrap, GROUP, workload) as feed:
+        await feed.run(None if during is None else functools.partial(during, feed))
+    report.total_seconds = round(time.monotonic() - started, 2)
+    for service in running:
+        service.stop()
+    await verify(report, workload, stack.bootstrap, stack.redis.url)
+    assert_clean(report)
+
+
 async def test_sigkill_mid_stream_three_times(started_stack: Stack, workload: Workload) -> None:
     report = FaultReport("sigkill")
     service = started_stack.service()
     service.start()
-    started = time.monotonic()
-    async with Feed(started_stack.bootstrap, GROUP, workload) as feed:
 
-        async def kill_midway(phase: int) -> None:
-            if phase not in (0, BIG_PHASE, 4):
-                return
-            done = await feed.wait_progress(0.0)
-            await asyncio.sleep(0.3)
-            done = await feed.progress()
-            service.kill()
-            killed = time.monotonic()
-            report.notes.append(f"SIGKILL in phase {phase} at {done:.0%} committed")
-            service.start()
-            report.recovery_seconds.append(round(time.monotonic() - killed, 2))
+    async def kill_midway(feed: Feed, phase: int) -> None:
+        if phase not in (0, BIG_PHASE, 4):
+            return
+        done = await feed.wait_progress(0.0)
+        await asyncio.sleep(0.3)
+        done = await feed.progress()
+        service.kill()
+        killed = time.monotonic()
+        report.notes.append(f"SIGKILL in phase {phase} at {done:.0%} committed")
+        service.start()
+        report.recovery_seconds.append(round(time.monotonic() - killed, 2))
 
-        await feed.run(kill_midway)
-    report.total_seconds = round(time.monotonic() - started, 2)
-    service.stop()
-    await verify(report, workload, started_stack.bootstrap, started_stack.redis.url)
-    assert_clean(report)
+    await feed_and_verify(started_stack, workload, report, [service], kill_midway)
 
 
 async def test_instances_join_and_die_while_batches_are_in_flight(
@@ -67,27 +85,20 @@ async def test_instances_join_and_die_while_batches_are_in_flight(
     first.start()
     second.start()
     third = started_stack.service(BATCH_MAX_RECORDS="50")
-    started = time.monotonic()
-    async with Feed(started_stack.bootstrap, GROUP, workload) as feed:
 
-        async def churn(phase: int) -> None:
-            if phase == BIG_PHASE:  # a third instance joins: partitions move mid-phase
-                third.start(wait_ready=False)
-                report.notes.append(f"third joined at {await feed.progress():.0%} committed")
-            if phase == BIG_PHASE + 1:
-                await feed.wait_progress(0.97)
-            if phase == 4:  # one of the first two dies while its batches are in flight
-                done = await feed.progress()
-                first.kill()
-                report.notes.append(f"first SIGKILLed at {done:.0%} committed")
-                report.recovery_seconds.append(await feed.wait_for_advance())
+    async def churn(feed: Feed, phase: int) -> None:
+        if phase == BIG_PHASE:  # a third instance joins: partitions move mid-phase
+            third.start(wait_ready=False)
+            report.notes.append(f"third joined at {await feed.progress():.0%} committed")
+        if phase == BIG_PHASE + 1:
+            await feed.wait_progress(0.97)
+        if phase == 4:  # one of the first two dies while its batches are in flight
+            done = await feed.progress()
+            first.kill()
+            report.notes.append(f"first SIGKILLed at {done:.0%} committed")
+            report.recovery_seconds.append(await feed.wait_for_advance())
 
-        await feed.run(churn)
-    report.total_seconds = round(time.monotonic() - started, 2)
-    for service in (second, third):
-        service.stop()
-    await verify(report, workload, started_stack.bootstrap, started_stack.redis.url)
-    assert_clean(report)
+    await feed_and_verify(started_stack, workload, report, [second, third], churn)
 
 
 async def test_redis_outage_stops_commits_and_recovers(
@@ -96,35 +107,29 @@ async def test_redis_outage_stops_commits_and_recovers(
     report = FaultReport("redis-outage")
     service = started_stack.service()
     service.start()
-    started = time.monotonic()
-    async with Feed(started_stack.bootstrap, GROUP, workload) as feed:
 
-        async def outage(phase: int) -> None:
-            if phase != BIG_PHASE:
-                return
-            await asyncio.sleep(0.3)
-            await started_stack.redis.astop()
-            stopped = time.monotonic()
-            await asyncio.sleep(2)
-            committed_early = await feed.committed()
-            status = await asyncio.to_thread(service.get, "/health/ready")
-            await asyncio.sleep(8)
-            committed_late = await feed.committed()
-            assert status[0] == 503, status
-            assert service.process is not None and service.process.poll() is None
-            assert committed_late == committed_early, "offsets were committed without Redis"
-            report.notes.append(
-                f"Redis down {time.monotonic() - stopped:.1f}s; ready answered {status[0]};"
-                " no offset committed meanwhile"
-            )
-            await started_stack.redis.astart()
-            report.recovery_seconds.append(await feed.wait_for_advance())
+    async def outage(feed: Feed, phase: int) -> None:
+        if phase != BIG_PHASE:
+            return
+        await asyncio.sleep(0.3)
+        await started_stack.redis.astop()
+        stopped = time.monotonic()
+        await asyncio.sleep(2)
+        committed_early = await feed.committed()
+        status = await asyncio.to_thread(service.get, "/health/ready")
+        await asyncio.sleep(8)
+        committed_late = await feed.committed()
+        assert status[0] == 503, status
+        assert service.process is not None and service.process.poll() is None
+        assert committed_late == committed_early, "offsets were committed without Redis"
+        report.notes.append(
+            f"Redis down {time.monotonic() - stopped:.1f}s; ready answered {status[0]};"
+            " no offset committed meanwhile"
+        )
+        await started_stack.redis.astart()
+        report.recovery_seconds.append(await feed.wait_for_advance())
 
-        await feed.run(outage)
-    report.total_seconds = round(time.monotonic() - started, 2)
-    service.stop()
-    await verify(report, workload, started_stack.bootstrap, started_stack.redis.url)
-    assert_clean(report)
+    await feed_and_verify(started_stack, workload, report, [service], outage)
 
 
 async def test_service_started_before_the_broker_waits_without_spinning(
@@ -144,13 +149,7 @@ async def test_service_started_before_the_broker_waits_without_spinning(
     came_up = time.monotonic()
     await asyncio.to_thread(service.wait_ready, 60)
     report.recovery_seconds.append(round(time.monotonic() - came_up, 2))
-    started = time.monotonic()
-    async with Feed(stack.bootstrap, GROUP, workload) as feed:
-        await feed.run()
-    report.total_seconds = round(time.monotonic() - started, 2)
-    service.stop()
-    await verify(report, workload, stack.bootstrap, stack.redis.url)
-    assert_clean(report)
+    await feed_and_verify(stack, workload, report, [service])
 
 
 async def test_sigterm_finishes_the_batch_commits_and_resumes_exactly(
@@ -159,27 +158,21 @@ async def test_sigterm_finishes_the_batch_commits_and_resumes_exactly(
     report = FaultReport("sigterm")
     service = started_stack.service()
     service.start()
-    started = time.monotonic()
-    async with Feed(started_stack.bootstrap, GROUP, workload) as feed:
 
-        async def terminate(phase: int) -> None:
-            if phase != BIG_PHASE:
-                return
-            await asyncio.sleep(0.3)
-            signalled = time.monotonic()
-            code = await asyncio.to_thread(service.stop, 20)
-            took = time.monotonic() - signalled
-            report.notes.append(f"SIGTERM: exit code {code} after {took:.1f}s")
-            assert code == 0, service.log_tail()
-            assert took < 10 + 5
-            service.start()
-            report.recovery_seconds.append(round(time.monotonic() - signalled, 2))
+    async def terminate(feed: Feed, phase: int) -> None:
+        if phase != BIG_PHASE:
+            return
+        await asyncio.sleep(0.3)
+        signalled = time.monotonic()
+        code = await asyncio.to_thread(service.stop, 20)
+        took = time.monotonic() - signalled
+        report.notes.append(f"SIGTERM: exit code {code} after {took:.1f}s")
+        assert code == 0, service.log_tail()
+        assert took < 10 + 5
+        service.start()
+        report.recovery_seconds.append(round(time.monotonic() - signalled, 2))
 
-        await feed.run(terminate)
-    report.total_seconds = round(time.monotonic() - started, 2)
-    service.stop()
-    await verify(report, workload, started_stack.bootstrap, started_stack.redis.url)
-    assert_clean(report)
+    await feed_and_verify(started_stack, workload, report, [service], terminate)
     # a graceful stop commits what it published: after the restart nothing is re-delivered,
     # so outputs are re-published only for the duplicates that were sent
     assert report.duplicate_outputs_absorbed == workload.republished, report
@@ -199,7 +192,7 @@ async def test_rebuild_from_history_equals_the_live_accounts(
     service.stop()
     live = await verify(report, workload, started_stack.bootstrap, started_stack.redis.url)
     assert live.state_mismatches == 0
-    rebuilt_url = started_stack.redis.url.rsplit("/", 1)[0] + "/5"
+    rebuilt_url = database_url(started_stack.redis.url, 5)
     settings = Settings.from_env({"LA_KAFKA_BOOTSTRAP_SERVERS": started_stack.bootstrap})
     started = time.monotonic()
     outcome = await rebuild(settings, redis_url=rebuilt_url)
@@ -219,10 +212,7 @@ async def test_rebuild_equals_live_with_skewed_producer_clocks(
     """Producer clocks off per topic (exam results 40 s behind, deregistrations 80 s behind, so
     by record time phases interleave) and the service down while the workload is produced: live
     catches up on the backlog, and a rebuild from the same topics gives exactly its accounts."""
-    from redis.asyncio import Redis
-
     from learning_account.adapters.state_codec import encode_account
-    from learning_account.adapters.store import AccountStore
     from learning_account.ops.rebuild import rebuild
     from learning_account.settings import Settings
     from learning_account.wire import DEREGISTRATIONS_TOPIC, EXAM_RESULTS_TOPIC
@@ -238,18 +228,13 @@ async def test_rebuild_equals_live_with_skewed_producer_clocks(
         await feed.wait_committed()
         report.total_seconds = round(time.monotonic() - started, 2)
     service.stop()
-    rebuilt_url = started_stack.redis.url.rsplit("/", 1)[0] + "/6"
+    rebuilt_url = database_url(started_stack.redis.url, 6)
     settings = Settings.from_env({"LA_KAFKA_BOOTSTRAP_SERVERS": started_stack.bootstrap})
     outcome = await rebuild(settings, redis_url=rebuilt_url)
     report.notes.append(f"rebuild: {outcome}")
 
-    async def states(url: str) -> list[Any]:
-        redis = Redis.from_url(url)
-        try:
-            store = AccountStore(redis)
-            found = [await store.get(sid, with_units=True) for sid in workload.students]
-        finally:
-            await redis.aclose()
+    async def states(url: str) -> list[dict[str, Any] | None]:
+        found = await stored_accounts(url, workload.students)
         return [None if account is None else encode_account(account) for account in found]
 
     live, rebuilt = await states(started_stack.redis.url), await states(rebuilt_url)
@@ -266,27 +251,21 @@ async def test_hostile_records_are_applied_or_dead_lettered_and_the_consumer_goe
     """Compressed batches of every codec, headers with null values or non-UTF-8 names and
     values, and bad records stamped in microseconds, mixed into the standard workload."""
     report = FaultReport("hostile-input")
-    service = started_stack.service()
-    service.start()
-    started = time.monotonic()
-    async with Feed(started_stack.bootstrap, GROUP, hostile_workload) as feed:
-
-        async def still_ready(phase: int) -> None:
-            await feed.wait_committed()
-            status = await asyncio.to_thread(service.get, "/health/ready")
-            assert status[0] == 200, (phase, status, service.log_tail())
-
-        await feed.run(still_ready)
-    report.total_seconds = round(time.monotonic() - started, 2)
     hostile = [r for phase in hostile_workload.phases for r in phase.hostile]
     report.notes.append(
         f"{len(hostile)} hostile records: {sum(r.codec is not None for r in hostile)} compressed,"
         f" {sum(bool(r.headers) for r in hostile)} with odd headers,"
         f" {sum(r.bad for r in hostile)} bad"
     )
-    service.stop()
-    await verify(report, hostile_workload, started_stack.bootstrap, started_stack.redis.url)
-    assert_clean(report)
+    service = started_stack.service()
+    service.start()
+
+    async def still_ready(feed: Feed, phase: int) -> None:
+        await feed.wait_committed()
+        status = await asyncio.to_thread(service.get, "/health/ready")
+        assert status[0] == 200, (phase, status, service.log_tail())
+
+    await feed_and_verify(started_stack, hostile_workload, report, [service], still_ready)
     assert report.dead_letter_codes["bad-usec"] == "not_json", report.dead_letter_codes
     assert report.dead_letter_codes["bad-null-header"] == "invalid_envelope"
     assert report.dead_letter_codes["bad-lz4"] == "not_json"

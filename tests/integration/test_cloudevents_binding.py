@@ -12,13 +12,13 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from cloudevents.core.bindings.kafka import KafkaMessage, to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -26,44 +26,29 @@ from redis.asyncio import Redis
 
 from learning_account.entrypoints.consumer import Service
 from learning_account.ops.redrive import redrive
-from learning_account.settings import Settings
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
     CLOUDEVENTS_CONTENT_TYPE,
     DEAD_LETTER_TOPIC,
-    INPUT_TOPICS,
     OUTPUT_TOPICS,
     REGISTRATIONS_TOPIC,
 )
 from learning_account_dev import events as ev
-from learning_account_dev.devstack import (
-    ensure_topics,
-    free_port,
-    wait_for_kafka,
-)
-from support.kafka import tansu
+from support.kafka import earliest_reader, module_broker, with_topics
+from support.service import in_process_settings
 
 CREDITS = 6
 BALANCE = 140 - CREDITS
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with tansu(tmp_path_factory.mktemp("tansu-binding")) as bootstrap:
-        yield bootstrap
+broker = module_broker("tansu-binding")
 
 
 class Outputs:
     """Every output record with its headers, read from the start in the background."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *OUTPUT_TOPICS,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=1000,
-        )
+        self.consumer = earliest_reader(bootstrap, *OUTPUT_TOPICS, metadata_max_age_ms=1000)
         self.records: list[tuple[str, bytes, dict[str, bytes | None]]] = []
 
     async def run(self) -> None:
@@ -89,9 +74,7 @@ class Outputs:
 
 @pytest.fixture
 async def outputs(broker: str) -> AsyncIterator[Outputs]:
-    await wait_for_kafka(broker, timeout=30)
-    await ensure_topics(broker, {t: 3 for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
-    reader = Outputs(broker)
+    reader = Outputs(await with_topics(broker))
     await reader.consumer.start()
     task = asyncio.create_task(reader.run())
     try:
@@ -107,16 +90,8 @@ async def outputs(broker: str) -> AsyncIterator[Outputs]:
 async def service(
     broker: str, outputs: Outputs, redis_url: str, redis_client: Redis
 ) -> AsyncIterator[Service]:
-    running = Service(
-        Settings(
-            kafka_bootstrap_servers=broker,
-            redis_url=redis_url,  # database 0, flushed for each test by redis_client
-            redis_cluster="false",
-            http_port=free_port(),
-            consumer_group=f"binding-{uuid.uuid4().hex[:8]}",
-            graceful_timeout_seconds=5,
-        )
-    )
+    # database 0 of redis_url, flushed for each test by redis_client
+    running = Service(in_process_settings(broker, redis_url, "binding"))
     await running.start()
     try:
         yield running

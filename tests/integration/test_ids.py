@@ -152,20 +152,20 @@ async def test_the_same_content_written_differently_is_a_duplicate(redis_client:
 async def test_accounts_with_digests_alone_still_absorb_their_duplicates(
     redis_client: Redis,
 ) -> None:
-    """An account written before content digests lists its events' digests alone (`d`)."""
+    """An account that lists its events by digest alone (`d`, no content digests)."""
     proc = processor(redis_client)
     registration = ev.registration("s1", 2016, {"A": 6}, event_id="reg-1")
     first = await proc.process([record(registration)])
     key = account_key("s1")
     entries = await redis_client.hget(key, "k")
     assert entries is not None and len(entries) == 12
-    await redis_client.hset(key, "d", entries[:8])  # the former layout: 8-byte digests only
+    await redis_client.hset(key, "d", entries[:8])  # 8-byte digests, no content digests
     await redis_client.hdel(key, "k")
 
     same = await proc.process([record(registration)])
     other = await proc.process(
         [record(ev.registration("s1", 2016, {"B": 6}, event_id="reg-1"))]
-    )  # no content to compare with: absorbed as before
+    )  # no content to compare with: absorbed as a duplicate
     result = ev.exam_result("s1", 2016, "A", event_id="result-1")
     applied = await proc.process([record(result)])
     reused = await proc.process(

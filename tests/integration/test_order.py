@@ -44,6 +44,7 @@ from learning_account_dev import events as ev
 from learning_account_dev.devstack import ensure_topics, free_port, wait_for_kafka
 from support import consume_to_end
 from support.kafka import started_tansu, tansu
+from support.redis import database_url
 
 Sent = dict[TopicPartition, int]
 
@@ -53,10 +54,6 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[str]:
     """A broker of this test alone: what it sends there cannot be read by anyone."""
     async with started_tansu(tmp_path) as bootstrap:
         yield bootstrap
-
-
-def database(redis_url: str, number: int) -> str:
-    return f"{redis_url.rsplit('/', 1)[0]}/{number}"
 
 
 async def produce(bootstrap: str, events: list[tuple[dict[str, Any], int]], sent: Sent) -> None:
@@ -174,13 +171,13 @@ async def test_the_same_records_give_the_same_accounts_and_outputs_whatever_the_
     seen: set[tuple[str, int, int]] = set()
     runs: dict[str, tuple[dict[str, Account | None], dict[Any, list[bytes]]]] = {}
     for batch, number in ((1, 8), (7, 9), (500, 10)):
-        url = await flushed(database(redis_url, number))
+        url = await flushed(database_url(redis_url, number))
         await serve_until_committed(own_broker, url, sent, batch_max_records=batch)
         runs[f"batch {batch}"] = (
             await accounts(url, students),
             await outputs_since(own_broker, seen),
         )
-    rebuilt = await flushed(database(redis_url, 11))
+    rebuilt = await flushed(database_url(redis_url, 11))
     await rebuild(
         Settings(kafka_bootstrap_servers=own_broker, redis_cluster="false"), redis_url=rebuilt
     )
@@ -212,7 +209,7 @@ async def test_an_outage_longer_than_the_hold_refuses_nothing_that_arrived_in_ti
     own_broker: str, redis_url: str
 ) -> None:
     sent: Sent = {}
-    live = await flushed(database(redis_url, 12))
+    live = await flushed(database_url(redis_url, 12))
     hold = {"result_hold_seconds": HOLD_SECONDS, "held_sweep_interval_seconds": 0.2}
     await serve_until_committed(own_broker, live, sent, **hold)  # the group exists; now it is down
     in_time, too_late = ev.exam_result("in-time", 2016, "A"), ev.exam_result("too-late", 2016, "A")
@@ -242,7 +239,7 @@ async def test_an_outage_longer_than_the_hold_refuses_nothing_that_arrived_in_ti
         + f".{(started + HOLD_SECONDS * 1000) % 1000:03d}Z"
     )
 
-    rebuilt = await flushed(database(redis_url, 13))
+    rebuilt = await flushed(database_url(redis_url, 13))
     await rebuild(
         Settings(kafka_bootstrap_servers=own_broker, redis_cluster="false", **hold),
         redis_url=rebuilt,

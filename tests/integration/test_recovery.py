@@ -19,10 +19,9 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
-from harness import FaultReport, Feed, _comparable, verify
+from harness import FaultReport, Feed, differs, stored_accounts, verify
 from workload import Phase, Workload, generate
 
-from learning_account.adapters.state_codec import encode_account
 from learning_account.adapters.store import AccountStore
 from learning_account.ops.rebuild import input_partitions, read_partition, rebuild
 from learning_account.ops.restore import SNAPSHOT_TOPICS
@@ -37,7 +36,7 @@ from learning_account_dev.devstack import (
     wait_for_kafka,
 )
 from support.kafka import consume_to_end
-from support.redis import RestartableRedis
+from support.redis import RestartableRedis, database_url
 from support.service import ServiceProcess
 
 GROUP = "recovery"
@@ -75,7 +74,8 @@ def settings_for(bootstrap: str, redis_url: str) -> Settings:
 
 
 async def old_rebuild(settings: Settings) -> None:
-    """The former rebuild: the whole history in memory, sorted, then applied."""
+    """A rebuild holding the whole history in memory, sorted, then applied: what the
+    streaming rebuild's memory is compared with."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await consumer.start()
     try:
@@ -116,22 +116,11 @@ async def peak_bytes(run: Any) -> int:
 
 
 async def mismatches(workloads: list[Workload], redis_url: str) -> int:
-    redis = Redis.from_url(redis_url)
-    store = AccountStore(redis)
     wrong = 0
-    try:
-        for workload in workloads:
-            for sid in workload.students:
-                actual = await store.get(sid, with_units=True)
-                expected = workload.accounts.get(sid)
-                if (actual is None) != (expected is None) or (
-                    actual is not None
-                    and expected is not None
-                    and _comparable(encode_account(actual)) != _comparable(encode_account(expected))
-                ):
-                    wrong += 1
-    finally:
-        await redis.aclose()
+    for workload in workloads:
+        stored = await stored_accounts(redis_url, workload.students)
+        for sid, actual in zip(workload.students, stored, strict=True):
+            wrong += differs(workload.accounts.get(sid), actual)
     return wrong
 
 
@@ -149,7 +138,7 @@ async def test_rebuild_memory_does_not_grow_with_the_history(broker: str, redis_
     records = sum(len(p.records) for w in workloads for p in w.phases)
     print(f"records {records}: streaming 1x {small}, 3x {large}; in memory 3x {old} bytes")
     assert large < 1.3 * small
-    assert old > 1.6 * large  # the old way grows by the history; the streaming one does not
+    assert old > 1.6 * large  # held in memory it grows by the history; streamed it does not
     assert await mismatches(workloads, f"{base}/6") == 0
     assert await mismatches(workloads, f"{base}/7") == 0
     for db in (5, 6, 7):
@@ -182,6 +171,20 @@ def caused(record: Any) -> str | None:
     return cause.get("id") if isinstance(cause, dict) else None
 
 
+async def drain(broker: str, redis_url: str, workload: Workload, log_dir: Path) -> None:
+    """A service on `redis_url` until its group committed all of `workload`, then stopped."""
+    service = ServiceProcess(
+        log_dir,
+        KAFKA_BOOTSTRAP_SERVERS=broker,
+        REDIS_URL=redis_url,
+        CONSUMER_GROUP=GROUP,
+        BATCH_MAX_RECORDS="200",
+    )
+    with service.running():
+        async with Feed(broker, GROUP, workload) as feed:
+            await feed.run()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_outputs(
@@ -193,19 +196,7 @@ async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_o
     live.start()
     restored.start()
     try:
-        first = ServiceProcess(
-            tmp_path / "logs",
-            KAFKA_BOOTSTRAP_SERVERS=broker,
-            REDIS_URL=live.url,
-            CONSUMER_GROUP=GROUP,
-            BATCH_MAX_RECORDS="200",
-        )
-        first.start()
-        try:
-            async with Feed(broker, GROUP, workload) as feed:
-                await feed.run()
-        finally:
-            first.stop()
+        await drain(broker, live.url, workload, tmp_path / "logs")
         report = await verify(FaultReport("live"), workload, broker, live.url)
         assert report.state_mismatches == 0 and report.lost == 0, report.notes
 
@@ -235,19 +226,9 @@ async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_o
         ]
         ids = {json.loads(value)["id"] for phase in again for _, value in phase.records}
         firsts = {r.value for r in before if r.topic != DEAD_LETTER_TOPIC and caused(r) in ids}
-        second = ServiceProcess(
-            tmp_path / "logs",
-            KAFKA_BOOTSTRAP_SERVERS=broker,
-            REDIS_URL=restored.url,
-            CONSUMER_GROUP=GROUP,
-            BATCH_MAX_RECORDS="200",
+        await drain(
+            broker, restored.url, dataclasses.replace(workload, phases=again), tmp_path / "logs"
         )
-        second.start()
-        try:
-            async with Feed(broker, GROUP, dataclasses.replace(workload, phases=again)) as feed:
-                await feed.run()
-        finally:
-            second.stop()
         after = await consume_to_end(broker, list(OUTPUT_TOPICS), timeout=60)
         republished = [r for r in after if r.offset > ends.get((r.topic, r.partition), -1)]
         assert firsts
@@ -289,7 +270,7 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
         ]
     )
     published.extend(first.snapshots)
-    target_url = redis_url.rsplit("/", 1)[0] + "/8"
+    target_url = database_url(redis_url, 8)
     target = Redis.from_url(target_url)
     restorer = Restorer(AccountStore(target), live.held_deadline)
 

@@ -38,6 +38,18 @@ __all__ = [
 ]
 
 
+def earliest_reader(bootstrap: str, *topics: str, **settings: Any) -> AIOKafkaConsumer:
+    """A consumer in no group: it reads from the earliest offset and commits nothing."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **settings,
+    )
+
+
 class ConsumedRecord(NamedTuple):
     topic: str
     key: bytes | None
@@ -96,13 +108,29 @@ def tansu(data_dir: Path) -> Iterator[str]:
         proc.stop()
 
 
+def module_broker(name: str) -> Any:
+    """A module-scoped fixture `broker`: a `tansu` of the module's own, data under `name`."""
+
+    @pytest.fixture(scope="module")
+    def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        with tansu(tmp_path_factory.mktemp(name)) as bootstrap:
+            yield bootstrap
+
+    return broker
+
+
+async def with_topics(bootstrap: str) -> str:
+    """`bootstrap` once it answers, with every input and output topic of PARTITIONS partitions."""
+    await wait_for_kafka(bootstrap, timeout=30)
+    await ensure_topics(bootstrap, {t: PARTITIONS for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
+    return bootstrap
+
+
 @contextlib.asynccontextmanager
 async def started_tansu(data_dir: Path) -> AsyncIterator[str]:
     """`tansu`, answering, with every input and output topic of PARTITIONS partitions."""
     with tansu(data_dir) as bootstrap:
-        await wait_for_kafka(bootstrap, timeout=30)
-        await ensure_topics(bootstrap, {t: PARTITIONS for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)})
-        yield bootstrap
+        yield await with_topics(bootstrap)
 
 
 def unique_topic(prefix: str = "t") -> str:
@@ -164,14 +192,8 @@ async def consume(
     order is preserved).
     """
     topic_list = [topics] if isinstance(topics, str) else list(topics)
-    consumer = AIOKafkaConsumer(
-        *topic_list,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        metadata_max_age_ms=1000,  # pick up partitions of topics created meanwhile
-    )
+    # metadata refreshed every second: partitions of topics created meanwhile are read too
+    consumer = earliest_reader(bootstrap, *topic_list, metadata_max_age_ms=1000)
     await consumer.start()
     records: list[ConsumedRecord] = []
     try:
@@ -209,12 +231,7 @@ async def consume_to_end(
     when the last batch holds several records.
     """
     topic_list = [topics] if isinstance(topics, str) else list(topics)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = earliest_reader(bootstrap)
     await consumer.start()
     records: list[ConsumedRecord] = []
     try:

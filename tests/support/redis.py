@@ -7,7 +7,12 @@ from pathlib import Path
 
 from learning_account_dev.devstack import LocalProcess, free_port, start_redis
 
-__all__ = ["RestartableRedis"]
+__all__ = ["RestartableRedis", "database_url"]
+
+
+def database_url(redis_url: str, database: int) -> str:
+    """The same Redis server as `redis_url`, another database of it."""
+    return redis_url.rsplit("/", 1)[0] + f"/{database}"
 
 
 class RestartableRedis:

@@ -12,15 +12,32 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from learning_account.settings import Settings
 from learning_account.wire import OUTPUT_TOPICS
 from learning_account_dev import events as ev
 from learning_account_dev.devstack import free_port
+from support.kafka import earliest_reader
+
+
+def in_process_settings(bootstrap: str, redis_url: str, group: str, **overrides: Any) -> Settings:
+    """Settings of a service run in a test's process: a single Redis, an HTTP port and a consumer
+    group (`group` and a random suffix) of its own, a short graceful stop."""
+    defaults: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "redis_url": redis_url,
+        "redis_cluster": "false",
+        "http_port": free_port(),
+        "consumer_group": f"{group}-{uuid.uuid4().hex[:8]}",
+        "graceful_timeout_seconds": 5,
+    }
+    return Settings(**{**defaults, **overrides})
 
 
 class ServiceProcess:
@@ -60,6 +77,15 @@ class ServiceProcess:
         )
         if wait_ready:
             self.wait_ready(timeout)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ServiceProcess]:
+        """Started and ready inside the block, stopped (SIGTERM) on leaving it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -133,14 +159,7 @@ class OutputCollector:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *OUTPUT_TOPICS,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=1000,
-        )
+        self._consumer = earliest_reader(self.bootstrap, *OUTPUT_TOPICS, metadata_max_age_ms=1000)
         await self._consumer.start()
         self._task = asyncio.create_task(self._run())
 

@@ -121,12 +121,18 @@ async def client(
 STUDENT_ROUTES = ("/accounts/mary", "/accounts/mary/statement", "/accounts/mary/view")
 
 
+async def on_student_routes(
+    client: httpx.AsyncClient, token: str
+) -> list[tuple[str, httpx.Response]]:
+    """Each of Mary's routes read with the bearer `token`: (path, response)."""
+    return [(path, await client.get(path, headers=bearer(token))) for path in STUDENT_ROUTES]
+
+
 async def test_a_student_reads_their_own_account(
     client: httpx.AsyncClient, signing_key: rsa.RSAPrivateKey
 ) -> None:
     token = mint(signing_key, sub="mary")
-    for path in STUDENT_ROUTES:
-        response = await client.get(path, headers=bearer(token))
+    for path, response in await on_student_routes(client, token):
         assert response.status_code == 200, path
     assert (await client.get("/accounts/mary")).status_code == 401
     assert (await client.get("/accounts/mary", headers=bearer(token))).json()["balance"] == 200
@@ -149,8 +155,7 @@ async def test_another_students_account_is_forbidden(
     client: httpx.AsyncClient, signing_key: rsa.RSAPrivateKey
 ) -> None:
     token = mint(signing_key, sub="thomas")
-    for path in STUDENT_ROUTES:
-        response = await client.get(path, headers=bearer(token))
+    for path, response in await on_student_routes(client, token):
         assert response.status_code == 403, path
         assert response.headers["www-authenticate"].startswith("Bearer")
     json_refusal = await client.get("/accounts/mary", headers=bearer(token))

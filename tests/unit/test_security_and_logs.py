@@ -13,12 +13,8 @@ from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Policy
 from learning_account.entrypoints.consumer import create_broker
 from learning_account.processing.pipeline import InputRecord, Processor
-from learning_account.settings import Settings
 from learning_account_dev import events as ev
-
-
-def settings(**env: str) -> Settings:
-    return Settings.from_env({f"LA_{name}": value for name, value in env.items()})
+from support.settings import from_env as settings
 
 
 def test_plaintext_is_the_default() -> None:

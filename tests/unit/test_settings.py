@@ -13,10 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import ValidationError
 
 from learning_account.settings import Settings, SettingsError, reveal
-
-
-def from_env(**env: str) -> Settings:
-    return Settings.from_env({f"LA_{name}": value for name, value in env.items()})
+from support.settings import from_env
 
 
 def refusal(**env: str) -> str:
