@@ -24,7 +24,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from redis.asyncio import Redis
 
-from learning_account.entrypoints.consumer import Service
+from learning_account.bootstrap import build_service
+from learning_account.entrypoints.service import Service
 from learning_account.ops.redrive import redrive
 from learning_account.settings import Settings
 from learning_account.wire import (
@@ -107,7 +108,7 @@ async def outputs(broker: str) -> AsyncIterator[Outputs]:
 async def service(
     broker: str, outputs: Outputs, redis_url: str, redis_client: Redis
 ) -> AsyncIterator[Service]:
-    running = Service(
+    running = build_service(
         Settings(
             kafka_bootstrap_servers=broker,
             redis_url=redis_url,  # database 0, flushed for each test by redis_client

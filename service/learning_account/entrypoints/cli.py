@@ -27,6 +27,7 @@ from learning_account.wire import (
 from learning_account_dev import events as ev
 
 if TYPE_CHECKING:
+    from learning_account.bootstrap import KafkaClients
     from learning_account_dev.devstack import DevStack
 
 log = logging.getLogger("learning_account.cli")
@@ -44,10 +45,10 @@ def dev_topics() -> dict[str, int]:
 # --- serve / dev --------------------------------------------------------------------------
 
 
-async def serve(settings: Settings) -> None:
-    from learning_account.entrypoints.consumer import Service
+async def serve(settings: Settings, kafka: KafkaClients | None = None) -> None:
+    from learning_account.bootstrap import build_service
 
-    await Service(settings).run()
+    await build_service(settings, kafka=kafka).run()
 
 
 async def dev(settings: Settings, state_dir: Path) -> None:
@@ -60,7 +61,7 @@ async def dev(settings: Settings, state_dir: Path) -> None:
 
 def dev_stack(settings: Settings, state_dir: Path) -> DevStack:
     """The dev stack of the settings' Kafka and Redis, its admin clients from the factory."""
-    from learning_account.adapters.clients import kafka_admin
+    from learning_account.bootstrap import kafka_admin
     from learning_account_dev.devstack import DevStack
 
     return DevStack(
@@ -101,7 +102,7 @@ def demo_events() -> list[dict[str, Any]]:
 
 
 async def send_events(settings: Settings, events: Sequence[dict[str, Any]]) -> None:
-    from learning_account.adapters.clients import kafka_producer
+    from learning_account.bootstrap import kafka_producer
 
     producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
@@ -126,7 +127,7 @@ class DemoError(RuntimeError):
 
 async def wait_for_outputs(settings: Settings, caused_by_ids: set[str], within: float) -> None:
     """Read balance-changed and rejections until all given ids caused a balance change."""
-    from learning_account.adapters.clients import kafka_consumer
+    from learning_account.bootstrap import kafka_consumer
 
     consumer = kafka_consumer(
         settings,
@@ -203,11 +204,11 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
     stack = None
     service = None
     if not _service_is_up(settings):
-        from learning_account.entrypoints.consumer import Service
+        from learning_account.bootstrap import build_service
 
         print("No service answering: starting the dev stack (Tansu + Redis) and the service.")
         stack = await dev_stack(settings, state_dir).astart()
-        service = Service(settings)
+        service = build_service(settings)
         await service.start()
     try:
         events = demo_events()
@@ -239,15 +240,14 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
 
 
 async def statement_from_redis(settings: Settings, student_id: str) -> int:
-    from learning_account.adapters.clients import redis_for
-    from learning_account.adapters.store import AccountStore
+    from learning_account.bootstrap import account_store, redis_for
     from learning_account.domain.clock import current_academic_year
     from learning_account.domain.statement import statement
     from learning_account.entrypoints.tables import render_statement_text
 
     redis = await redis_for(settings)
     try:
-        account = await AccountStore(redis).get(student_id)
+        account = await account_store(settings, redis).get(student_id)
     finally:
         await redis.aclose()
     if account is None or account.balance is None:
@@ -258,7 +258,9 @@ async def statement_from_redis(settings: Settings, student_id: str) -> int:
     return 0
 
 
-async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
+async def rebuild_command(
+    settings: Settings, redis_url: str | None, kafka: KafkaClients | None = None
+) -> int:
     from rich.progress import Progress
 
     from learning_account.ops.rebuild import rebuild
@@ -269,15 +271,18 @@ async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
             settings,
             redis_url=redis_url,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            kafka=kafka,
         )
     print(json.dumps(report.__dict__))
     return 0
 
 
-async def restore_command(settings: Settings, redis_url: str | None) -> int:
+async def restore_command(
+    settings: Settings, redis_url: str | None, kafka: KafkaClients | None = None
+) -> int:
     from learning_account.ops.restore import restore
 
-    report = await restore(settings, redis_url=redis_url)
+    report = await restore(settings, redis_url=redis_url, kafka=kafka)
     print(json.dumps(report.__dict__))
     return 0
 
@@ -310,12 +315,16 @@ def read_feed(path: Path, topic: str | None) -> list[tuple[str, bytes | None, by
     return records
 
 
-async def send_feed(settings: Settings, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+async def send_feed(
+    settings: Settings,
+    records: Sequence[tuple[str, bytes | None, bytes]],
+    kafka: KafkaClients | None = None,
+) -> None:
     from rich.progress import Progress
 
-    from learning_account.adapters.clients import kafka_producer
+    from learning_account.bootstrap import kafka_producer
 
-    producer = kafka_producer(settings, linger_ms=5)
+    producer = kafka_producer(settings, kafka=kafka, linger_ms=5)
     await producer.start()
     try:
         with Progress(transient=True) as bar:
@@ -332,7 +341,9 @@ async def send_feed(settings: Settings, records: Sequence[tuple[str, bytes | Non
         await producer.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, kafka: KafkaClients | None = None) -> int:
+    """Run one command; `kafka`: the Kafka client classes (`bootstrap.KafkaClients`), aiokafka's
+    by default."""
     parser = argparse.ArgumentParser(prog="learning-account", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the consumer and the HTTP API until SIGTERM/SIGINT")
@@ -379,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, kafka))
         elif args.command == "dev":
             asyncio.run(dev(settings, args.state_dir))
         elif args.command == "demo":
@@ -388,18 +399,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(statement_from_redis(settings, args.student_id))
         elif args.command == "send":
             records = read_feed(args.file, args.topic)
-            asyncio.run(send_feed(settings, records))
+            asyncio.run(send_feed(settings, records, kafka))
             print(f"sent {len(records)} messages")
         elif args.command == "redrive":
             from learning_account.ops.redrive import redrive_command
 
-            return asyncio.run(redrive_command(settings, args))
+            return asyncio.run(redrive_command(settings, args, kafka))
         elif args.command == "rebuild":
-            return asyncio.run(rebuild_command(settings, args.redis_url))
+            return asyncio.run(rebuild_command(settings, args.redis_url, kafka))
         elif args.command == "restore":
-            return asyncio.run(restore_command(settings, args.redis_url))
+            return asyncio.run(restore_command(settings, args.redis_url, kafka))
         elif args.command == "asyncapi":
-            from learning_account.entrypoints.consumer import asyncapi_document
+            from learning_account.bootstrap import asyncapi_document
 
             print(asyncapi_document(settings))
     except KeyboardInterrupt:

@@ -54,6 +54,7 @@ from learning_account.processing.outputs import (
     now_text,
     to_message,
 )
+from learning_account.settings import DEFAULT_MAX_MESSAGE_BYTES
 from learning_account.wire import (
     ErrorCode,
     InvalidMessage,
@@ -67,8 +68,6 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 20
 
-DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
-"""The largest record the producer sends: aiokafka's default `max_request_size`."""
 RECORD_HEADROOM_BYTES = 1024
 """Of a record's size, what is not its key and value: batch and record framing, headers."""
 
