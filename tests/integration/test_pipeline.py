@@ -249,7 +249,7 @@ async def test_a_step_with_an_output_over_the_size_bound_is_dead_lettered_and_no
 async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
     redis_client: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from learning_account import rebuild
+    from learning_account.ops import rebuild
 
     history = [
         record(wide_registration("s10", 2016)),

@@ -264,7 +264,7 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
 ) -> None:
     """What a batch and a held-result sweep report for the snapshot topics, written into an
     empty Redis in order, gives every key back (hashes, stored outputs, the held index)."""
-    from learning_account import events as ev
+    from learning_account_dev import events as ev
     from learning_account.domain.model import Policy
     from learning_account.ops.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
     from learning_account.processing.outputs import OutputMessage
