@@ -180,6 +180,8 @@ def build_service(
     from learning_account.entrypoints.readiness import Health, PartitionProgress
     from learning_account.entrypoints.service import Service
     from learning_account.entrypoints.sweeper import HeldSweeper
+    from learning_account.ops.restore import SNAPSHOT_TOPICS
+    from learning_account.wire import OUTPUT_TOPICS
 
     install_tolerant_reading()
     metrics = metrics or Metrics()
@@ -196,6 +198,7 @@ def build_service(
             settings, kafka=kafka, max_request_size=settings.kafka_max_message_bytes
         ),
         lambda: kafka_admin(settings, kafka=kafka),
+        topics=(*OUTPUT_TOPICS, *SNAPSHOT_TOPICS),
     )
     publisher = Publisher(service_kafka, metrics)
     health = Health(metrics, checks=(store.ping, service_kafka.ping))

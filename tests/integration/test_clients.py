@@ -116,6 +116,16 @@ class Built:
     options: dict[str, Any]
 
 
+class _NoTopics:
+    """The cluster metadata of a broker without the input topics."""
+
+    async def fetch_all_metadata(self) -> _NoTopics:
+        return self
+
+    def partitions_for_topic(self, topic: str) -> None:
+        return None
+
+
 class KafkaSpy:
     """Stub aiokafka producers, consumers and admin clients, given to a command as its
     `bootstrap.KafkaClients`.
@@ -157,8 +167,9 @@ class KafkaSpy:
             async def create_topics(self, *args: Any, **kwargs: Any) -> None:
                 raise ConnectionError("a stub creates no topics")
 
-            async def describe_topics(self, *args: Any, **kwargs: Any) -> list[Any]:
-                return []  # the start-up check of partition counts finds no topic
+            @property
+            def client(self) -> _NoTopics:
+                return _NoTopics()  # the start-up check of partition counts finds no topic
 
             async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
                 acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -264,10 +264,10 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
 ) -> None:
     """What a batch and a held-result sweep report for the snapshot topics, written into an
     empty Redis in order, gives every key back (hashes, stored outputs, the held index)."""
-    from learning_account_dev import events as ev
     from learning_account.domain.model import Policy
     from learning_account.ops.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
     from learning_account.processing.outputs import OutputMessage
+    from learning_account_dev import events as ev
 
     now = [1_800_000_000.0]
     policy = Policy(result_hold_seconds=60)

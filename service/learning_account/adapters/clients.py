@@ -94,8 +94,11 @@ class ServiceKafka:
         self,
         make_producer: Callable[[], AIOKafkaProducer],
         make_admin: Callable[[], AIOKafkaAdminClient],
+        *,
+        topics: Collection[str] = (),
     ) -> None:
         self._make_producer = make_producer
+        self._topics = topics
         self._make_admin = make_admin
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -111,6 +114,9 @@ class ServiceKafka:
         await self.close()
         self._producer = self._make_producer()
         await self._producer.start()
+        # the output topics looked up (or auto-created by the broker) before a batch waits on them
+        for topic in self._topics:
+            await self._producer.partitions_for(topic)
         self._admin = self._make_admin()
         await self._admin.start()
 
@@ -124,13 +130,11 @@ class ServiceKafka:
 
     async def partition_counts(self, topics: Collection[str]) -> dict[str, int]:
         """How many partitions each of `topics` has, for those that exist."""
-        if self._admin is None:
-            raise RuntimeError("the Kafka admin client is not connected")
-        described = await self._admin.describe_topics()  # every topic: creates none
+        cluster = await self.producer.client.fetch_all_metadata()  # asks for none: creates none
         return {
-            entry["topic"]: len(entry["partitions"])
-            for entry in described or ()
-            if entry["topic"] in topics and entry["partitions"]
+            topic: len(numbers)
+            for topic in topics
+            if (numbers := cluster.partitions_for_topic(topic))
         }
 
     async def ping(self) -> bool:
