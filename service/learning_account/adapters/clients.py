@@ -84,7 +84,7 @@ def faststream_security(settings: Settings) -> BaseSecurity | None:
 
 
 class ServiceKafka:
-    """The service's producer (its outputs) and admin client (readiness, partition counts).
+    """The service's producer (its outputs, the partition counts) and admin client (readiness).
 
     Both are made anew by each `connect`, so a start that fails half-way leaves nothing open and
     the next attempt begins clean. The consumer is FastStream's, built by the broker.
