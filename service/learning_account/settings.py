@@ -37,10 +37,11 @@ from pydantic_settings import (
 
 from learning_account.domain.model import Policy
 from learning_account.domain.numbers import to_quarters
-from learning_account.processing.pipeline import DEFAULT_MAX_MESSAGE_BYTES
 from learning_account.runtime import parse_gc_threshold
 
 ENV_PREFIX = "LA_"
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+"""The largest record the producer sends: aiokafka's default `max_request_size`."""
 # the rules' defaults, stated once in the domain
 _DEFAULT_POLICY = Policy()
 

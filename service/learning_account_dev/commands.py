@@ -58,7 +58,7 @@ async def dev(settings: Settings, state_dir: Path) -> None:
 
 def dev_stack(settings: Settings, state_dir: Path) -> DevStack:
     """The dev stack of the settings' Kafka and Redis, its admin clients from the factory."""
-    from learning_account.adapters.clients import kafka_admin
+    from learning_account.bootstrap import kafka_admin
 
     return DevStack(
         settings.kafka_bootstrap_servers,
@@ -98,7 +98,7 @@ def demo_events() -> list[dict[str, Any]]:
 
 
 async def send_events(settings: Settings, events: Sequence[dict[str, Any]]) -> None:
-    from learning_account.adapters.clients import kafka_producer
+    from learning_account.bootstrap import kafka_producer
 
     producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
@@ -123,7 +123,7 @@ class DemoError(RuntimeError):
 
 async def wait_for_outputs(settings: Settings, caused_by_ids: set[str], within: float) -> None:
     """Read balance-changed and rejections until all given ids caused a balance change."""
-    from learning_account.adapters.clients import kafka_consumer
+    from learning_account.bootstrap import kafka_consumer
 
     consumer = kafka_consumer(
         settings,
@@ -164,6 +164,7 @@ async def wait_for_outputs(settings: Settings, caused_by_ids: set[str], within: 
 
 
 def print_statement(settings: Settings, student_id: str) -> None:
+    from learning_account.domain.numbers import to_quarters
     from learning_account.domain.statement import StatementRow
     from learning_account.entrypoints.tables import render_statement_text
 
@@ -175,7 +176,7 @@ def print_statement(settings: Settings, student_id: str) -> None:
         StatementRow(
             academic_year=int(row["academic_year"][:4]),
             **{
-                name: round(row[name] * 4)
+                name: to_quarters(row[name])
                 for name in (
                     "start",
                     "invested",
@@ -200,11 +201,11 @@ async def demo(settings: Settings, state_dir: Path, keep_running: bool) -> None:
     stack = None
     service = None
     if not _service_is_up(settings):
-        from learning_account.entrypoints.consumer import Service
+        from learning_account.bootstrap import build_service
 
         print("No service answering: starting the dev stack (Tansu + Redis) and the service.")
         stack = await dev_stack(settings, state_dir).astart()
-        service = Service(settings)
+        service = build_service(settings)
         await service.start()
     try:
         events = demo_events()

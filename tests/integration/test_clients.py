@@ -24,10 +24,10 @@ from redis.asyncio import RedisCluster
 
 from learning_account.adapters.clients import faststream_security, kafka_security
 from learning_account.adapters.store import AccountStore, account_key
+from learning_account.bootstrap import KafkaClients, asyncapi_document, build_service
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.entrypoints import cli
-from learning_account.entrypoints.consumer import Service
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
@@ -128,19 +128,31 @@ class _NoTopics:
 
 
 class KafkaSpy:
-    """Stands in for aiokafka's producer, consumer and admin client, for FastStream's use too.
+    """Stub aiokafka producers, consumers and admin clients, given to a command as its
+    `bootstrap.KafkaClients`.
 
     Each construction is recorded; `start()` raises FirstClientStarted unless its kind is in
     `starting`, where it succeeds and the command goes on to its next client.
     """
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self) -> None:
         self.built: list[Built] = []
         self.starting: set[str] = set()
-        monkeypatch.setattr(aiokafka, "AIOKafkaProducer", self._stub("producer"))
-        monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", self._stub("consumer"))
-        monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", self._stub("admin"))
-        monkeypatch.setattr(aiokafka.admin.client, "AIOKafkaAdminClient", self._stub("admin"))
+        self.clients = KafkaClients(
+            self._stub("producer"), self._stub("consumer"), self._stub("admin")
+        )
+
+    def replace_aiokafka(self, monkeypatch: pytest.MonkeyPatch, *kinds: str) -> None:
+        """Put the stubs of `kinds` in aiokafka's place, for the clients no command is given:
+        FastStream builds the service's consumer from aiokafka's class, and `dev` and `demo`
+        use aiokafka's classes."""
+        for kind in kinds:
+            stub = getattr(self.clients, kind)
+            if kind == "admin":
+                monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", stub)
+                monkeypatch.setattr(aiokafka.admin.client, "AIOKafkaAdminClient", stub)
+            else:
+                monkeypatch.setattr(aiokafka, f"AIOKafka{kind.title()}", stub)
 
     def _stub(self, kind: str) -> type:
         spy = self
@@ -154,7 +166,7 @@ class KafkaSpy:
                     raise FirstClientStarted(kind)
 
             async def create_topics(self, *args: Any, **kwargs: Any) -> None:
-                raise ConnectionError("a stub creates no topics")  # FastStream logs it, goes on
+                raise ConnectionError("a stub creates no topics")
 
             @property
             def client(self) -> _NoTopics:
@@ -179,7 +191,7 @@ def listening() -> Iterator[str]:
 
 # Tansu, the broker of the tests, has no SASL or TLS listener here: each command runs with the
 # SASL_SSL settings until it starts a Kafka client (a stub), and the arguments every aiokafka
-# client it built received, its own and those FastStream builds for `serve`, are checked.
+# client it built received, its own and the consumer FastStream builds for `serve`, are checked.
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("command", "kinds"),
@@ -208,11 +220,13 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    spy = KafkaSpy(monkeypatch)
+    spy = KafkaSpy()
     argv = [command]
     if command == "serve":
-        spy.starting = {"producer", "admin"}  # FastStream's, started before its consumer
+        spy.replace_aiokafka(monkeypatch, "consumer")
+        spy.starting = {"producer", "admin"}  # the service's own, started before the consumer
     elif command in ("dev", "demo"):
+        spy.replace_aiokafka(monkeypatch, "producer", "consumer", "admin")
         argv += ["--state-dir", str(tmp_path / "devstack")]
     if command == "demo":
         monkeypatch.setattr(dev_commands, "_service_is_up", lambda settings: True)
@@ -224,7 +238,7 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
     elif command == "rebuild":
         argv += ["--redis-url", redis_url.rsplit("/", 1)[0] + "/6"]
     with pytest.raises(FirstClientStarted):
-        cli.main(argv)
+        cli.main(argv, kafka=spy.clients)
     assert [client.kind for client in spy.built] == kinds
     for client in spy.built:
         assert_sasl(client.options, listening)
@@ -250,7 +264,7 @@ def test_the_faststream_broker_gets_the_same_security_as_the_aiokafka_clients(
             if options.get("ssl_context") is not None:
                 options["ssl_context"] = options["ssl_context"].get_ca_certs()
         assert theirs == ours, env
-    spec = json.loads(Service(Settings.from_env(sasl_settings(ca_file))).asyncapi())
+    spec = json.loads(asyncapi_document(Settings.from_env(sasl_settings(ca_file))))
     schemes = spec["components"]["securitySchemes"]
     assert [scheme["type"] for scheme in schemes.values()] == ["scramSha512"]
 
@@ -359,7 +373,7 @@ async def test_serve_reads_a_redis_cluster(
             "LA_CONSUMER_GROUP": f"cluster-{mode}",
         }
     )
-    service = Service(settings)
+    service = build_service(settings)
     await service.start()
     try:
         assert isinstance(service.store.redis, RedisCluster)

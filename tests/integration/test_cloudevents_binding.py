@@ -24,7 +24,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from redis.asyncio import Redis
 
-from learning_account.entrypoints.consumer import Service
+from learning_account.bootstrap import build_service
+from learning_account.entrypoints.service import Service
 from learning_account.ops.redrive import redrive
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
@@ -91,7 +92,7 @@ async def service(
     broker: str, outputs: Outputs, redis_url: str, redis_client: Redis
 ) -> AsyncIterator[Service]:
     # database 0 of redis_url, flushed for each test by redis_client
-    running = Service(in_process_settings(broker, redis_url, "binding"))
+    running = build_service(in_process_settings(broker, redis_url, "binding"))
     await running.start()
     try:
         yield running

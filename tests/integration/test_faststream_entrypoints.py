@@ -1,5 +1,4 @@
-"""FastStream's own CLI on the service's app factory,
-`learning_account.entrypoints.consumer:create_app`.
+"""FastStream's own CLI on the service's app factory, `learning_account.bootstrap:create_app`.
 
 `faststream run … --factory` runs as a child process configured only by LA_* variables, on the
 session's broker and Redis; `faststream docs gen … --factory` writes the AsyncAPI document.
@@ -28,7 +27,7 @@ from learning_account_dev.commands import send_events
 from learning_account_dev.devstack import ensure_topics
 from support.service import ServiceProcess
 
-APP = "learning_account.entrypoints.consumer:create_app"
+APP = "learning_account.bootstrap:create_app"
 CREDITS = 6
 
 

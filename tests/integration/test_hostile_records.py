@@ -26,8 +26,9 @@ from redis.asyncio import Redis
 
 from learning_account.adapters.kafka_records import unreadable
 from learning_account.adapters.store import AccountStore
+from learning_account.bootstrap import build_service
 from learning_account.entrypoints import consumer as app
-from learning_account.entrypoints.consumer import Service
+from learning_account.entrypoints.service import Service
 from learning_account.settings import Settings
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
@@ -125,7 +126,7 @@ async def start_service(
             "consumer_group": f"hostile-{uuid.uuid4().hex[:8]}",
             "graceful_timeout_seconds": 5,
         }
-        service = Service(Settings(**{**defaults, **settings}))
+        service = build_service(Settings(**{**defaults, **settings}))
         await service.start()
         started.append(Running(service))
         return started[-1]

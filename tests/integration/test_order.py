@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from learning_account.adapters.store import AccountStore
+from learning_account.bootstrap import build_service
 from learning_account.domain.model import Account
-from learning_account.entrypoints.consumer import Service
 from learning_account.ops.rebuild import rebuild
 from learning_account.settings import Settings
 from learning_account.wire import (
@@ -82,7 +82,7 @@ async def serve_until_committed(
 ) -> None:
     """Run a service of a consumer group of its own until it committed everything sent."""
     group = f"order-{uuid.uuid4().hex[:8]}"
-    service = Service(
+    service = build_service(
         Settings(
             kafka_bootstrap_servers=bootstrap,
             redis_url=redis_url,

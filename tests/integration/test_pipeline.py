@@ -294,7 +294,7 @@ async def test_the_service_dead_letters_an_output_the_producer_refuses_and_goes_
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from learning_account.entrypoints.consumer import Service
+    from learning_account.bootstrap import build_service
     from learning_account.wire import INPUT_TOPICS
     from learning_account_dev.devstack import free_port
     from support.service import OutputCollector, send
@@ -313,7 +313,7 @@ async def test_the_service_dead_letters_an_output_the_producer_refuses_and_goes_
     wide = ev.registration("s13", 2016, {f"U{n:03d}-{'x' * 251}": 0.5 for n in range(100)})
     narrow = ev.registration("s13", 2017, {"A": 6})
     other = ev.registration("s14", 2017, {"A": 6})
-    service = Service(settings)
+    service = build_service(settings)
     collector = OutputCollector(own_kafka)
     await service.start()
     await collector.start()

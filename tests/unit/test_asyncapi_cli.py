@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from learning_account.entrypoints.consumer import Service
+from learning_account.bootstrap import build_service
 from learning_account.settings import Settings
 from support.tools import tool_missing
 
@@ -88,7 +88,7 @@ async def test_served_document_passes_asyncapi_validate_and_is_the_exported_one(
         kafka_sasl_username="learning-account",
         kafka_sasl_password="secret",
     )
-    service = Service(settings)
+    service = build_service(settings)
     try:
         transport = httpx.ASGITransport(app=service.http)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:

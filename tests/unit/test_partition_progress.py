@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from learning_account.entrypoints.consumer import Service
+from learning_account.bootstrap import build_service
+from learning_account.entrypoints.service import Service
 from learning_account.settings import Settings
 
 A, B = TopicPartition("in", 0), TopicPartition("in", 1)
@@ -42,51 +43,51 @@ def lags(service: Service) -> dict[str, float]:
 
 
 async def test_lag_is_reported_for_every_assigned_partition_and_removed_when_revoked() -> None:
-    service = Service(Settings(stall_seconds=60))
+    service = build_service(Settings(stall_seconds=60))
     consumer = FakeConsumer()
-    await service._check_partitions(consumer, now=0.0)
+    await service.progress.check(consumer, now=0.0)
     assert lags(service) == {"0": 5, "1": 4}  # B: nothing committed yet, all of it to read
     consumer.assigned = {B}
-    await service._check_partitions(consumer, now=1.0)
+    await service.progress.check(consumer, now=1.0)
     assert lags(service) == {"1": 4}
     await service.redis.aclose()
 
 
 async def test_a_partition_with_records_and_no_progress_for_the_window_is_a_stall() -> None:
-    service = Service(Settings(stall_seconds=60))
+    service = build_service(Settings(stall_seconds=60))
     consumer = FakeConsumer()
     consumer.ends[B] = 0  # nothing to read there: never a stall
-    await service._check_partitions(consumer, now=0.0)
-    await service._check_partitions(consumer, now=59.0)
-    assert not service._stalled
-    await service._check_partitions(consumer, now=61.0)
-    assert service._stalled
-    assert not await service.is_ready()
-    service._committed[A] = 7  # a batch committed: progress, the window starts again
-    await service._check_partitions(consumer, now=62.0)
-    assert not service._stalled
+    await service.progress.check(consumer, now=0.0)
+    await service.progress.check(consumer, now=59.0)
+    assert not service.health.stalled
+    await service.progress.check(consumer, now=61.0)
+    assert service.health.stalled
+    assert not await service.health.is_ready()
+    service.batches.committed[A] = 7  # a batch committed: progress, the window starts again
+    await service.progress.check(consumer, now=62.0)
+    assert not service.health.stalled
     assert lags(service)["0"] == 3
-    await service._check_partitions(consumer, now=130.0)
-    assert service._stalled
-    service._committed[A] = 10  # caught up: nothing left to read is no stall
-    await service._check_partitions(consumer, now=131.0)
-    assert not service._stalled
+    await service.progress.check(consumer, now=130.0)
+    assert service.health.stalled
+    service.batches.committed[A] = 10  # caught up: nothing left to read is no stall
+    await service.progress.check(consumer, now=131.0)
+    assert not service.health.stalled
     await service.redis.aclose()
 
 
 async def test_a_trailing_control_record_is_no_stall_but_a_stuck_batch_is() -> None:
-    service = Service(Settings(stall_seconds=60))
+    service = build_service(Settings(stall_seconds=60))
     consumer = FakeConsumer()
     consumer.assigned = {A}
-    service._committed[A] = 9
+    service.batches.committed[A] = 9
     consumer.positions[A] = 10  # past a transaction marker at offset 9: no record to read
-    await service._check_partitions(consumer, now=0.0)
-    await service._check_partitions(consumer, now=100.0)
-    assert (service._stalled, lags(service)) == (False, {"0": 0})
-    async with service._in_flight:  # a batch in flight that never ends: the position is moot
-        await service._check_partitions(consumer, now=101.0)
-        await service._check_partitions(consumer, now=200.0)
-        assert (service._stalled, lags(service)) == (True, {"0": 1})
+    await service.progress.check(consumer, now=0.0)
+    await service.progress.check(consumer, now=100.0)
+    assert (service.health.stalled, lags(service)) == (False, {"0": 0})
+    async with service.batches.in_flight:  # a batch in flight that never ends: the position is moot
+        await service.progress.check(consumer, now=101.0)
+        await service.progress.check(consumer, now=200.0)
+        assert (service.health.stalled, lags(service)) == (True, {"0": 1})
     await service.redis.aclose()
 
 

@@ -10,8 +10,8 @@ from redis.asyncio.connection import SSLConnection
 
 from learning_account.adapters.redis_connect import redis_client
 from learning_account.adapters.store import AccountStore
+from learning_account.bootstrap import create_broker
 from learning_account.domain.model import Policy
-from learning_account.entrypoints.consumer import create_broker
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account_dev import events as ev
 from support.settings import from_env as settings

@@ -1,12 +1,12 @@
-"""The Kafka and Redis clients of every command, built from the settings in one place.
+"""What every Kafka client of the service is given, and the service's own producer and admin.
 
-`serve`, `dev`, `demo`, `statement`, `rebuild`, `send` and `redrive` get their clients here, so
-the security settings (`LA_KAFKA_*`) and the Redis mode (`LA_REDIS_CLUSTER`) mean the same in
-each. The aiokafka keyword arguments of `kafka_security` are the one mapping of those settings;
-the FastStream broker's security object is made from it.
+`kafka_options` is the one mapping of the Kafka settings (`LA_KAFKA_BOOTSTRAP_SERVERS`,
+`LA_KAFKA_SECURITY_PROTOCOL`, `_SASL_*`, `_SSL_CAFILE`) to aiokafka keyword arguments;
+`faststream_security` makes the FastStream broker's security object from the same mapping.
+`learning_account.bootstrap` builds every client with them.
 
-Imports of aiokafka, FastStream and the settings are deferred to the calls, so the dev tooling
-(`devstack`) can import this module without the service.
+Imports of aiokafka and FastStream are deferred to the calls, so a command that needs neither
+starts without loading them.
 """
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from learning_account import __version__
-from learning_account.adapters.redis_connect import is_cluster, redis_client
+from learning_account.settings import Settings, reveal
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient
-    from faststream.kafka import KafkaBroker
     from faststream.security import BaseSecurity
-    from redis.asyncio import Redis, RedisCluster
-
-    from learning_account.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +40,6 @@ PRODUCER_OPTIONS: dict[str, Any] = {
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
     """The aiokafka keyword arguments of LA_KAFKA_SECURITY_PROTOCOL, _SASL_* and _SSL_CAFILE."""
-    from learning_account.settings import reveal
-
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return {}
@@ -56,6 +51,15 @@ def kafka_security(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username or ""
         options["sasl_plain_password"] = reveal(settings.kafka_sasl_password)
     return options
+
+
+def kafka_options(settings: Settings) -> dict[str, Any]:
+    """What every aiokafka client of the settings is given: where, who, and how securely."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": CLIENT_ID,
+        **kafka_security(settings),
+    }
 
 
 def faststream_security(settings: Settings) -> BaseSecurity | None:
@@ -79,62 +83,71 @@ def faststream_security(settings: Settings) -> BaseSecurity | None:
     )
 
 
-def create_broker(settings: Settings) -> KafkaBroker:
-    """The FastStream broker of the service: its producer publishes the outputs."""
-    from faststream.kafka import KafkaBroker
+class ServiceKafka:
+    """The service's producer (its outputs, the partition counts) and admin client (readiness).
 
-    return KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        **PRODUCER_OPTIONS,
-        max_request_size=settings.kafka_max_message_bytes,
-        graceful_timeout=settings.graceful_timeout_seconds,
-        client_id=CLIENT_ID,
-        security=faststream_security(settings),
-        logger=logging.getLogger("learning_account.kafka"),
-    )
+    Both are made anew by each `connect`, so a start that fails half-way leaves nothing open and
+    the next attempt begins clean. The consumer is FastStream's, built by the broker.
+    """
 
+    def __init__(
+        self,
+        make_producer: Callable[[], AIOKafkaProducer],
+        make_admin: Callable[[], AIOKafkaAdminClient],
+        *,
+        topics: Collection[str] = (),
+    ) -> None:
+        self._make_producer = make_producer
+        self._topics = topics
+        self._make_admin = make_admin
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
 
-def _connection(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "client_id": CLIENT_ID,
-        **kafka_security(settings),
-    }
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the Kafka producer is not connected")
+        return self._producer
 
+    async def connect(self) -> None:
+        """Start a new producer and admin client (raises if Kafka cannot be reached)."""
+        await self.close()
+        self._producer = self._make_producer()
+        await self._producer.start()
+        # the output topics looked up (or auto-created by the broker) before a batch waits on them
+        for topic in self._topics:
+            await self._producer.partitions_for(topic)
+        self._admin = self._make_admin()
+        await self._admin.start()
 
-def kafka_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    """An aiokafka producer (not started) with the settings' security; `overrides` win."""
-    from aiokafka import AIOKafkaProducer
+    async def close(self) -> None:
+        producer, admin = self._producer, self._admin
+        self._producer = self._admin = None
+        if producer is not None:
+            await producer.stop()
+        if admin is not None:
+            await admin.close()
 
-    return AIOKafkaProducer(**{**_connection(settings), **PRODUCER_OPTIONS, **overrides})
+    async def partition_counts(self, topics: Collection[str]) -> dict[str, int]:
+        """How many partitions each of `topics` has, for those that exist."""
+        cluster = await self.producer.client.fetch_all_metadata()  # asks for none: creates none
+        return {
+            topic: len(numbers)
+            for topic in topics
+            if (numbers := cluster.partitions_for_topic(topic))
+        }
 
-
-def kafka_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
-    """An aiokafka consumer (not started) of `topics` with the settings' security."""
-    from aiokafka import AIOKafkaConsumer
-
-    return AIOKafkaConsumer(*topics, **{**_connection(settings), **overrides})
-
-
-def kafka_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
-    """An aiokafka admin client (not started) with the settings' security."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    options = {**_connection(settings), "request_timeout_ms": 5000, **overrides}
-    return AIOKafkaAdminClient(**options)
-
-
-async def redis_for(settings: Settings, url: str | None = None) -> Redis | RedisCluster:
-    """The Redis client of `url` (default LA_REDIS_URL), single server or cluster as
-    LA_REDIS_CLUSTER says; `auto` asks the server once, here."""
-    url = url or settings.redis_url
-    if settings.redis_cluster == "auto":
-        cluster = await is_cluster(url)
-        if cluster:
-            log.info("Redis runs in cluster mode")
-    else:
-        cluster = settings.redis_cluster == "true"
-    return redis_client(url, cluster=cluster)
+    async def ping(self) -> bool:
+        """Whether the cluster answers; retried until the caller's timeout ends the wait."""
+        while True:
+            if self._admin is None:
+                return False
+            try:
+                await self._admin.describe_cluster()
+            except Exception:
+                await asyncio.sleep(0.2)
+            else:
+                return True
 
 
 async def leave_group_if_first_generation(consumer: Any) -> bool:
@@ -142,9 +155,10 @@ async def leave_group_if_first_generation(consumer: Any) -> bool:
 
     aiokafka sends it on ``stop()`` only for a generation above 0: Kafka numbers the first
     generation 1, Tansu 0, so on Tansu the next member would wait a whole session timeout. A
-    no-op on Kafka. aiokafka has no public call that sends it, so this reads its coordinator;
-    best effort, never raises. Call it right before ``consumer.stop()``.
+    no-op on Kafka. Best effort, never raises. Call it right before ``consumer.stop()``.
     """
+    # aiokafka has no public call that sends LeaveGroup (its coordinator is private, and
+    # `GroupCoordinator._maybe_leave_group` tests `generation > 0`); no upstream issue asks for one
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is None or getattr(coordinator, "generation", None) != 0:
         return False

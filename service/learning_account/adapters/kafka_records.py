@@ -63,6 +63,7 @@ def unreadable(record: ConsumerRecord[Any, Any]) -> Unreadable | None:
 
 def install_tolerant_reading() -> None:
     """Patch aiokafka's fetcher (idempotent; every consumer of the process is affected)."""
+    # no public hook: aio-libs/aiokafka#321 asks for a way past a record the fetcher cannot read
     fetcher.MemoryRecords = _TolerantMemoryRecords
     fetcher.PartitionRecords = _TolerantPartitionRecords
 

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from learning_account.entrypoints.command_plugins import plugin_commands
 from learning_account.ops.redrive import add_arguments as add_redrive_arguments
@@ -16,28 +17,31 @@ from learning_account.processing.ordering import NotCoPartitioned
 from learning_account.settings import Settings, SettingsError
 from learning_account.wire import STRUCTURED_HEADERS
 
+if TYPE_CHECKING:
+    from learning_account.bootstrap import KafkaClients
+
+
 # --- serve --------------------------------------------------------------------------------
 
 
-async def serve(settings: Settings) -> None:
-    from learning_account.entrypoints.consumer import Service
+async def serve(settings: Settings, kafka: KafkaClients | None = None) -> None:
+    from learning_account.bootstrap import build_service
 
-    await Service(settings).run()
+    await build_service(settings, kafka=kafka).run()
 
 
 # --- statement / send / asyncapi ----------------------------------------------------------
 
 
 async def statement_from_redis(settings: Settings, student_id: str) -> int:
-    from learning_account.adapters.clients import redis_for
     from learning_account.adapters.clock import current_academic_year
-    from learning_account.adapters.store import AccountStore
+    from learning_account.bootstrap import account_store, redis_for
     from learning_account.domain.statement import statement
     from learning_account.entrypoints.tables import render_statement_text
 
     redis = await redis_for(settings)
     try:
-        account = await AccountStore(redis).get(student_id)
+        account = await account_store(settings, redis).get(student_id)
     finally:
         await redis.aclose()
     if account is None or account.balance is None:
@@ -48,7 +52,9 @@ async def statement_from_redis(settings: Settings, student_id: str) -> int:
     return 0
 
 
-async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
+async def rebuild_command(
+    settings: Settings, redis_url: str | None, kafka: KafkaClients | None = None
+) -> int:
     from rich.progress import Progress
 
     from learning_account.ops.rebuild import rebuild
@@ -59,15 +65,18 @@ async def rebuild_command(settings: Settings, redis_url: str | None) -> int:
             settings,
             redis_url=redis_url,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            kafka=kafka,
         )
     print(json.dumps(report.__dict__))
     return 0
 
 
-async def restore_command(settings: Settings, redis_url: str | None) -> int:
+async def restore_command(
+    settings: Settings, redis_url: str | None, kafka: KafkaClients | None = None
+) -> int:
     from learning_account.ops.restore import restore
 
-    report = await restore(settings, redis_url=redis_url)
+    report = await restore(settings, redis_url=redis_url, kafka=kafka)
     print(json.dumps(report.__dict__))
     return 0
 
@@ -100,12 +109,16 @@ def read_feed(path: Path, topic: str | None) -> list[tuple[str, bytes | None, by
     return records
 
 
-async def send_feed(settings: Settings, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+async def send_feed(
+    settings: Settings,
+    records: Sequence[tuple[str, bytes | None, bytes]],
+    kafka: KafkaClients | None = None,
+) -> None:
     from rich.progress import Progress
 
-    from learning_account.adapters.clients import kafka_producer
+    from learning_account.bootstrap import kafka_producer
 
-    producer = kafka_producer(settings, linger_ms=5)
+    producer = kafka_producer(settings, kafka=kafka, linger_ms=5)
     await producer.start()
     try:
         with Progress(transient=True) as bar:
@@ -122,7 +135,9 @@ async def send_feed(settings: Settings, records: Sequence[tuple[str, bytes | Non
         await producer.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, kafka: KafkaClients | None = None) -> int:
+    """Run one command; `kafka`: the Kafka client classes (`bootstrap.KafkaClients`), aiokafka's
+    by default."""
     parser = argparse.ArgumentParser(prog="learning-account", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the consumer and the HTTP API until SIGTERM/SIGINT")
@@ -171,23 +186,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if plugin is not None:
             return plugin.run(settings, args)
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, kafka))
         elif args.command == "statement":
             return asyncio.run(statement_from_redis(settings, args.student_id))
         elif args.command == "send":
             records = read_feed(args.file, args.topic)
-            asyncio.run(send_feed(settings, records))
+            asyncio.run(send_feed(settings, records, kafka))
             print(f"sent {len(records)} messages")
         elif args.command == "redrive":
             from learning_account.ops.redrive import redrive_command
 
-            return asyncio.run(redrive_command(settings, args))
+            return asyncio.run(redrive_command(settings, args, kafka))
         elif args.command == "rebuild":
-            return asyncio.run(rebuild_command(settings, args.redis_url))
+            return asyncio.run(rebuild_command(settings, args.redis_url, kafka))
         elif args.command == "restore":
-            return asyncio.run(restore_command(settings, args.redis_url))
+            return asyncio.run(restore_command(settings, args.redis_url, kafka))
         elif args.command == "asyncapi":
-            from learning_account.entrypoints.consumer import asyncapi_document
+            from learning_account.bootstrap import asyncapi_document
 
             print(asyncapi_document(settings))
     except KeyboardInterrupt:

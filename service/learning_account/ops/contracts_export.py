@@ -281,7 +281,7 @@ def _dump(document: Any) -> str:
 
 def render_asyncapi() -> str:
     """The AsyncAPI 3.0 document the service serves (FastStream's, completed by asyncapi.py)."""
-    from learning_account.entrypoints.consumer import asyncapi_document
+    from learning_account.bootstrap import asyncapi_document
     from learning_account.settings import Settings
 
     return _dump(json.loads(asyncapi_document(Settings())))

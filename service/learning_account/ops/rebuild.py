@@ -19,9 +19,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from learning_account.adapters.clients import kafka_consumer, redis_for
 from learning_account.adapters.kafka_records import install_tolerant_reading, unreadable
-from learning_account.adapters.store import AccountStore
+from learning_account.bootstrap import (
+    KafkaClients,
+    account_store,
+    kafka_consumer,
+    processor,
+    redis_for,
+)
 from learning_account.processing.ordering import Chunks, in_record_order
 from learning_account.processing.outputs import OutputMessage
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -88,28 +93,32 @@ async def read_partition(
 
 @asynccontextmanager
 async def read_history(
-    settings: Settings,
+    consumer: AIOKafkaConsumer,
 ) -> AsyncIterator[tuple[list[Chunks], int]]:
-    """A reader per input partition, from its beginning, and about how many records they hold."""
+    """A reader per input partition, from its beginning, and about how many records they hold.
+
+    Starts `consumer` (made by `history_consumer`); its maker stops it."""
     install_tolerant_reading()  # headers are read as the live service reads them
-    consumer = kafka_consumer(
+    await consumer.start()
+    partitions = await input_partitions(consumer)
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)  # an estimate, for the progress bar
+    starts = await consumer.beginning_offsets(partitions)
+    total = sum(ends[tp] - starts[tp] for tp in partitions)
+    yield [(tp.topic, tp.partition, read_partition(consumer, tp)) for tp in partitions], total
+
+
+def history_consumer(settings: Settings, kafka: KafkaClients | None = None) -> AIOKafkaConsumer:
+    """A consumer of no group, fetching little ahead (see FETCH_BYTES)."""
+    return kafka_consumer(
         settings,
+        kafka=kafka,
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=FETCH_BYTES,
         fetch_max_bytes=FETCH_BYTES,
     )
-    await consumer.start()
-    try:
-        partitions = await input_partitions(consumer)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)  # an estimate, for the progress bar
-        starts = await consumer.beginning_offsets(partitions)
-        total = sum(ends[tp] - starts[tp] for tp in partitions)
-        yield [(tp.topic, tp.partition, read_partition(consumer, tp)) for tp in partitions], total
-    finally:
-        await consumer.stop()
 
 
 async def rebuild(
@@ -117,29 +126,27 @@ async def rebuild(
     *,
     redis_url: str | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    kafka: KafkaClients | None = None,
 ) -> RebuildReport:
     started = time.monotonic()
     redis = await redis_for(settings, redis_url)
     report = RebuildReport()
+    consumer = history_consumer(settings, kafka)
     try:
-        processor = Processor(
-            AccountStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds),
-            settings.policy,
-            max_message_bytes=settings.kafka_max_message_bytes,
-            allowed_sources=settings.allowed_sources,
-        )
-        async with read_history(settings) as (partitions, total):
+        pipeline = processor(settings, account_store(settings, redis), live=False)
+        async with read_history(consumer) as (partitions, total):
             records = in_record_order(partitions, round(time.time() * 1000))
             batch: list[InputRecord] = []
             async for record in records:
                 batch.append(record)
                 if len(batch) == settings.batch_max_records:
-                    await _apply(processor, batch, report, total, progress)
+                    await _apply(pipeline, batch, report, total, progress)
             if batch:
-                await _apply(processor, batch, report, total, progress)
-        while await processor.sweep_held(_nowhere):
+                await _apply(pipeline, batch, report, total, progress)
+        while await pipeline.sweep_held(_nowhere):
             pass  # caught up: what the clock has timed out
     finally:
+        await consumer.stop()
         await redis.aclose()
     report.seconds = round(time.monotonic() - started, 3)
     return report

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learning_account.settings import Settings
 from learning_account.wire import (
@@ -43,6 +43,9 @@ from learning_account.wire import (
     STRUCTURED_HEADERS,
     ErrorCode,
 )
+
+if TYPE_CHECKING:
+    from learning_account.bootstrap import KafkaClients
 
 log = logging.getLogger("learning_account.redrive")
 
@@ -169,6 +172,7 @@ async def redrive(
     progress: ProgressCallback | None = None,
     dead_letter_topic: str = DEAD_LETTER_TOPIC,
     input_topics: Collection[str] = INPUT_TOPICS,
+    kafka: KafkaClients | None = None,
 ) -> RedriveReport:
     """Re-publish the original payloads of the matching dead letters; see the module docstring.
 
@@ -176,10 +180,11 @@ async def redrive(
     ``topic`` (one or several original topics), ``error_code`` (one or several codes of
     ``data.error_code``), ``error_contains`` (case-insensitive substring of ``data.error``),
     ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all match.
+    ``kafka``: the client classes (`bootstrap.KafkaClients`), aiokafka's by default.
     """
     from aiokafka import TopicPartition
 
-    from learning_account.adapters.clients import kafka_consumer, kafka_producer
+    from learning_account.bootstrap import kafka_consumer, kafka_producer
 
     if isinstance(settings, str):
         settings = Settings(kafka_bootstrap_servers=settings)
@@ -194,9 +199,9 @@ async def redrive(
     seen_payloads: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]] = set()
 
     consumer = kafka_consumer(
-        settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        settings, kafka=kafka, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    producer = None if dry_run else kafka_producer(settings)
+    producer = None if dry_run else kafka_producer(settings, kafka=kafka)
     await consumer.start()
     try:
         if producer is not None:
@@ -372,7 +377,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
+async def redrive_command(
+    settings: Settings, args: argparse.Namespace, kafka: KafkaClients | None = None
+) -> int:
     """Run a redrive with a rich progress bar; print each dead letter's fate and the summary."""
     import sys
 
@@ -403,6 +410,7 @@ async def redrive_command(settings: Settings, args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             dead_letter_topic=args.dead_letter_topic,
+            kafka=kafka,
         )
     for item in report.items:
         line = f"{item.action:16} {item.partition}/{item.offset} {item.topic} key={item.key}"

@@ -27,6 +27,7 @@ from learning_account.domain.model import Account
 from learning_account.processing.outputs import OutputMessage, decode_stored, encode_stored
 
 if TYPE_CHECKING:
+    from learning_account.bootstrap import KafkaClients
     from learning_account.settings import Settings
 
 ACCOUNT_SNAPSHOTS_TOPIC = "learning-account.account-snapshots.v1"
@@ -155,17 +156,18 @@ class Restorer:
         self.report.outputs += 1
 
 
-async def restore(settings: Settings, *, redis_url: str | None = None) -> RestoreReport:
+async def restore(
+    settings: Settings, *, redis_url: str | None = None, kafka: KafkaClients | None = None
+) -> RestoreReport:
     """Every account and unexpired stored output of the snapshot topics, written into Redis."""
-    from learning_account.adapters.clients import kafka_consumer, redis_for
+    from learning_account.bootstrap import account_store, kafka_consumer, processor, redis_for
     from learning_account.ops.rebuild import read_partition
-    from learning_account.processing.pipeline import Processor
 
     started = time.monotonic()
-    consumer = kafka_consumer(settings, group_id=None, enable_auto_commit=False)
+    consumer = kafka_consumer(settings, kafka=kafka, group_id=None, enable_auto_commit=False)
     redis = await redis_for(settings, redis_url)
-    store = AccountStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds)
-    restorer = Restorer(store, Processor(store, settings.policy).held_deadline)
+    store = account_store(settings, redis)
+    restorer = Restorer(store, processor(settings, store, live=False).held_deadline)
     try:
         await consumer.start()
         await consumer.topics()  # refreshes the metadata

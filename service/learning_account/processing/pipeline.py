@@ -45,6 +45,7 @@ from learning_account.processing.store import (
     event_digest,
     next_version,
 )
+from learning_account.settings import DEFAULT_MAX_MESSAGE_BYTES
 from learning_account.wire import (
     ErrorCode,
     InvalidMessage,
@@ -58,8 +59,6 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 20
 
-DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
-"""The largest record the producer sends: aiokafka's default `max_request_size`."""
 RECORD_HEADROOM_BYTES = 1024
 """Of a record's size, what is not its key and value: batch and record framing, headers."""
 

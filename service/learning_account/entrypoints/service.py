@@ -1,0 +1,196 @@
+"""The running service's lifecycle: HTTP first, then Kafka, then the background loops; the
+reverse on stop. `learning_account.bootstrap.build_service` puts its parts together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+import uvicorn
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis, RedisCluster
+from starlette.types import ASGIApp
+
+from learning_account.adapters.clients import ServiceKafka, leave_group_if_first_generation
+from learning_account.adapters.publisher import Publisher
+from learning_account.adapters.store import AccountStore
+from learning_account.entrypoints.consumer import BatchConsumer
+from learning_account.entrypoints.readiness import Health, PartitionProgress
+from learning_account.entrypoints.sweeper import HeldSweeper
+from learning_account.observability.metrics import Metrics
+from learning_account.processing.ordering import NotCoPartitioned, check_co_partitioned
+from learning_account.processing.pipeline import Processor
+from learning_account.runtime import tune_gc
+from learning_account.settings import Settings
+from learning_account.wire import INPUT_TOPICS
+
+log = logging.getLogger("learning_account")
+
+
+class Service:
+    """One consumer group member, its HTTP API and its held-result sweeper."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        store: AccountStore,
+        connect_redis: Callable[[], Awaitable[Redis | RedisCluster]],
+        processor: Processor,
+        kafka: ServiceKafka,
+        broker: KafkaBroker,
+        publisher: Publisher,
+        health: Health,
+        batches: BatchConsumer,
+        progress: PartitionProgress,
+        sweeper: HeldSweeper,
+        http: ASGIApp,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        self.connect_redis = connect_redis
+        """The client start() gives the store: it asks the server when LA_REDIS_CLUSTER is auto."""
+        self.processor = processor
+        self.kafka = kafka
+        self.broker = broker
+        self.publisher = publisher
+        self.health = health
+        self.batches = batches
+        self.progress = progress
+        self.sweeper = sweeper
+        self.http = http
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._server: uvicorn.Server | None = None
+
+    @property
+    def redis(self) -> Redis | RedisCluster:
+        return self.store.redis
+
+    async def start(self) -> None:
+        """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
+        await self.start_http()
+        await self._start_broker()
+        await self.start_background()
+
+    async def start_http(self) -> None:
+        """Before the broker starts: the Redis mode (LA_REDIS_CLUSTER), then the HTTP API."""
+        await self.store.redis.aclose()
+        self.store.redis = await self.connect_redis()
+        config = uvicorn.Config(
+            self.http,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = _QuietServer(config)
+        http_task = asyncio.create_task(self._server.serve(), name="http")
+        self._tasks.append(http_task)
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+            if http_task.done():
+                await http_task  # raises the reason the server did not start
+
+    async def start_background(self) -> None:
+        """Once the broker runs: the merges' waits, the held-result sweeper and the partition
+        watch; ready."""
+        self._tasks.append(asyncio.create_task(self.batches.release_waiting(), name="merge-waits"))
+        self._tasks.append(asyncio.create_task(self.sweeper.run(), name="held-sweeper"))
+        self._tasks.append(asyncio.create_task(self.progress.watch(), name="partitions"))
+        tune_gc(self.settings.gc_threshold)
+        self.health.start_serving()
+        log.info(
+            "learning-account serving",
+            extra={
+                "kafka": self.settings.kafka_bootstrap_servers,
+                "http": f"{self.settings.http_host}:{self.settings.http_port}",
+                "group": self.settings.consumer_group,
+            },
+        )
+
+    async def connect_broker(self) -> None:
+        """Wait for Kafka as `start` does, for a runner that starts the broker itself."""
+        await self._start_broker(connect_only=True)
+
+    async def _start_broker(self, *, connect_only: bool = False) -> None:
+        """Wait for Kafka (with backoff) instead of exiting when it is not up yet."""
+        delay = 0.5
+        while True:
+            try:
+                await self.kafka.connect()
+                check_co_partitioned(await self.kafka.partition_counts(INPUT_TOPICS))
+                if not connect_only:
+                    await self.broker.start()
+                return
+            except NotCoPartitioned:
+                raise
+            except Exception as error:
+                log.warning("Kafka not reachable yet (%r); retrying in %.1fs", error, delay)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                with contextlib.suppress(Exception):
+                    await self.kafka.close()
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit it, leave the group, close everything."""
+        await self.stop_consuming()
+        await self.broker.stop()
+        await self.close()
+
+    async def stop_consuming(self) -> None:
+        """Before the broker stops: finish the batch in flight and leave the group."""
+        await self.batches.stop(self.settings.graceful_timeout_seconds)
+        consumer = self.batches.consumer
+        if consumer is not None:
+            await leave_group_if_first_generation(consumer)
+
+    async def close(self) -> None:
+        """Once the broker stopped: the HTTP API, the background tasks, Kafka and Redis."""
+        if self._server is not None:
+            self._server.should_exit = True
+        for task in self._tasks:
+            if task.get_name() != "http":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.kafka.close()
+        await self.store.redis.aclose()
+        log.info("learning-account stopped")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                await starting  # raises if the start failed
+                await stopping
+        finally:
+            if not starting.done():  # stopped while still waiting for Kafka
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+            stopping.cancel()
+            await self.stop()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside our own loop: the service handles the signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
