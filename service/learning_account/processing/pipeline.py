@@ -9,6 +9,7 @@ key and content, already applied or twice in the batch) re-publishes the stored 
 applies nothing; the same key with other content is refused (`id_conflict`), also applying
 nothing. A step with an output the broker would refuse is not applied: its record is
 dead-lettered instead. The caller publishes the outputs and only then commits the input offsets.
+The records and the report are `batch`'s; the held results no record carries, `held_sweep`'s.
 """
 
 from __future__ import annotations
@@ -16,15 +17,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from opentelemetry.trace import Tracer
 
 from learning_account.domain.events import NOTHING_TOUCHED, Decision, DomainEvent, EventRejected
-from learning_account.domain.model import Account, Command, HeldResult, Policy, Refusal, immutable
+from learning_account.domain.model import Account, Command, Policy, Refusal, immutable
 from learning_account.domain.rules import decide, expire_held_results
 from learning_account.observability.tracing import applying
 from learning_account.ops.restore import account_snapshot, outbox_snapshots
+from learning_account.processing import held_sweep
+from learning_account.processing.batch import (
+    MAX_CONFLICT_RETRIES,
+    BatchReport,
+    InputRecord,
+    add_tally,
+    count_applied,
+    source_allowed,
+)
 from learning_account.processing.commands import to_command
 from learning_account.processing.outputs import (
     OutputMessage,
@@ -38,12 +48,10 @@ from learning_account.processing.store import (
     AccountStore,
     AccountWrite,
     AppliedStep,
-    HeldClaim,
     Identity,
     LoadedAccount,
     content_digest,
     event_digest,
-    next_version,
 )
 from learning_account.settings import DEFAULT_MAX_MESSAGE_BYTES
 from learning_account.wire import (
@@ -55,39 +63,12 @@ from learning_account.wire import (
     record_time,
 )
 
-log = logging.getLogger(__name__)
+__all__ = ["MAX_CONFLICT_RETRIES", "BatchReport", "InputRecord", "Processor"]
 
-MAX_CONFLICT_RETRIES = 20
+log = logging.getLogger(__name__)
 
 RECORD_HEADROOM_BYTES = 1024
 """Of a record's size, what is not its key and value: batch and record framing, headers."""
-
-
-@immutable
-class InputRecord:
-    """A record as fetched; `timestamp_ms` is its record time once ordering.Merge held it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
-    """As aiokafka reads them; a CloudEvent in binary mode has its attributes here."""
-
-
-@dataclass(slots=True)
-class BatchReport:
-    outputs: list[OutputMessage] = field(default_factory=list)
-    applied: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
-    dead_lettered: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    held: int = 0
-    conflicts: int = 0
-    snapshots: list[OutputMessage] = field(default_factory=list)
-    """The committed accounts and stored outputs for the snapshot topics (see restore.py)."""
 
 
 @immutable
@@ -101,16 +82,6 @@ class _Item:
     @property
     def identity(self) -> Identity:
         return (self.digest, self.content)
-
-
-def source_allowed(source: str, allowed: Sequence[str] | None) -> bool:
-    """LA_ALLOWED_SOURCES: None allows every source; an entry ending in `*` is a prefix."""
-    if allowed is None:
-        return True
-    return any(
-        source.startswith(entry[:-1]) if entry.endswith("*") else source == entry
-        for entry in allowed
-    )
 
 
 class Processor:
@@ -200,7 +171,7 @@ class Processor:
                         written.append(by_student_write[student_id])
                     for index, messages in decided[student_id]:
                         outputs[index] = messages
-                    _merge(report, tallies[student_id])
+                    add_tally(report, tallies[student_id])
                 else:
                     retry[student_id] = items
                     report.conflicts += 1
@@ -323,7 +294,7 @@ class Processor:
                         "outputs": [message.event_id for message in messages],
                     },
                 )
-            _count(tally, item.command, decision)
+            count_applied(tally, item.command, decision)
             tally.held += len(decision.account.held) > len(account.held)
             account = decision.account
             touched |= decision.touched
@@ -431,106 +402,5 @@ class Processor:
         until: float | None = None,
         partitions: Mapping[int, float] | None = None,
     ) -> int:
-        """Refuse held exam results whose deadline is at or before `until` (R3.6: the input time
-        the registrations reached; the clock when not given) with no event to carry them. With
-        `partitions`, a result counts the time of its partition number there, and one of a
-        partition number not there is left to the instance that owns it.
-
-        Per due student: 1. claim its index entry; 2. load the account; 3. write the refusals
-        with it as a step of stored outputs (a compare-and-set on the version: a batch that wrote
-        the account meanwhile wins, and the sweep reads and decides again); 4. publish them, and
-        any a crashed sweep left stored but unpublished (same ids, same bytes); 5. settle: drop
-        them from the pending ones and schedule the next sweep of the student.
-        """
-        now = self.clock() if until is None else until
-        cutoffs = dict(partitions or {})
-        latest = max(cutoffs.values(), default=now) if partitions is not None else now
-
-        def cutoff(held: tuple[HeldResult, ...]) -> float | None:
-            times = [now if h.partition is None else cutoffs.get(h.partition) for h in held]
-            if partitions is None or not times:  # nothing held: only unpublished refusals
-                return now
-            return None if None in times else min(t for t in times if t is not None)
-
-        refused = 0
-        for student_id in await self.store.due_held(latest, limit):
-            # Step 1.
-            claim = await self.store.claim_held(student_id)
-            if claim is not None:
-                refused += await self._sweep_student(student_id, claim, cutoff, publish)
-        return refused
-
-    async def _sweep_student(
-        self,
-        student_id: str,
-        claim: HeldClaim,
-        cutoff: Callable[[tuple[HeldResult, ...]], float | None],
-        publish: Callable[[list[OutputMessage]], Awaitable[None]],
-    ) -> int:
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            # Step 2.
-            loaded = (await self.store.load({student_id: []}))[student_id]
-            if loaded.unreadable is not None:
-                log.warning("held results of %s not swept: %s", student_id, loaded.unreadable)
-                return 0
-            account, expired = self.expire(loaded.account, cutoff(loaded.account.held))
-            messages = [
-                message
-                for stored in await self.store.stored_outputs(student_id, loaded.pending)
-                if stored
-                for message in decode_stored(stored)
-            ]
-            published = list(loaded.pending)
-            version = loaded.version
-            if expired:
-                # Step 3.
-                refusals = [(event_digest(event.caused_by), message) for event, message in expired]
-                write = AccountWrite(
-                    student_id,
-                    loaded.version,
-                    account,
-                    tuple(AppliedStep(digest, encode_stored([m])) for digest, m in refusals),
-                    held_deadline=self.held_deadline(account),
-                    was_held=True,
-                    pending=True,
-                )
-                if not (await self.store.commit([write]))[student_id]:
-                    continue
-                version = next_version(loaded.version)
-                messages.extend(message for _, message in refusals)
-                published.extend(digest for digest, _ in refusals)
-                if self.snapshots:
-                    messages.extend(await self.snapshot_messages([write]))
-            # Step 4.
-            if messages:
-                await publish(messages)
-            # Step 5.
-            await self.store.settle_held(
-                student_id, version, published, self.held_deadline(account), claim
-            )
-            if self.snapshots and published:
-                # the account without the pending digests the settle dropped
-                stored = await self.store.raw_accounts([student_id])
-                await publish([account_snapshot(student_id, stored[student_id])])
-            return len(expired)
-        log.warning("held results of %s not swept: the account kept changing", student_id)
-        return 0
-
-
-def _count(tally: BatchReport, command: Command, decision: Decision) -> None:
-    kind = type(command).__name__
-    tally.applied[kind] = tally.applied.get(kind, 0) + 1
-    for event in decision.events:
-        reason = getattr(event, "reason", None)
-        if reason is not None:
-            tally.rejected[str(reason)] = tally.rejected.get(str(reason), 0) + 1
-
-
-def _merge(report: BatchReport, tally: BatchReport) -> None:
-    for kind, n in tally.applied.items():
-        report.applied[kind] = report.applied.get(kind, 0) + n
-    for reason, n in tally.rejected.items():
-        report.rejected[reason] = report.rejected.get(reason, 0) + n
-    report.duplicates += tally.duplicates
-    report.dead_lettered += tally.dead_lettered
-    report.held += tally.held
+        """Refuse the held results due at `until` that no record carries (`held_sweep`)."""
+        return await held_sweep.sweep_held(self, publish, limit, until=until, partitions=partitions)
