@@ -15,13 +15,8 @@ from datetime import UTC, datetime
 import pytest
 
 from learning_account.entrypoints.cli import main
-from learning_account.ops.redrive import (
-    RedriveError,
-    original_key,
-    original_payload,
-    parse_since,
-    redrive,
-)
+from learning_account.ops.dead_letters import original_key, original_payload
+from learning_account.ops.redrive import RedriveError, parse_since, redrive
 from learning_account.processing.outputs import dead_letter
 from learning_account.wire import (
     DEREGISTRATIONS_TOPIC,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from learning_account import wire
-from learning_account.ops.redrive import original_headers
+from learning_account.ops.dead_letters import original_headers
 from learning_account.processing.outputs import dead_letter
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import ErrorCode, InvalidMessage, decode

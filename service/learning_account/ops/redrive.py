@@ -25,24 +25,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from learning_account.settings import Settings
-from learning_account.wire import (
-    DEAD_LETTER_PAYLOAD_LIMIT,
-    DEAD_LETTER_TOPIC,
-    INPUT_TOPICS,
-    STRUCTURED_HEADERS,
-    ErrorCode,
+from learning_account.ops.dead_letters import (
+    dead_letter_time,
+    original_headers,
+    original_key,
+    original_payload,
+    utc_time,
 )
+from learning_account.settings import Settings
+from learning_account.wire import DEAD_LETTER_TOPIC, INPUT_TOPICS, ErrorCode
 
 if TYPE_CHECKING:
     from learning_account.bootstrap import KafkaClients
@@ -96,68 +95,9 @@ class RedriveError(ValueError):
 def parse_since(text: str) -> datetime:
     """An ISO 8601 date or time; without an offset it is UTC."""
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return utc_time(text.strip())
     except ValueError:
         raise RedriveError(f"--since {text!r} is not an ISO 8601 date or time") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _dead_letter_time(document: Mapping[str, Any], timestamp_ms: int | None) -> datetime | None:
-    text = document.get("time")
-    if isinstance(text, str):
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    if timestamp_ms is not None and timestamp_ms >= 0:
-        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    return None
-
-
-def original_key(document: Mapping[str, Any]) -> bytes | None:
-    """The original record key: ``data.key`` is text, or base64 when the key was not UTF-8.
-
-    The service writes ``subject`` only when the key is UTF-8 text (``outputs.dead_letter``),
-    so a ``data.key`` without a ``subject`` is base64.
-    """
-    key = document.get("data", {}).get("key")
-    if key is None:
-        return None
-    if "subject" in document:
-        return str(key).encode()
-    try:
-        return base64.b64decode(str(key), validate=True)
-    except (binascii.Error, ValueError):
-        return str(key).encode()
-
-
-def original_headers(data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
-    """The CloudEvents headers of a binary-mode original (``data.headers``), else the
-    ``content-type`` of a structured-mode one."""
-    headers = data.get("headers")
-    if not isinstance(headers, dict):
-        return list(STRUCTURED_HEADERS)
-    return [(str(name), str(value).encode()) for name, value in headers.items()]
-
-
-def original_payload(data: Mapping[str, Any]) -> tuple[bytes | None, str]:
-    """The original message bytes, or None and why they cannot be re-published."""
-    payload = data.get("payload")
-    if not isinstance(payload, str):
-        return None, "no payload"
-    if data.get("payload_encoding") == "base64":
-        try:
-            raw = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            return None, "payload is not valid base64"
-    else:
-        raw = payload.encode("utf-8")
-    if data.get("payload_truncated") or len(raw) >= DEAD_LETTER_PAYLOAD_LIMIT:
-        return None, "payload truncated at 64 KiB"
-    if not raw:
-        return None, "empty payload"
-    return raw, ""
 
 
 async def redrive(
@@ -305,7 +245,7 @@ def _select(
     if key is not None and data.get("key") != key:
         return None
     if since_at is not None:
-        moment = _dead_letter_time(document, record.timestamp)
+        moment = dead_letter_time(document, record.timestamp)
         if moment is None or moment < since_at:
             return None
     report.matched += 1
