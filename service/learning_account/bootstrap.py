@@ -6,7 +6,8 @@ and Redis clients, the store and the processor. Nothing connects at import time,
 here connects at all except `redis_for` (which may ask the server whether it is a cluster).
 
 Tests pass fakes here instead of patching: `kafka=KafkaClients(producer=..., consumer=...,
-admin=...)` to any builder or command, `metrics=` to `build_service`.
+admin=...)` to any builder or command, `metrics=` and `store=` (e.g. the in-memory store of
+`learning_account_dev.memory_store`) to `build_service`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from learning_account.adapters.clients import (
     kafka_options,
 )
 from learning_account.adapters.redis_connect import is_cluster, redis_client
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.store import RedisStore
 from learning_account.observability.metrics import Metrics
+from learning_account.processing.store import AccountStore
 from learning_account.settings import Settings, SettingsError, reveal
 
 if TYPE_CHECKING:
@@ -127,12 +129,12 @@ async def redis_for(settings: Settings, url: str | None = None) -> Redis | Redis
 
 def account_store(
     settings: Settings, redis: Redis | RedisCluster, metrics: Metrics | None = None
-) -> AccountStore:
+) -> RedisStore:
     """The account store on `redis`, timing its operations into `metrics` when given."""
     if metrics is None:
-        return AccountStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds)
+        return RedisStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds)
     redis_seconds = metrics.redis_seconds
-    return AccountStore(
+    return RedisStore(
         redis,
         outbox_retention_seconds=settings.outbox_retention_seconds,
         observe=lambda operation, seconds: redis_seconds.labels(operation=operation).observe(
@@ -169,9 +171,17 @@ def processor(settings: Settings, store: AccountStore, *, live: bool) -> Process
 
 
 def build_service(
-    settings: Settings, *, kafka: KafkaClients | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    *,
+    kafka: KafkaClients | None = None,
+    metrics: Metrics | None = None,
+    store: AccountStore | None = None,
 ) -> Service:
-    """The whole service, not started: consumer, publisher, sweeper, readiness, HTTP API."""
+    """The whole service, not started: consumer, publisher, sweeper, readiness, HTTP API.
+
+    `store`: the accounts' store instead of the Redis one of LA_REDIS_URL; the service neither
+    connects nor closes it (its owner does).
+    """
     from learning_account.adapters.kafka_records import install_tolerant_reading
     from learning_account.adapters.publisher import Publisher
     from learning_account.entrypoints.access import JwtVerifier
@@ -185,13 +195,15 @@ def build_service(
 
     install_tolerant_reading()
     metrics = metrics or Metrics()
-    # the store and the HTTP app hold a client from the start; Service.start gives the store
-    # the one of redis_for, which asks the server when LA_REDIS_CLUSTER is auto
-    store = account_store(
-        settings,
-        redis_client(settings.redis_url, cluster=settings.redis_cluster == "true"),
-        metrics,
-    )
+    redis_store = None
+    if store is None:
+        # the store and the HTTP app hold a client from the start; Service.start gives the store
+        # the one of redis_for, which asks the server when LA_REDIS_CLUSTER is auto
+        store = redis_store = account_store(
+            settings,
+            redis_client(settings.redis_url, cluster=settings.redis_cluster == "true"),
+            metrics,
+        )
     pipeline = processor(settings, store, live=True)
     service_kafka = ServiceKafka(
         lambda: kafka_producer(
@@ -210,6 +222,7 @@ def build_service(
         settings,
         metrics=metrics,
         store=store,
+        redis_store=redis_store,
         connect_redis=lambda: redis_for(settings),
         processor=pipeline,
         kafka=service_kafka,

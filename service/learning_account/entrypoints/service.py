@@ -18,13 +18,14 @@ from starlette.types import ASGIApp
 
 from learning_account.adapters.clients import ServiceKafka, leave_group_if_first_generation
 from learning_account.adapters.publisher import Publisher
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.store import RedisStore
 from learning_account.entrypoints.consumer import BatchConsumer
 from learning_account.entrypoints.readiness import Health, PartitionProgress
 from learning_account.entrypoints.sweeper import HeldSweeper
 from learning_account.observability.metrics import Metrics
 from learning_account.processing.ordering import NotCoPartitioned, check_co_partitioned
 from learning_account.processing.pipeline import Processor
+from learning_account.processing.store import AccountStore
 from learning_account.runtime import tune_gc
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS
@@ -41,6 +42,7 @@ class Service:
         *,
         metrics: Metrics,
         store: AccountStore,
+        redis_store: RedisStore | None,
         connect_redis: Callable[[], Awaitable[Redis | RedisCluster]],
         processor: Processor,
         kafka: ServiceKafka,
@@ -55,8 +57,12 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.store = store
+        self.redis_store = redis_store
+        """The Redis store the service built (None for one it was given): its client is the
+        service's to replace on start and to close."""
         self.connect_redis = connect_redis
-        """The client start() gives the store: it asks the server when LA_REDIS_CLUSTER is auto."""
+        """The client start() gives `redis_store`: it asks the server when LA_REDIS_CLUSTER is
+        auto."""
         self.processor = processor
         self.kafka = kafka
         self.broker = broker
@@ -71,7 +77,9 @@ class Service:
 
     @property
     def redis(self) -> Redis | RedisCluster:
-        return self.store.redis
+        if self.redis_store is None:
+            raise AttributeError("the service was given its store: it holds no Redis client")
+        return self.redis_store.redis
 
     async def start(self) -> None:
         """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
@@ -81,8 +89,9 @@ class Service:
 
     async def start_http(self) -> None:
         """Before the broker starts: the Redis mode (LA_REDIS_CLUSTER), then the HTTP API."""
-        await self.store.redis.aclose()
-        self.store.redis = await self.connect_redis()
+        if self.redis_store is not None:
+            await self.redis_store.redis.aclose()
+            self.redis_store.redis = await self.connect_redis()
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,
@@ -163,7 +172,8 @@ class Service:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.kafka.close()
-        await self.store.redis.aclose()
+        if self.redis_store is not None:
+            await self.redis_store.redis.aclose()
         log.info("learning-account stopped")
 
     async def run(self) -> None:

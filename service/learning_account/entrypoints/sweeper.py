@@ -13,11 +13,11 @@ import time
 from typing import Any
 
 from learning_account.adapters.publisher import Publisher
-from learning_account.adapters.store import HELD_INDEX_KEY, AccountStore
 from learning_account.entrypoints.consumer import BatchConsumer, lagging
 from learning_account.entrypoints.readiness import Health
 from learning_account.observability.metrics import Metrics
 from learning_account.processing.pipeline import Processor
+from learning_account.processing.store import AccountStore
 from learning_account.wire import INPUT_TOPICS, REGISTRATIONS_TOPIC
 
 log = logging.getLogger("learning_account")
@@ -60,7 +60,7 @@ class HeldSweeper:
                         )
                 if refused:
                     log.info("held exam results refused", extra={"refused": refused})
-                self.metrics.held_results.set(await self.store.redis.zcard(HELD_INDEX_KEY))
+                self.metrics.held_results.set(await self.store.held_count())
             except Exception as error:
                 log.warning("held-result sweep failed (%r)", error)
             await asyncio.sleep(self.interval)
