@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from common import CEILING_OUT, LIBRDKAFKA_OUT, NAIVE_OUT, RESULTS_DIR, say
+from compare import compare_runs, render_comparison
 from latency import caused_by, measure_latency, own_id
 from limits import redis_limit
 from load import Load, first_students, generate_load, produce
@@ -243,6 +244,25 @@ async def redis_limit_phase(bench: Bench, load: Load) -> None:
     say(f"redis limit: {figures['replay']['events_per_s']:,.0f} events/s")
 
 
+async def compare_phase(bench: Bench) -> None:
+    """The service of --baseline against this tree's, alternated over the same backlog."""
+    args = bench.args
+    say(f"compare: {args.baseline} against this tree, {args.rounds} rounds")
+    figures = await compare_runs(
+        bench.stack,
+        args.baseline,
+        args.rounds,
+        args.batch_max_records,
+        bench.timeout,
+        bench.running,
+    )
+    bench.results["comparison"] = figures
+    say(
+        f"compare: events/s x{figures['ratio_events_per_s']:.2f},"
+        f" service CPU per event x{figures['ratio_service_cpu_us_per_event']:.2f}"
+    )
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     students = args.students or (2000 if args.quick else 20_000)
     work = Path(tempfile.mkdtemp(prefix="la-bench-"))
@@ -253,6 +273,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack, in_process_redis = await start_servers(work, servers)
         bench = Bench(args, students, stack, in_process_redis, describe(args, students))
         bench.results["throughput"] = {}
+        if args.only_compare:
+            await load_phase(bench)
+            await compare_phase(bench)
+            return bench.results
         await in_process_phase(bench)
         await latency_phase(bench)
         load = await load_phase(bench)
@@ -261,6 +285,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.skip_scaling:
             await scaling_phase(bench)
         await redis_limit_phase(bench, load)
+        if args.baseline is not None:
+            await compare_phase(bench)
         summarize(bench.results, bench.stack.total)
         return bench.results
     finally:
@@ -287,6 +313,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=None, help="limit per consumer run (900 s; quick 120 s)"
     )
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout whose service to compare"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/current pairs (3)")
+    parser.add_argument("--only-compare", action="store_true", help="load, then compare only")
     parser.add_argument("--profile", action="store_true", help="py-spy the service x1 run")
     parser.add_argument("--profile-seconds", type=float, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
@@ -307,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = asyncio.run(run(args))
     results["bench_seconds"] = time.perf_counter() - started
-    table = render(results)
+    table = render_comparison(results["comparison"]) if args.only_compare else render(results)
     results["table_markdown"] = table
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from processes import Child, CpuMeter, Stack
@@ -17,7 +18,11 @@ from redis.asyncio import Redis
 from learning_account_dev.devstack import free_port
 
 
-def service_child(stack: Stack, group: str, name: str, batch_max_records: int) -> Child:
+def service_child(
+    stack: Stack, group: str, name: str, batch_max_records: int, *, tree: Path | None = None
+) -> Child:
+    """The service of this checkout, or of the checkout at `tree` (its `service/` first on the
+    path; one that has no `python -m learning_account` is started through its cli module)."""
     env = {
         **os.environ,
         "LA_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
@@ -28,7 +33,12 @@ def service_child(stack: Stack, group: str, name: str, batch_max_records: int) -
         "LA_BATCH_MAX_RECORDS": str(batch_max_records),
         "PYTHONUNBUFFERED": "1",
     }
-    argv = [sys.executable, "-m", "learning_account", "serve"]
+    module = "learning_account"
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree / "service")
+        if not (tree / "service" / "learning_account" / "__main__.py").exists():
+            module = "learning_account.cli"
+    argv = [sys.executable, "-m", module, "serve"]
     return Child(name, argv, env, stack.work)
 
 
