@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import orjson
@@ -117,8 +117,8 @@ class RawYears(Mapping[int, YearTotals]):
 
     __slots__ = ("_cache", "rows", "years")
 
-    def __init__(self, rows: dict[str, list[int]], years: _ReadYears) -> None:
-        # "2016" -> [invested, acquired, bonus, refunded, deduction, rebuilt(, restored)]
+    def __init__(self, rows: dict[int, list[int]], years: _ReadYears) -> None:
+        # 2016 -> [invested, acquired, bonus, refunded, deduction, rebuilt(, restored)]
         self.rows = rows
         self.years = years
         self._cache: dict[int, YearTotals] = {}
@@ -132,7 +132,7 @@ class RawYears(Mapping[int, YearTotals]):
     def get(self, year: int, default: YearTotals | None = None) -> YearTotals | None:  # type: ignore[override]
         totals = self._cache.get(year)
         if totals is None:
-            row = self.rows.get(str(year))
+            row = self.rows.get(year)
             if row is None:
                 self.years.check(year)
                 return default
@@ -142,13 +142,13 @@ class RawYears(Mapping[int, YearTotals]):
     def __contains__(self, year: object) -> bool:
         if not isinstance(year, int):
             return False
-        if str(year) in self.rows:
+        if year in self.rows:
             return True
         self.years.check(year)
         return False
 
     def __iter__(self) -> Iterator[int]:
-        return (int(year) for year in self.rows)
+        return iter(self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -229,17 +229,18 @@ def _refund_of(code: int, credits: int) -> int | None:
 
 def _unit_from_row(year: int, row: list[Any], exact: bool = True) -> CourseUnit:
     credits, flags, border_days = row[1], row[2], row[3]
+    # positional, in CourseUnit's field order: a hot path (every unit an event looks up)
     unit = CourseUnit(
-        credits=credits,
-        contract=_CONTRACT_OF_BITS[flags & 3],
-        uses_account=bool(flags >> 2 & 1),
-        border_date=date(year, 9, 1) + timedelta(days=border_days),
-        generation_student=_GENERATION_OF_BITS[flags >> 3 & 3],
-        result=_RESULT_OF_BITS[flags >> 5 & 3],
-        deregistered=bool(flags >> 7 & 1),
-        bonus=_bonus_of(flags >> 8 & 3, credits, row),
-        refunded=_refund_of(flags >> 10 & 3, credits),
-        restored=bool(flags >> 12 & 1),
+        credits,
+        _CONTRACT_OF_BITS[flags & 3],
+        bool(flags & 4),
+        date.fromordinal(date(year, 9, 1).toordinal() + border_days),
+        _GENERATION_OF_BITS[flags >> 3 & 3],
+        _RESULT_OF_BITS[flags >> 5 & 3],
+        bool(flags & 128),
+        _bonus_of(flags >> 8 & 3, credits, row),
+        _refund_of(flags >> 10 & 3, credits),
+        bool(flags & 4096),
     )
     return unit if exact else _before_format_4(unit)
 
@@ -358,13 +359,13 @@ def decode_account(
     """
     rows: dict[int, dict[str, list[Any]]] = {}
     exact: set[int] = set()
-    for year, blob_ in (units or {}).items():
+    for year, blob_ in units.items() if units else ():
         listed = orjson.loads(blob_)
         if listed and listed[0] == UNITS_FORMAT:
             exact.add(year)
-            listed = listed[1:]
+            del listed[0]
         rows[year] = {row[0]: row for row in listed}
-    year_rows = {str(year): orjson.loads(blob_) for year, blob_ in (totals or {}).items()}
+    year_rows = {year: orjson.loads(blob_) for year, blob_ in totals.items()} if totals else {}
     read = None if read_years is None else frozenset(read_years)
     years = RawYears(year_rows, _ReadYears(student_id, read))
     unit_years = _ReadYears(student_id, read if with_units else frozenset())
@@ -373,19 +374,20 @@ def decode_account(
     document = orjson.loads(blob)
     if document.get("f") not in FORMATS_READ:
         raise ValueError(f"unknown account state format {document.get('f')!r}")
-    held = tuple(_held_from_row(student_id, row) for row in document.get("h", ()))
-    return Account(
-        student_id=student_id,
-        balance=document["b"],
-        bonus_granted=document["g"],
-        rebuilt_credits=bool(document["r"]),
-        master_degree=bool(document["m"]),
-        last_enrolment_year=document["e"],
-        last_rebuilt_year=document["x"],
-        generation_year=document["n"],
-        years=years,
-        units=RawUnits(rows, exact, unit_years),
-        held=held,
+    listed_held = document.get("h")
+    held = tuple([_held_from_row(student_id, row) for row in listed_held]) if listed_held else ()
+    return Account(  # positional, in Account's field order
+        student_id,
+        document["b"],
+        document["g"],
+        bool(document["r"]),
+        bool(document["m"]),
+        document["e"],
+        document["x"],
+        document["n"],
+        years,
+        RawUnits(rows, exact, unit_years),
+        held,
     )
 
 

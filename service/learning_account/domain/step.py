@@ -52,6 +52,24 @@ class Change:
 class Step:
     """A mutable working copy of an account for one step; `decision()` freezes it again."""
 
+    __slots__ = (
+        "account",
+        "balance",
+        "bonus_granted",
+        "events",
+        "generation_year",
+        "held",
+        "last_enrolment_year",
+        "last_rebuilt_year",
+        "master_degree",
+        "policy",
+        "rebuilt_credits",
+        "units",
+        "units_changed",
+        "year_sums",
+        "years",
+    )
+
     def __init__(self, account: Account, policy: Policy) -> None:
         self.account = account
         self.policy = policy
@@ -79,18 +97,18 @@ class Step:
             years = Overlay.over(self.years)
             for year, sums in self.year_sums.items():
                 years[year] = YearTotals(*sums)
-        account = Account(
-            student_id=self.account.student_id,
-            balance=self.balance,
-            bonus_granted=self.bonus_granted,
-            rebuilt_credits=self.rebuilt_credits,
-            master_degree=self.master_degree,
-            last_enrolment_year=self.last_enrolment_year,
-            last_rebuilt_year=self.last_rebuilt_year,
-            generation_year=self.generation_year,
-            years=years,
-            units=self.units,
-            held=tuple(self.held),
+        account = Account(  # positional, in Account's field order: once per event
+            self.account.student_id,
+            self.balance,
+            self.bonus_granted,
+            self.rebuilt_credits,
+            self.master_degree,
+            self.last_enrolment_year,
+            self.last_rebuilt_year,
+            self.generation_year,
+            years,
+            self.units,
+            tuple(self.held),
         )
         touched = NOTHING_TOUCHED
         if self.year_sums or self.units_changed:
@@ -215,6 +233,8 @@ class Step:
 
     def expire_held_results(self, now: float) -> None:
         # a held correction carries its result's time, so it expires with it
+        if not self.held:
+            return
         for held in list(self.held):
             if now - held.held_at >= self.policy.result_hold_seconds:
                 self.held.remove(held)

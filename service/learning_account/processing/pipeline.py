@@ -349,7 +349,7 @@ class Processor:
     ) -> tuple[Account, list[tuple[DomainEvent, OutputMessage]]]:
         """Refuse the held results whose deadline is at or before `until` (R3.6), each stamped
         with its deadline, so the refusal reads the same whichever record or sweep decides it."""
-        if until is None:
+        if until is None or not account.held:
             return account, []
         hold = self.policy.result_hold_seconds
         refusals: list[tuple[DomainEvent, OutputMessage]] = []
