@@ -24,14 +24,16 @@ from learning_account.wire import (
     ExamResultCorrected,
     ExamResultRecorded,
     InvalidMessage,
+    fast,
 )
 
 
 def to_command(decoded: DecodedEvent) -> Command:
     event = EventRef(decoded.source, decoded.id, decoded.type)
-    data = decoded.data
+    # the fast reading has the models' field names and values (wire.fast)
+    data = decoded.fast.data if decoded.fast is not None else decoded.data
     match data:
-        case CourseUnitsRegistered():
+        case CourseUnitsRegistered() | fast.CourseUnitsRegistered():
             return Register(
                 event=event,
                 student_id=data.student_id,
@@ -53,7 +55,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 exceptional_admission=data.exceptional_admission,
                 generation_student=data.generation_student,
             )
-        case ExamResultRecorded():
+        case ExamResultRecorded() | fast.ExamResultRecorded():
             return RecordResult(
                 event=event,
                 student_id=data.student_id,
@@ -62,7 +64,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 outcome=data.outcome,
                 recorded_on=data.recorded_on,
             )
-        case ExamResultCorrected():
+        case ExamResultCorrected() | fast.ExamResultCorrected():
             return CorrectResult(
                 event=event,
                 student_id=data.student_id,
@@ -71,7 +73,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 outcome=data.outcome,
                 corrected_on=data.corrected_on,
             )
-        case CreditsRestored():
+        case CreditsRestored() | fast.CreditsRestored():
             return RestoreCredits(
                 event=event,
                 student_id=data.student_id,
@@ -80,7 +82,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 decided_on=data.decided_on,
                 decision_reference=data.decision_reference,
             )
-        case DegreeAwarded():
+        case DegreeAwarded() | fast.DegreeAwarded():
             return AwardDegree(
                 event=event,
                 student_id=data.student_id,
@@ -89,7 +91,7 @@ def to_command(decoded: DecodedEvent) -> Command:
                 programme_code=data.programme_code,
                 awarded_on=data.awarded_on,
             )
-        case CourseUnitsDeregistered():
+        case CourseUnitsDeregistered() | fast.CourseUnitsDeregistered():
             return Deregister(
                 event=event,
                 student_id=data.student_id,
