@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from learning_account.wire import TYPE_TOPIC, decode
+from learning_account.wire import EXAM_RESULTS_TOPIC, TYPE_TOPIC, decode
 from learning_account_dev import events as ev
 from support.decoders import Tally, checked_reader, decoding, reference_decode, verdict
 
@@ -36,6 +36,63 @@ def test_the_bench_load_reads_alike_and_all_of_it_fast(monkeypatch: pytest.Monke
             reference_decode, topic, value, key, stamped_at=NOW
         )
     assert tally.fast == len(load.records) and not tally.models_only
+
+
+_RESULT = ev.to_bytes(ev.exam_result(STUDENT, 2016, "PSY101"))
+_OTHER_DATA = b'"data": {"student_id": "r0123456"}'
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _RESULT[:-1] + b", " + _OTHER_DATA + b"}",
+        _RESULT[:-1] + b', "subject": "other"}',
+        _RESULT[:-1] + b', "type": "be.flanders.learning-account.degree-awarded.v1"}',
+        _RESULT.replace(b'"student_id":', b'"student_id": "zz", "student_id":'),
+        _RESULT.replace(b'"course_unit_code"', b'"course_\\u0075nit_code"'),
+        _RESULT[:-1] + b', "x": "\\q"}',
+        _RESULT[:-1] + b', "x": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        _RESULT[:-1] + b', "x": ' + b"[" * 250 + b"]" * 250 + b"}",
+        _RESULT[:-1] + b', "x": ' + b'{"a": ' * 250 + b"1" + b"}" * 250 + b"}",
+        _RESULT[:-1] + b', "x": [' + b"{}, " * 200 + b"1]}",
+        _RESULT[:-1] + b', "x": 1e999999}',
+        _RESULT[:-1] + b', "x": ' + b"9" * 5000 + b"}",
+        _RESULT[:-1] + b', "x": NaN}',
+        _RESULT[:-1] + b', "x": [-Infinity, 01, 1.]}',
+        _RESULT[:-1] + b', "x": "\\ud800"}',
+        _RESULT[:-1] + b', "x": "a\x01b"}',
+        _RESULT.replace(b"PSY101", b"PSY\x01101"),
+        "\ufeff".encode() + _RESULT,
+        b" \n" + _RESULT + b" \t",
+        _RESULT + b" x",
+    ],
+    ids=[
+        "duplicate-data",
+        "duplicate-subject",
+        "duplicate-type",
+        "duplicate-student-id",
+        "escaped-key",
+        "bad-escape-in-unknown-field",
+        "deep-unknown-field",
+        "250-lists-deep-unknown-field",
+        "250-objects-deep-unknown-field",
+        "many-objects-in-unknown-field",
+        "huge-number-in-unknown-field",
+        "long-integer-in-unknown-field",
+        "nan-in-unknown-field",
+        "bad-numbers-in-unknown-field",
+        "lone-surrogate-in-unknown-field",
+        "control-character-in-unknown-field",
+        "control-character-in-code",
+        "byte-order-mark",
+        "whitespace-around",
+        "trailing-text",
+    ],
+)
+def test_odd_json_gets_the_same_verdict_from_both(message: bytes) -> None:
+    assert verdict(decode, EXAM_RESULTS_TOPIC, message, stamped_at=NOW) == verdict(
+        reference_decode, EXAM_RESULTS_TOPIC, message, stamped_at=NOW
+    )
 
 
 def _events() -> list[dict[str, Any]]:
