@@ -14,6 +14,10 @@ from learning_account.processing.outputs import dead_letter
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import ErrorCode, InvalidMessage, decode
 from learning_account_dev import events as ev
+from support.decoders import both_readers_checked  # noqa: F401
+
+# every message these tests decode is read by the fast reader and the models, which must agree
+pytestmark = pytest.mark.usefixtures("both_readers_checked")
 
 TOPIC = wire.REGISTRATIONS_TOPIC
 

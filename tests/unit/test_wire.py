@@ -13,6 +13,10 @@ import pytest
 from learning_account import wire
 from learning_account.wire import InvalidMessage, decode
 from learning_account_dev import events as ev
+from support.decoders import both_readers_checked  # noqa: F401
+
+# every message these tests decode is read by the fast reader and the models, which must agree
+pytestmark = pytest.mark.usefixtures("both_readers_checked")
 
 
 def registration(**data_changes: Any) -> dict[str, Any]:

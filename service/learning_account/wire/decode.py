@@ -9,15 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Final
 
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
-from learning_account.domain.model import immutable
 from learning_account.wire.binary import Headers, binary_attributes, structured
 from learning_account.wire.envelope import WireModel
 from learning_account.wire.errors import ErrorCode, InvalidMessage, clip
+from learning_account.wire.fast import FastEvent, content, read_input
 from learning_account.wire.fields import LATEST_YEAR_CONTEXT, latest_academic_year
 from learning_account.wire.inputs import (
     CourseUnitsDeregisteredEvent,
@@ -80,19 +81,54 @@ _EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(
 )
 
 
-@immutable
 class DecodedEvent:
-    """A valid message: its CloudEvents attributes, its typed data and the whole model."""
+    """A valid message: its CloudEvents attributes, its typed data and the whole model.
 
-    topic: str
-    source: str
-    id: str
-    type: str
-    subject: str | None
-    time: datetime | None
-    data: EventData
-    event: Event
-    key: bytes | None
+    An input the fast reader accepted (`wire.fast`) carries its `fast` reading; its models
+    (`event`, `data`, `time`) are then validated when first asked for, off the hot path.
+    """
+
+    __slots__ = ("_event", "_latest", "_message", "fast", "id", "key", "source", "topic", "type")
+
+    def __init__(
+        self,
+        topic: str,
+        key: bytes | None,
+        *,
+        event: Event | None = None,
+        fast: FastEvent | None = None,
+        message: bytes = b"",
+        latest: int = 0,
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.fast = fast
+        self._event = event
+        self._message = message
+        self._latest = latest
+        header = fast if fast is not None else event
+        assert header is not None, "a decoded event has a model or a fast reading"
+        self.source: str = header.source
+        self.id: str = header.id
+        self.type: str = header.type
+
+    @property
+    def event(self) -> Event:
+        if self._event is None:
+            self._event = _validate(self._message, self._latest)
+        return self._event
+
+    @property
+    def data(self) -> EventData:
+        return self.event.data
+
+    @property
+    def subject(self) -> str | None:
+        return self.fast.subject if self.fast is not None else self.event.subject
+
+    @property
+    def time(self) -> datetime | None:
+        return self.event.time
 
 
 def decode(
@@ -125,9 +161,12 @@ def decode(
     attributes = binary_attributes(headers)
     if attributes is not None:
         value = structured(attributes, value)
+    latest = _latest_year(int((time.time() if stamped_at is None else stamped_at) // 3600))
+    fast = read_input(value, latest)
+    if fast is not None and fast.type in allowed:
+        return DecodedEvent(topic, key, fast=fast, message=value, latest=latest)
     try:
-        latest = latest_academic_year(time.time() if stamped_at is None else stamped_at)
-        event = _EVENT_ADAPTER.validate_json(value, context={LATEST_YEAR_CONTEXT: latest})
+        event = _validate(value, latest)
     except ValidationError as exc:
         reason, code = _describe(exc, topic, allowed)
         if attributes is not None and code is ErrorCode.INVALID_ENVELOPE:
@@ -135,23 +174,25 @@ def decode(
         raise InvalidMessage(reason, code) from None
     if event.type not in allowed:
         raise InvalidMessage(_wrong_topic(event.type, topic), ErrorCode.WRONG_TOPIC)
-    return DecodedEvent(
-        topic=topic,
-        source=event.source,
-        id=event.id,
-        type=event.type,
-        subject=event.subject,
-        time=event.time,
-        data=event.data,
-        event=event,
-        key=key,
-    )
+    return DecodedEvent(topic, key, event=event)
+
+
+@lru_cache(maxsize=64)
+def _latest_year(hour: int) -> int:
+    # Brussels' offsets are whole hours (since 1892): its date, and so the year, is the hour's
+    return latest_academic_year(hour * 3600)
+
+
+def _validate(message: bytes, latest: int) -> Event:
+    return _EVENT_ADAPTER.validate_json(message, context={LATEST_YEAR_CONTEXT: latest})
 
 
 def canonical_content(decoded: DecodedEvent) -> bytes:
     """What makes two events with one idempotency key the same event: `type` and the validated
     `data` (unknown fields dropped, defaults left out, so given or defaulted read alike; numbers
     as the contract writes them, so `6` and `6.0` read alike), as JSON with sorted keys."""
+    if decoded.fast is not None:
+        return content(decoded.fast)
     data = decoded.data.model_dump(mode="json", exclude_defaults=True)
     return orjson.dumps({"type": decoded.type, "data": data}, option=orjson.OPT_SORT_KEYS)
 
