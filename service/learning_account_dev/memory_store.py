@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from learning_account.adapters.lua import ENTRY_BYTES
 from learning_account.adapters.redis_layout import (
+    ACCOUNT_LOAD_FIELDS,
     decode_fields,
     digests,
     encode_state,
@@ -24,6 +25,7 @@ from learning_account.adapters.redis_layout import (
     load_fields,
     loaded,
     outputs_key,
+    seen_key,
 )
 from learning_account.domain.model import Account
 from learning_account.processing.store import (
@@ -65,27 +67,17 @@ class MemoryStore:
         for student_id, events in events_by_student.items():
             years = sorted(set((years_by_student or {}).get(student_id, ())))
             fields = self.accounts.get(student_id, {})
-            reply: list[Any] = [fields.get(b"s"), fields.get(b"v"), fields.get(b"p")]
-            reply += [self._outcome(student_id, fields, identity) for identity in events]
-            reply += [fields.get(name.encode()) for name in load_fields(years)]
-            result[student_id] = loaded(student_id, list(events), years, reply)
+            names = [*ACCOUNT_LOAD_FIELDS, *load_fields(years)]
+            values = [fields.get(name.encode()) for name in names]
+            outcomes = [self._outcome(student_id, fields, identity) for identity in events]
+            result[student_id] = loaded(student_id, list(events), years, values, outcomes)
         return result
 
     def _outcome(self, student_id: str, fields: Mapping[bytes, bytes], event: Identity) -> Any:
         """0 (new), 1 (its digest stands for other content) or its stored outputs (b"" once
-        the retention passed), as the load script answers."""
-        digest, content = event
-        key = bytes.fromhex(digest)
-        if _listed(fields.get(b"d", b""), key, DIGEST_BYTES):
-            return self._stored(outputs_key(student_id, digest)) or b""
-        contents = _contents_of(fields.get(b"k", b""), key)
-        if not contents:
-            return 0
-        if contents[0] == content:
-            return self._stored(outputs_key(student_id, digest)) or b""
-        if content in contents[1:]:
-            return self._stored(outputs_key(student_id, digest + content)) or b""
-        return 1
+        the retention passed), as the Redis store answers."""
+        found = seen_key(student_id, fields.get(b"d", b""), fields.get(b"k", b""), event)
+        return self._stored(found) or b"" if isinstance(found, str) else found
 
     def _stored(self, key: str) -> bytes | None:
         value = self.outputs.get(key)
@@ -210,20 +202,6 @@ def _is_number(text: bytes) -> bool:
         return not math.isnan(float(text))
     except ValueError:
         return False
-
-
-def _listed(entries: bytes, digest: bytes, width: int) -> bool:
-    """Whether `digest` starts one of the `width`-byte entries of `entries`."""
-    return any(entries[at : at + len(digest)] == digest for at in range(0, len(entries), width))
-
-
-def _contents_of(entries: bytes, digest: bytes) -> list[str]:
-    """The content digests (hex) the (digest, content digest) entries record for `digest`."""
-    return [
-        entries[at + DIGEST_BYTES : at + ENTRY_BYTES].hex()
-        for at in range(0, len(entries), ENTRY_BYTES)
-        if entries[at : at + DIGEST_BYTES] == digest
-    ]
 
 
 if TYPE_CHECKING:

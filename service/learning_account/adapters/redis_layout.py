@@ -22,9 +22,10 @@ The in-memory store of `learning_account_dev` keeps the same fields, so both sna
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from learning_account.adapters.lua import ENTRY_BYTES
 from learning_account.adapters.state_codec import (
     decode_account,
     encode_core,
@@ -87,14 +88,53 @@ def load_fields(years: Sequence[int]) -> list[str]:
     return [name for year in years for name in (units_field(year), totals_field(year))]
 
 
+ACCOUNT_LOAD_FIELDS = ("s", "v", "d", "p", "k")
+"""The account fields every load reads, before the year fields of `load_fields`."""
+
+
+def seen_key(student_id: str, applied: bytes, entries: bytes, event: Identity) -> int | str:
+    """What a load finds for `event` in the account's `d` (`applied`) and `k` (`entries`)
+    lists: 0 (new), 1 (its digest stands for other content: a re-use) or the outputs key of
+    the step it re-delivers."""
+    digest, content = event
+    key = bytes.fromhex(digest)
+    if key in applied and next(_aligned(applied, key, DIGEST_BYTES), None) is not None:
+        return outputs_key(student_id, digest)
+    if key not in entries:
+        return 0  # the common case, without a scan
+    contents = [
+        entries[at + DIGEST_BYTES : at + ENTRY_BYTES].hex()
+        for at in _aligned(entries, key, ENTRY_BYTES)
+    ]
+    if not contents:
+        return 0
+    if contents[0] == content:
+        return outputs_key(student_id, digest)
+    if content in contents[1:]:
+        return outputs_key(student_id, digest + content)
+    return 1
+
+
+def _aligned(listed: bytes, digest: bytes, width: int) -> Iterator[int]:
+    """Where `digest` starts one of the `width`-byte entries of `listed`."""
+    at = listed.find(digest)
+    while at >= 0:
+        if at % width == 0:
+            yield at
+        at = listed.find(digest, at + 1)
+
+
 def loaded(
-    student_id: str, events: Sequence[Identity], years: Sequence[int], reply: Sequence[Any]
+    student_id: str,
+    events: Sequence[Identity],
+    years: Sequence[int],
+    values: Sequence[Any],
+    outcomes: Sequence[Any],
 ) -> LoadedAccount:
-    """A student as the load script replies: state, version, pending digests, then per event 0
-    (new), 1 (a re-use) or its stored outputs, then per year its units and totals."""
-    state, version, pending = reply[0], reply[1], reply[2] or b""
-    outputs = reply[3 : 3 + len(events)]
-    fields = reply[3 + len(events) :]
+    """A student from the `ACCOUNT_LOAD_FIELDS` and `load_fields(years)` values of its hash,
+    and per event 0 (new), 1 (a re-use) or its stored outputs (b"" once the retention passed)."""
+    state, version, pending = values[0], values[1], values[3] or b""
+    fields = values[len(ACCOUNT_LOAD_FIELDS) :]
     units = {year: blob for year, blob in zip(years, fields[::2], strict=True) if blob}
     totals = {year: blob for year, blob in zip(years, fields[1::2], strict=True) if blob}
     unreadable = None
@@ -108,7 +148,7 @@ def loaded(
         pending=digests(pending),
         unreadable=unreadable,
     )
-    for identity, stored in zip(events, outputs, strict=True):
+    for identity, stored in zip(events, outcomes, strict=True):
         if stored == 1:
             entry.reused.add(identity)
         elif stored != 0:

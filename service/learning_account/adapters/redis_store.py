@@ -1,7 +1,8 @@
 """Each student's learning account in Redis (the keys and fields: `redis_layout`).
 
-Applying a batch is two round trips whatever its size: one pipelined read of every touched
-student, one pipelined atomic write per student (a Lua script, `lua/`, that checks the version,
+Applying a batch is two round trips whatever its size (three when it re-delivers applied
+events: their stored outputs are read apart): one pipelined read of every touched student, one
+pipelined atomic write per student (a Lua script, `lua/`, that checks the version,
 writes the state, records the digests and stores the outputs together). Only the academic years
 a batch names are read and written, so a student's long history does not make an event much
 dearer.
@@ -22,13 +23,13 @@ from learning_account.adapters.lua import (
     COMMIT_MANY_SCRIPT,
     COMMIT_SCRIPT,
     LOAD_MANY_SCRIPT,
-    LOAD_SCRIPT,
     RELEASE_CLAIM_SCRIPT,
     SCRIPTS,
     SETTLE_MANY_SCRIPT,
     SETTLE_SCRIPT,
 )
 from learning_account.adapters.redis_layout import (
+    ACCOUNT_LOAD_FIELDS,
     HELD_INDEX_KEY,
     account_key,
     decode_fields,
@@ -37,6 +38,7 @@ from learning_account.adapters.redis_layout import (
     load_fields,
     loaded,
     outputs_key,
+    seen_key,
 )
 from learning_account.domain.model import Account
 from learning_account.processing.store import (
@@ -91,7 +93,8 @@ class RedisStore:
         events_by_student: Mapping[str, Sequence[Identity]],
         years_by_student: Mapping[str, Iterable[int]] | None = None,
     ) -> dict[str, LoadedAccount]:
-        """Read every touched student in one pipelined round trip (one script call each).
+        """Read every touched student in one pipelined round trip, and a second one for the
+        stored outputs of events already applied.
 
         Only the course units of the given academic years are read: the rules look up units of
         the event's own year only.
@@ -112,25 +115,50 @@ class RedisStore:
             replies = await self._execute_load(requests)
         self._timed("load", started)
         return {
-            student_id: loaded(student_id, events, years, reply)
-            for (student_id, events, years), reply in zip(requests, replies, strict=True)
+            student_id: loaded(student_id, events, years, values, outcomes)
+            for (student_id, events, years), (values, outcomes) in zip(
+                requests, replies, strict=True
+            )
         }
 
     async def _execute_load(
         self, requests: list[tuple[str, list[Identity], list[int]]]
-    ) -> list[Any]:
-        calls = []
-        for student_id, events, years in requests:
-            keys = [account_key(student_id)]
-            args: list[Any] = [len(events)]
-            for digest, content in events:
-                keys.extend(
-                    (outputs_key(student_id, digest), outputs_key(student_id, digest + content))
-                )
-                args.extend((bytes.fromhex(digest), bytes.fromhex(content)))
-            args.extend(load_fields(years))
-            calls.append((keys, args))
-        return await self._run_scripts(calls, LOAD_SCRIPT, LOAD_MANY_SCRIPT)
+    ) -> list[tuple[list[Any], list[Any]]]:
+        """One HMGET per student (each atomic; on a single Redis all in one script call), then
+        the stored outputs of the events seen: a digest recorded in the account had its outputs
+        stored in the same commit, and a digest once recorded stays, so the second read finds
+        what the first one implies."""
+        reads = [
+            (account_key(student_id), [*ACCOUNT_LOAD_FIELDS, *load_fields(years)])
+            for student_id, _, years in requests
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if self._cluster:
+                for key, fields in reads:
+                    pipe.hmget(key, fields)
+                accounts = await self._checked(pipe)
+            else:
+                args: list[Any] = []
+                for _, fields in reads:
+                    args.append(len(fields))
+                    args.extend(fields)
+                pipe.evalsha(_sha(LOAD_MANY_SCRIPT), len(reads), *(key for key, _ in reads), *args)
+                accounts = list((await self._checked(pipe))[0])
+        found = [
+            [seen_key(student_id, values[2] or b"", values[4] or b"", event) for event in events]
+            for (student_id, events, _), values in zip(requests, accounts, strict=True)
+        ]
+        wanted = [key for student in found for key in student if isinstance(key, str)]
+        stored: dict[str, bytes | None] = {}
+        if wanted:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in wanted:
+                    pipe.get(key)
+                stored = dict(zip(wanted, await self._checked(pipe), strict=True))
+        return [
+            (values, [stored[key] or b"" if isinstance(key, str) else key for key in student])
+            for values, student in zip(accounts, found, strict=True)
+        ]
 
     async def _run_scripts(
         self,

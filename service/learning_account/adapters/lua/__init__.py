@@ -28,22 +28,18 @@ _ONE = "checked_one"
 _MANY = "for_each_student"
 COMMIT_SCRIPT = _script("helpers", "commit_one", _ONE, call="checked_one(commit_one, check_commit)")
 SETTLE_SCRIPT = _script("helpers", "settle_one", _ONE, call="checked_one(settle_one, check_settle)")
-LOAD_SCRIPT = _script("helpers", "load_one", call="load_one(KEYS, ARGV)")
 COMMIT_MANY_SCRIPT = _script(
     "helpers", "commit_one", _MANY, call="for_each_student(commit_one, check_commit, true)"
 )
 SETTLE_MANY_SCRIPT = _script(
     "helpers", "settle_one", _MANY, call="for_each_student(settle_one, check_settle, true)"
 )
-LOAD_MANY_SCRIPT = _script(
-    "helpers", "load_one", _MANY, call="for_each_student(load_one, nil, false)"
-)
+LOAD_MANY_SCRIPT = _read("load_many")
 RELEASE_CLAIM_SCRIPT = _read("release_claim")
 
 SCRIPTS = (
     COMMIT_SCRIPT,
     SETTLE_SCRIPT,
-    LOAD_SCRIPT,
     COMMIT_MANY_SCRIPT,
     SETTLE_MANY_SCRIPT,
     LOAD_MANY_SCRIPT,

@@ -29,22 +29,25 @@ local function check_commit(keys, argv)
       return 'commit: a digest is not ' .. DIGEST .. ' or ' .. ENTRY .. ' bytes'
     end
   end
-  if not of_type(keys[1], 'hash', 'none') then return 'commit: the account is not a hash' end
-  local current = redis.call('HGET', keys[1], 'v')
+  -- a key of another type fails the read (WRONGTYPE), not the write after it
+  local current = redis.pcall('HGET', keys[1], 'v')
+  if type(current) == 'table' then return 'commit: the account is not a hash' end
   if current and not is_number(current) then return 'commit: the stored version is not a number' end
   return nil
 end
 
+-- one read and one write of the hash: a Redis call from Lua costs more than the work it does here
 local function commit_one(keys, argv, index)
-  local current = redis.call('HGET', keys[1], 'v')
+  local stored = redis.call('HMGET', keys[1], 'v', 'd', 'k', 'p')
+  local current = stored[1]
   if (current or '') ~= argv[1] then
     return 0
   end
-  local version = (tonumber(current) or 0) + 1
-  redis.call('HSET', keys[1], 's', argv[2], 'v', version)
+  local fields = {'s', argv[2], 'v', (tonumber(current) or 0) + 1}
   local at = 8
   for i = 1, tonumber(argv[4]) do
-    redis.call('HSET', keys[1], argv[at], argv[at + 1])
+    fields[#fields + 1] = argv[at]
+    fields[#fields + 1] = argv[at + 1]
     at = at + 2
   end
   local retention = tonumber(argv[3])
@@ -58,14 +61,16 @@ local function commit_one(keys, argv, index)
     end
     at = at + 2
   end
-  local pending = redis.call('HGET', keys[1], 'p') or ''
-  for _, list in ipairs({'d', 'k', 'p'}) do
+  local pending = stored[4] or ''
+  for n, list in ipairs({'d', 'k', 'p'}) do
     if #added[list] > 0 then
-      local listed = (redis.call('HGET', keys[1], list) or '') .. table.concat(added[list])
-      redis.call('HSET', keys[1], list, listed)
+      local listed = (stored[n + 1] or '') .. table.concat(added[list])
+      fields[#fields + 1] = list
+      fields[#fields + 1] = listed
       if list == 'p' then pending = listed end
     end
   end
+  redis.call('HSET', keys[1], unpack(fields))
   if index then
     if pending ~= '' then
       redis.call('ZADD', index, 0, argv[7])
@@ -75,5 +80,5 @@ local function commit_one(keys, argv, index)
       redis.call('ZADD', index, argv[5], argv[7])
     end
   end
-  return {version, pending ~= '' and 1 or 0}
+  return {fields[4], pending ~= '' and 1 or 0}
 end

@@ -26,18 +26,3 @@ local function has_digest(list, digest)
     start = at + 1
   end
 end
-
--- the content digests a list of (digest, content digest) entries records for `digest`, in order
-local function contents_of(list, digest)
-  local found, start = {}, 1
-  while true do
-    local at = string.find(list, digest, start, true)
-    if not at then return found end
-    if (at - 1) % ENTRY == 0 then
-      found[#found + 1] = string.sub(list, at + DIGEST, at + ENTRY - 1)
-      start = at + ENTRY
-    else
-      start = at + 1
-    end
-  end
-end
