@@ -1,7 +1,7 @@
 """The machine's limit for this workload on the Redis side: Redis replaying the service's own
 load and commit scripts on the bench's accounts, as fast as one pipelined connection sends them.
 
-1. `capture` runs the service's Processor and AccountStore in-process over the backlog against a
+1. `capture` runs the service's Processor and RedisStore in-process over the backlog against a
    Redis client that records every pipeline the store executes (EVALSHA of the load and commit
    scripts, the held index's ZADD), packed as the service packs them, and the scripts it loads.
 2. `replay` loads those scripts into a fresh redis-server and writes every recorded command down
@@ -24,7 +24,8 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from learning_account.adapters.store import AccountStore, account_key
+from learning_account.adapters.redis_layout import account_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
 from learning_account_dev.devstack import free_port, start_redis
@@ -123,7 +124,7 @@ async def capture(
     redis.recording = Recording()
     await redis.flushall()
     await redis.script_flush()
-    processor = Processor(AccountStore(redis), Settings().policy)
+    processor = Processor(RedisStore(redis), Settings().policy)
     batch = input_records(records)
     students = sorted({key.decode() for _, key, _ in records})[:REPLAY_SAMPLE]
     cpu_before = await redis_cpu_seconds(redis)

@@ -14,7 +14,8 @@ from load import student_year
 from redis.asyncio import Redis
 
 from learning_account.adapters.redis_connect import redis_client
-from learning_account.adapters.store import AccountStore, account_key
+from learning_account.adapters.redis_layout import account_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
 from learning_account_dev import events as ev
@@ -55,7 +56,7 @@ async def measure_memory(redis_url: str, students: int) -> dict[str, Any]:
     await asyncio.sleep(0.2)
     before = int((await redis.info("memory"))["used_memory"])
     settings = Settings()
-    processor = Processor(AccountStore(redis), settings.policy)
+    processor = Processor(RedisStore(redis), settings.policy)
     feeder = Feeder()
     rng = random.Random(5)
     ids = [f"m{n:07d}" for n in range(students)]
@@ -147,7 +148,7 @@ async def measure_history(
     """
     redis = redis_client(redis_url, cluster=False)
     await redis.flushall()
-    processor = Processor(AccountStore(redis), Settings().policy)
+    processor = Processor(RedisStore(redis), Settings().policy)
     feeder = Feeder()
     last = max(checkpoints)
     cycle = 11

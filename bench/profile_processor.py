@@ -20,7 +20,7 @@ from memory import Feeder, history_track
 from pyinstrument import Profiler
 
 from learning_account.adapters.redis_connect import redis_client
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.processing.pipeline import Processor
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS
@@ -34,7 +34,7 @@ async def main(args: argparse.Namespace) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     try:
         redis = redis_client(f"redis://127.0.0.1:{port}/0", cluster=False)
-        processor = Processor(AccountStore(redis), Settings().policy)
+        processor = Processor(RedisStore(redis), Settings().policy)
 
         # 1. the backlog mix
         load = generate_load(args.students)

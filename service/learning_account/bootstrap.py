@@ -27,7 +27,7 @@ from learning_account.adapters.clients import (
     kafka_options,
 )
 from learning_account.adapters.redis_connect import is_cluster, redis_client
-from learning_account.adapters.store import RedisStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.observability.metrics import Metrics
 from learning_account.processing.store import AccountStore
 from learning_account.settings import Settings, SettingsError, reveal

@@ -25,7 +25,7 @@ import pytest
 import uvicorn
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.entrypoints.http_api import create_http_app
 from learning_account.observability.metrics import Metrics
 from learning_account_dev import events as ev
@@ -103,7 +103,7 @@ class _ThreadServer:
         redis = Redis.from_url(self.redis_url)
         try:
             app = create_http_app(
-                AccountStore(redis),
+                RedisStore(redis),
                 ready=always_ready,
                 metrics=Metrics(),
                 token=TOKEN,

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 from workload import Workload
 
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.adapters.state_codec import encode_account
-from learning_account.adapters.store import AccountStore
 from learning_account.domain.model import Account
 from learning_account.wire import DEAD_LETTER_TOPIC, OUTPUT_TOPICS
 from support.kafka import consume_to_end, not_utf8_header_names
@@ -255,7 +255,7 @@ async def stored_accounts(redis_url: str, students: Sequence[str]) -> list[Accou
     """Each student's account as stored (with its course units), None where there is none."""
     redis = Redis.from_url(redis_url)
     try:
-        store = AccountStore(redis)
+        store = RedisStore(redis)
         return [await store.get(sid, with_units=True) for sid in students]
     finally:
         await redis.aclose()

@@ -16,11 +16,11 @@ from typing import Any
 
 from hostile import HostileRecord, hostile_records
 
-from learning_account.adapters.store import event_digest
 from learning_account.domain.model import Account, Policy
 from learning_account.domain.rules import decide
 from learning_account.processing.commands import to_command
 from learning_account.processing.outputs import to_message
+from learning_account.processing.store import event_digest
 from learning_account.wire import (
     DEREGISTRATIONS_TOPIC,
     EXAM_RESULTS_TOPIC,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
@@ -60,7 +60,7 @@ async def test_statement_prints_the_seed_table_from_redis(redis_url: str) -> Non
     redis = Redis.from_url(url)
     await redis.flushdb()
     events = ev.mary_track("cli-mary")
-    await Processor(AccountStore(redis), Policy()).process(
+    await Processor(RedisStore(redis), Policy()).process(
         [InputRecord(ev.topic_of(e), 0, n, None, ev.to_bytes(e), n) for n, e in enumerate(events)]
     )
     await redis.aclose()

@@ -23,7 +23,8 @@ from faststream.kafka.security import parse_security
 from redis.asyncio import RedisCluster
 
 from learning_account.adapters.clients import faststream_security, kafka_security
-from learning_account.adapters.store import AccountStore, account_key
+from learning_account.adapters.redis_layout import account_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.bootstrap import KafkaClients, asyncapi_document, build_service
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
@@ -294,7 +295,7 @@ def off_the_first_node(cluster: RedisCluster, url: str) -> str:
 
 
 async def seed_balances(cluster: RedisCluster, student: str) -> list[float]:
-    account = await AccountStore(cluster).get(student)
+    account = await RedisStore(cluster).get(student)
     assert account is not None
     return [row.balance / 4 for row in statement(account, 2019)]
 
@@ -305,7 +306,7 @@ async def test_statement_reads_a_redis_cluster(
 ) -> None:
     student = off_the_first_node(cluster, redis_cluster_url)
     events = ev.mary_track(student)
-    await Processor(AccountStore(cluster), Policy()).process(
+    await Processor(RedisStore(cluster), Policy()).process(
         [InputRecord(ev.topic_of(e), 0, n, None, ev.to_bytes(e), n) for n, e in enumerate(events)]
     )
     env = {
@@ -358,7 +359,7 @@ async def test_serve_reads_a_redis_cluster(
     mode: str, history_broker: str, cluster: RedisCluster, redis_cluster_url: str
 ) -> None:
     student = off_the_first_node(cluster, redis_cluster_url)
-    await Processor(AccountStore(cluster), Policy()).process(
+    await Processor(RedisStore(cluster), Policy()).process(
         [
             InputRecord(ev.topic_of(e), 0, n, None, ev.to_bytes(e), n)
             for n, e in enumerate(ev.mary_track(student))

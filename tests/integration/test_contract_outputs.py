@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from redis.asyncio import Redis
 
 from learning_account import wire
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.observability.tracing import create_tracer
 from learning_account.processing.outputs import OutputMessage
@@ -112,7 +112,7 @@ def tracer_for(tracing: str) -> Any:
 @pytest.fixture(params=["tracing-off", "tracing-on"])
 async def published(request: pytest.FixtureRequest, redis_client: Redis) -> list[dict[str, Any]]:
     processor = Processor(
-        AccountStore(redis_client),
+        RedisStore(redis_client),
         Policy(),
         clock=lambda: RECORD_TIME_MS / 1000,
         tracer=tracer_for(request.param.removeprefix("tracing-")),

@@ -25,7 +25,7 @@ from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from redis.asyncio import Redis
 
 from learning_account.adapters.kafka_records import unreadable
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.bootstrap import build_service
 from learning_account.entrypoints import consumer as app
 from learning_account.entrypoints.service import Service
@@ -269,7 +269,7 @@ async def test_a_header_name_that_is_not_utf8_loses_nothing_on_any_partition(
         )
         _out, errors = await rebuild.communicate()
         assert rebuild.returncode == 0, errors.decode()[-2000:]
-        store = AccountStore(rebuilt)
+        store = RedisStore(rebuilt)
         assert [getattr(await store.get(name), "balance", None) for name in names] == [
             BALANCE * 4
         ] * len(names)

@@ -13,7 +13,8 @@ import pytest
 from redis.asyncio import Redis
 
 from learning_account.adapters.clock import current_academic_year
-from learning_account.adapters.store import AccountStore, account_key
+from learning_account.adapters.redis_layout import account_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.processing.pipeline import BatchReport, InputRecord, Processor
 from learning_account.processing.projection import InvalidProjection, read_events
@@ -40,7 +41,7 @@ def record(event: dict[str, Any], timestamp_ms: int | None = STAMP_MS) -> InputR
 
 
 def processor(redis_client: Redis, **options: Any) -> Processor:
-    return Processor(AccountStore(redis_client), Policy(), clock=lambda: 1_700_000_000.0, **options)
+    return Processor(RedisStore(redis_client), Policy(), clock=lambda: 1_700_000_000.0, **options)
 
 
 def documents(report: BatchReport, topic: str | None = None) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.bootstrap import build_service
 from learning_account.domain.model import Account
 from learning_account.ops.rebuild import rebuild
@@ -112,7 +112,7 @@ async def serve_until_committed(
 async def accounts(redis_url: str, students: list[str]) -> dict[str, Account | None]:
     redis = Redis.from_url(redis_url)
     try:
-        store = AccountStore(redis)
+        store = RedisStore(redis)
         return {student: await store.get(student) for student in students}
     finally:
         await redis.aclose()

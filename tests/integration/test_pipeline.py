@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore, AccountWrite
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.processing.pipeline import InputRecord, Processor
+from learning_account.processing.store import AccountWrite
 from learning_account.settings import Settings
 from learning_account.wire import BALANCE_CHANGED_TOPIC, DEAD_LETTER_TOPIC, REJECTIONS_TOPIC
 from learning_account_dev import events as ev
@@ -29,7 +30,7 @@ def record(event: dict[str, Any] | bytes, topic: str | None = None) -> InputReco
 
 
 def processor(redis_client: Redis, clock: list[float] | None = None, **policy: Any) -> Processor:
-    store = AccountStore(redis_client)
+    store = RedisStore(redis_client)
     now = clock if clock is not None else [1_700_000_000.0]
     return Processor(store, Policy(**policy), clock=lambda: now[0])
 
@@ -101,7 +102,7 @@ async def test_refusal_is_published_as_event_rejected(redis_client: Redis) -> No
 async def test_concurrent_writer_makes_the_commit_retry_on_fresh_state(
     redis_client: Redis,
 ) -> None:
-    store = AccountStore(redis_client)
+    store = RedisStore(redis_client)
     proc = processor(redis_client)
     await proc.process([record(ev.registration("s4", 2016, {"A": 6}))])
     loaded = (await store.load({"s4": []}))["s4"]
@@ -196,7 +197,7 @@ def wide_registration(student_id: str, year: int) -> dict[str, Any]:
 async def test_a_step_with_an_output_over_the_size_bound_is_dead_lettered_and_not_applied(
     redis_client: Redis,
 ) -> None:
-    proc = Processor(AccountStore(redis_client), Policy(), max_message_bytes=16 * 1024)
+    proc = Processor(RedisStore(redis_client), Policy(), max_message_bytes=16 * 1024)
     wide = record(wide_registration("s9", 2016))
     narrow = record(ev.registration("s9", 2017, {"A": 6}))
     report = await proc.process([wide, narrow])
@@ -227,7 +228,7 @@ async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
     # below what LA_KAFKA_MAX_MESSAGE_BYTES accepts, to keep the records small
     settings = Settings().model_copy(update={"kafka_max_message_bytes": 16 * 1024})
     live = Processor(
-        AccountStore(redis_client), Policy(), max_message_bytes=settings.kafka_max_message_bytes
+        RedisStore(redis_client), Policy(), max_message_bytes=settings.kafka_max_message_bytes
     )
     assert (await live.process(history)).dead_lettered == 1
 
@@ -245,7 +246,7 @@ async def test_rebuild_skips_what_live_dead_lettered_for_its_size(
     try:
         report = await rebuild.rebuild(settings, redis_url=target_url)
         assert (report.applied, report.dead_lettered) == (2, 1)
-        rebuilt = await AccountStore(target).get("s10", with_units=True)
+        rebuilt = await RedisStore(target).get("s10", with_units=True)
         assert rebuilt == await live.store.get("s10", with_units=True)
     finally:
         await target.flushdb()

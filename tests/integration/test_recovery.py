@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from harness import FaultReport, Feed, differs, stored_accounts, verify
 from workload import Phase, Workload, generate
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.ops.rebuild import input_partitions, read_partition, rebuild
 from learning_account.ops.restore import SNAPSHOT_TOPICS
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -98,7 +98,7 @@ async def old_rebuild(settings: Settings) -> None:
     everything = [item[3] for item in keyed]
     redis = Redis.from_url(settings.redis_url)
     try:
-        processor = Processor(AccountStore(redis), settings.policy)
+        processor = Processor(RedisStore(redis), settings.policy)
         size = settings.batch_max_records
         for start in range(0, len(everything), size):
             await processor.process(everything[start : start + size])
@@ -252,7 +252,7 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
 
     now = [1_800_000_000.0]
     policy = Policy(result_hold_seconds=60)
-    live = Processor(AccountStore(redis_client), policy, clock=lambda: now[0], snapshots=True)
+    live = Processor(RedisStore(redis_client), policy, clock=lambda: now[0], snapshots=True)
     offsets = iter(range(1000))
 
     def record(event: dict[str, Any]) -> InputRecord:
@@ -272,7 +272,7 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
     published.extend(first.snapshots)
     target_url = database_url(redis_url, 8)
     target = Redis.from_url(target_url)
-    restorer = Restorer(AccountStore(target), live.held_deadline)
+    restorer = Restorer(RedisStore(target), live.held_deadline)
 
     async def write_all() -> None:
         await target.flushdb()

@@ -7,7 +7,8 @@ from typing import Any
 from redis.asyncio import RedisCluster
 
 from learning_account.adapters.redis_connect import is_cluster
-from learning_account.adapters.store import AccountStore, account_key, outputs_key
+from learning_account.adapters.redis_layout import account_key, outputs_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -35,7 +36,7 @@ async def test_one_students_keys_share_a_slot(cluster: RedisCluster) -> None:
 async def test_mary_and_thomas_on_a_cluster_spread_over_the_masters(
     cluster: RedisCluster,
 ) -> None:
-    processor = Processor(AccountStore(cluster), Policy())
+    processor = Processor(RedisStore(cluster), Policy())
     students = [f"student-{n}" for n in range(30)]
     events = [e for sid in students for e in ev.mary_track(sid)]
     report = await processor.process(records(events))
@@ -52,7 +53,7 @@ async def test_mary_and_thomas_on_a_cluster_spread_over_the_masters(
 async def test_duplicates_are_absorbed_and_outputs_identical_on_a_cluster(
     cluster: RedisCluster,
 ) -> None:
-    processor = Processor(AccountStore(cluster), Policy())
+    processor = Processor(RedisStore(cluster), Policy())
     batch = records([ev.registration(f"dup-{n}", 2016, {"A": 6}) for n in range(20)])
     first = await processor.process(batch)
     again = await processor.process(batch)
@@ -61,7 +62,7 @@ async def test_duplicates_are_absorbed_and_outputs_identical_on_a_cluster(
 
 
 async def test_commit_recovers_when_the_nodes_lost_the_script(cluster: RedisCluster) -> None:
-    processor = Processor(AccountStore(cluster), Policy())
+    processor = Processor(RedisStore(cluster), Policy())
     await processor.process(records([ev.registration("s1", 2016, {"A": 6})]))
     await cluster.script_flush()
     await processor.process(records([ev.registration("s2", 2016, {"A": 6})]))

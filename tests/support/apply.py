@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account_dev import events as ev
@@ -21,5 +21,5 @@ async def apply(redis_client: Redis, events: list[dict[str, Any]]) -> None:
         offsets[topic] = offsets.get(topic, -1) + 1
         key = event["data"]["student_id"].encode()
         records.append(InputRecord(topic, 0, offsets[topic], key, ev.to_bytes(event)))
-    report = await Processor(AccountStore(redis_client), Policy()).process(records)
+    report = await Processor(RedisStore(redis_client), Policy()).process(records)
     assert report.dead_lettered == 0

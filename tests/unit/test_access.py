@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.entrypoints.access import JwtVerifier, load_public_key
 from learning_account.entrypoints.http_api import create_http_app
 from learning_account.observability.metrics import Metrics
@@ -75,7 +75,7 @@ def http_client(
     redis_client: Redis, verifier: JwtVerifier | None, token: str | None = None
 ) -> httpx.AsyncClient:
     app = create_http_app(
-        AccountStore(redis_client),
+        RedisStore(redis_client),
         ready=lambda: _ready(),
         metrics=Metrics(),
         token=token,

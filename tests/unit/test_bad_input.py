@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import (
@@ -567,7 +567,7 @@ def test_deeply_nested_json() -> None:
 
 def _processor(redis_client: Redis) -> Processor:
     now = 1_700_000_000.0
-    return Processor(AccountStore(redis_client), Policy(), clock=lambda: now)
+    return Processor(RedisStore(redis_client), Policy(), clock=lambda: now)
 
 
 def _data(value: bytes) -> dict[str, Any]:

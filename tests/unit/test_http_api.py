@@ -11,7 +11,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore, account_key
+from learning_account.adapters.redis_layout import account_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.entrypoints.http_api import create_http_app
 from learning_account.observability.metrics import Metrics
 from learning_account_dev import events as ev
@@ -29,7 +30,7 @@ async def never_ready() -> bool:
 
 
 def client_for(
-    store: AccountStore,
+    store: RedisStore,
     *,
     today: date = OCTOBER_2019,
     ready: Callable[[], Awaitable[bool]] = always_ready,
@@ -44,7 +45,7 @@ def client_for(
 
 @pytest.fixture
 async def client(redis_client: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(AccountStore(redis_client)) as http:
+    async with client_for(RedisStore(redis_client)) as http:
         yield http
 
 
@@ -150,7 +151,7 @@ async def test_years_completed_without_enrolment_are_projected_in_the_statement(
     redis_client: Redis,
 ) -> None:
     await left_at_30_credits_in_2016(redis_client)
-    async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
+    async with client_for(RedisStore(redis_client), today=date(2019, 10, 1)) as client:
         years = (await client.get("/accounts/gap/statement")).json()["years"]
     zeros = {
         "invested": 0,
@@ -173,7 +174,7 @@ async def test_years_completed_without_enrolment_are_projected_in_the_statement(
 
 async def test_account_balance_includes_the_projected_years(redis_client: Redis) -> None:
     await left_at_30_credits_in_2016(redis_client)
-    async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
+    async with client_for(RedisStore(redis_client), today=date(2019, 10, 1)) as client:
         account = (await client.get("/accounts/gap")).json()
     assert account["balance"] == 50
     assert account["as_of_academic_year"] == "2019-2020"
@@ -203,7 +204,7 @@ async def test_restored_credits_and_what_is_left_to_gain(
 
 async def test_the_academic_year_turns_on_1_september(redis_client: Redis) -> None:
     await left_at_30_credits_in_2016(redis_client)
-    store = AccountStore(redis_client)
+    store = RedisStore(redis_client)
     async with client_for(store, today=date(2019, 8, 31)) as client:
         before = (await client.get("/accounts/gap")).json()
     async with client_for(store, today=date(2019, 9, 1)) as client:
@@ -219,7 +220,7 @@ async def test_exhausted_account(redis_client: Redis, client: httpx.AsyncClient)
 
 
 async def test_liveness_and_readiness(redis_client: Redis) -> None:
-    store = AccountStore(redis_client)
+    store = RedisStore(redis_client)
     async with client_for(store) as client:
         assert (await client.get("/health/live")).status_code == 200
         ready = await client.get("/health/ready")
@@ -234,14 +235,14 @@ async def test_a_failing_readiness_probe_means_not_ready(redis_client: Redis) ->
     async def broken() -> bool:
         raise ConnectionError("kafka is gone")
 
-    async with client_for(AccountStore(redis_client), ready=broken) as client:
+    async with client_for(RedisStore(redis_client), ready=broken) as client:
         assert (await client.get("/health/ready")).status_code == 503
 
 
 async def test_redis_down_is_503_json_not_a_stack_trace() -> None:
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
-        async with client_for(AccountStore(unreachable)) as client:
+        async with client_for(RedisStore(unreachable)) as client:
             for path in ("/accounts/mary", "/accounts/mary/statement"):
                 response = await client.get(path)
                 assert response.status_code == 503
@@ -253,7 +254,7 @@ async def test_redis_down_is_503_json_not_a_stack_trace() -> None:
 
 async def test_token_protects_everything_but_health(redis_client: Redis) -> None:
     await apply(redis_client, ev.mary_track("mary"))
-    async with client_for(AccountStore(redis_client), token="s3cret") as client:
+    async with client_for(RedisStore(redis_client), token="s3cret") as client:
         for path in ("/accounts/mary", "/accounts/mary/statement", "/metrics"):
             assert (await client.get(path)).status_code == 401
             wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
@@ -282,7 +283,7 @@ async def test_metrics_are_prometheus_text_with_every_metric(redis_client: Redis
     metrics.events_applied.labels(type="registration").inc()
     metrics.consumer_lag.labels(topic="t", partition="0").set(3)
     metrics.redis_seconds.labels(operation="load").observe(0.002)
-    async with client_for(AccountStore(redis_client), metrics=metrics) as client:
+    async with client_for(RedisStore(redis_client), metrics=metrics) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -516,7 +517,7 @@ async def test_projection_refusal_reason(redis_client: Redis, client: httpx.Asyn
 
 async def test_projection_takes_the_bearer_token(redis_client: Redis) -> None:
     body = what_if(ev.registration("mary", 2019, {"A": 6}))
-    async with client_for(AccountStore(redis_client), token="s3cret") as client:
+    async with client_for(RedisStore(redis_client), token="s3cret") as client:
         assert (await client.post("/accounts/mary/projection", json=body)).status_code == 401
         query = await client.post("/accounts/mary/projection?token=s3cret", json=body)
         assert query.status_code == 401  # ?token= opens the page only
@@ -532,7 +533,7 @@ async def test_projection_with_a_bad_student_id_or_redis_down(client: httpx.Asyn
     assert (await client.get("/accounts/mary/projection")).status_code == 405
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
-        async with client_for(AccountStore(unreachable)) as down:
+        async with client_for(RedisStore(unreachable)) as down:
             response = await down.post("/accounts/mary/projection", json=body)
         assert (response.status_code, set(response.json())) == (503, {"error"})
     finally:
@@ -573,7 +574,7 @@ async def test_the_demo_reads_statements_with_the_static_token(
 
     await apply(redis_client, ev.mary_track("mary"))
     app = create_http_app(
-        AccountStore(Redis.from_url(redis_url)),
+        RedisStore(Redis.from_url(redis_url)),
         ready=always_ready,
         metrics=Metrics(),
         token="demo-token",

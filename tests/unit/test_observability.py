@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from learning_account import __version__
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.observability.metrics import Metrics
 from learning_account.observability.tracing import create_tracer
@@ -68,7 +68,7 @@ def test_promtool_accepts_the_exposition(tmp_path: object) -> None:
 async def test_span_follows_the_messaging_conventions(redis_client: Redis) -> None:
     exporter = InMemorySpanExporter()
     processor = Processor(
-        AccountStore(redis_client),
+        RedisStore(redis_client),
         Policy(),
         tracer=create_tracer("off", exporter=exporter),
         consumer_group="la-group",

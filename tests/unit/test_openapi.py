@@ -17,7 +17,7 @@ from openapi_spec_validator import validate
 from redis.asyncio import Redis
 from starlette.routing import Route
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.entrypoints.http_api import create_http_app
 from learning_account.entrypoints.openapi import openapi_document
 from learning_account.observability.metrics import Metrics
@@ -32,7 +32,7 @@ async def _ready() -> bool:
 
 def _app(redis: Redis) -> object:
     return create_http_app(
-        AccountStore(redis),
+        RedisStore(redis),
         ready=_ready,
         metrics=Metrics(),
         today=lambda: date(2019, 10, 1),

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.adapters.state_codec import encode_account
-from learning_account.adapters.store import AccountStore
 from learning_account.domain.events import (
     BalanceChanged,
     CreditExhausted,
@@ -846,13 +846,13 @@ async def test_duplicates_and_batch_splits_end_in_the_same_state(
     now = 1_700_000_000.0
 
     await redis_client.flushall()
-    once = Processor(AccountStore(redis_client), POLICY, clock=lambda: now)
+    once = Processor(RedisStore(redis_client), POLICY, clock=lambda: now)
     clean = await once.process(records)
     clean_state = _canonical_state(await once.store.get(STUDENT, with_units=True))
     clean_outputs = _outputs_by_id(clean.outputs)
 
     await redis_client.flushall()
-    split = Processor(AccountStore(redis_client), POLICY, clock=lambda: now)
+    split = Processor(RedisStore(redis_client), POLICY, clock=lambda: now)
     messages: list[Any] = []
     for batch in batches:
         report = await split.process(batch)

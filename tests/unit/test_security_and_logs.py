@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 
 from learning_account.adapters.redis_connect import redis_client
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.bootstrap import create_broker
 from learning_account.domain.model import Policy
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -78,7 +78,7 @@ async def test_logs_carry_ids_and_never_payloads(
         InputRecord(ev.topic_of(good), 0, 1, b"logged", bad, 2),
     ]
     with caplog.at_level(logging.DEBUG, logger="learning_account"):
-        report = await Processor(AccountStore(redis_client), Policy()).process(records)
+        report = await Processor(RedisStore(redis_client), Policy()).process(records)
     assert report.dead_lettered == 1
     assert any(getattr(r, "event_id", None) == good["id"] for r in caplog.records)
     for record in caplog.records:

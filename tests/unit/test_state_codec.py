@@ -236,13 +236,13 @@ def test_years_without_enrolment_are_rebuilt_without_being_read() -> None:
 
 
 async def test_the_store_reads_the_years_a_batch_names_and_no_other(redis_client: Any) -> None:
+    from learning_account.adapters.redis_store import RedisStore
     from learning_account.adapters.state_codec import YearNotRead
-    from learning_account.adapters.store import AccountStore
     from learning_account.domain.model import Policy
     from learning_account.processing.pipeline import InputRecord, Processor
     from learning_account_dev import events as ev
 
-    store = AccountStore(redis_client)
+    store = RedisStore(redis_client)
     processor = Processor(store, Policy(), clock=lambda: 1_700_000_000.0)
     history = [
         ev.registration("r1", 2016, {"A": 6}),

@@ -17,7 +17,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore, account_key
+from learning_account.adapters.redis_layout import account_key
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -28,9 +29,9 @@ STUDENT = FIXTURE["student_id"]
 NOW = 1_000_100.0  # the held result of the fixture was held at 1,000,000: still in time
 
 
-async def store_fixture(redis: Redis) -> AccountStore:
+async def store_fixture(redis: Redis) -> RedisStore:
     await redis.hset(account_key(STUDENT), mapping={**FIXTURE["fields"], "v": "7"})
-    return AccountStore(redis)
+    return RedisStore(redis)
 
 
 def history() -> list[dict[str, Any]]:
@@ -70,7 +71,7 @@ def history() -> list[dict[str, Any]]:
     ]
 
 
-async def run(store: AccountStore, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def run(store: RedisStore, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each event in a batch of its own through the real Processor; the outputs' documents."""
     processor = Processor(store, Policy(), clock=lambda: NOW)
     outputs: list[dict[str, Any]] = []
@@ -164,7 +165,7 @@ async def test_where_the_totals_do_not_decide_it_no_credit_is_returned_twice(
 
 
 async def test_the_rebuilt_account_has_every_unit_fact_exact(redis_client: Redis) -> None:
-    store = AccountStore(redis_client)
+    store = RedisStore(redis_client)
     await run(store, history())
     rebuilt = await store.get(STUDENT, with_units=True)
     assert rebuilt is not None

@@ -7,7 +7,7 @@ import json
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Policy
 from learning_account.observability.tracing import create_tracer
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -21,7 +21,7 @@ PARENT_SPAN = "00f067aa0ba902b7"
 async def test_outputs_continue_the_trace_of_their_input(redis_client: Redis) -> None:
     exporter = InMemorySpanExporter()
     processor = Processor(
-        AccountStore(redis_client), Policy(), tracer=create_tracer("off", exporter=exporter)
+        RedisStore(redis_client), Policy(), tracer=create_tracer("off", exporter=exporter)
     )
     event = ev.registration("traced", 2016, {"A": 6})
     event["traceparent"] = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
@@ -40,7 +40,7 @@ async def test_outputs_continue_the_trace_of_their_input(redis_client: Redis) ->
 
 
 async def test_no_trace_attribute_when_tracing_is_off(redis_client: Redis) -> None:
-    processor = Processor(AccountStore(redis_client), Policy())
+    processor = Processor(RedisStore(redis_client), Policy())
     event = ev.registration("untraced", 2016, {"A": 6})
     event["traceparent"] = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
     record = InputRecord(ev.topic_of(event), 0, 0, b"k", ev.to_bytes(event), 1)

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from test_http_api import OCTOBER_2019, always_ready, client_for
 
 from browser.page import AccountPage, parse_account_page
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import OPENING_BALANCE
 from learning_account.domain.statement import AccountView, StatementRow
 from learning_account.entrypoints.http_api import create_http_app
@@ -29,7 +29,7 @@ from support.apply import apply
 
 @pytest.fixture
 async def client(redis_client: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(AccountStore(redis_client)) as http:
+    async with client_for(RedisStore(redis_client)) as http:
         yield http
 
 
@@ -105,7 +105,7 @@ async def test_chart_has_the_start_and_one_point_per_year(
 async def test_projected_years_are_marked_and_dashed(redis_client: Redis) -> None:
     # 110 credits invested in 2016-2017, nothing passed: 30, then two rebuilt years by 2019
     await apply(redis_client, [ev.registration("gap", 2016, ev.package("U", 11, 10))])
-    async with client_for(AccountStore(redis_client), today=date(2019, 10, 1)) as client:
+    async with client_for(RedisStore(redis_client), today=date(2019, 10, 1)) as client:
         response = await client.get("/accounts/gap/view")
     page = parse_account_page(response.text)
     assert page.text_of("balance") == "50"
@@ -205,7 +205,7 @@ async def test_unknown_student_is_a_404_page(client: httpx.AsyncClient) -> None:
 async def test_redis_down_is_a_503_page() -> None:
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
-        async with client_for(AccountStore(unreachable)) as client:
+        async with client_for(RedisStore(unreachable)) as client:
             response = await client.get("/accounts/mary/view")
         assert response.status_code == 503
         assert response.headers["content-type"] == "text/html; charset=utf-8"
@@ -215,7 +215,7 @@ async def test_redis_down_is_a_503_page() -> None:
 
 async def test_token_in_the_query_opens_the_view_only(redis_client: Redis) -> None:
     await apply(redis_client, ev.mary_track("mary"))
-    async with client_for(AccountStore(redis_client), token="s3cret") as client:
+    async with client_for(RedisStore(redis_client), token="s3cret") as client:
         assert (await client.get("/accounts/mary/view")).status_code == 401
         wrong = await client.get("/accounts/mary/view", params={"token": "nope"})
         assert wrong.status_code == 401
@@ -243,7 +243,7 @@ async def test_asyncapi_is_served_once_rendered(redis_client: Redis) -> None:
         return json.dumps({"asyncapi": "3.0.0", "info": {"title": "learning-account"}})
 
     app = create_http_app(
-        AccountStore(redis_client),
+        RedisStore(redis_client),
         ready=always_ready,
         metrics=Metrics(),
         today=lambda: OCTOBER_2019,

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 
 from learning_account.adapters.clients import ServiceKafka, leave_group_if_first_generation
 from learning_account.adapters.publisher import Publisher
-from learning_account.adapters.store import RedisStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.entrypoints.consumer import BatchConsumer
 from learning_account.entrypoints.readiness import Health, PartitionProgress
 from learning_account.entrypoints.sweeper import HeldSweeper

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiokafka import TopicPartition
 
-from learning_account.adapters.store import AccountStore
+from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Account
 from learning_account.processing.outputs import OutputMessage, decode_stored, encode_stored
 
@@ -110,7 +110,7 @@ class RestoreReport:
 class Restorer:
     """Writes snapshot records into a Redis, in the order they were published per student."""
 
-    def __init__(self, store: AccountStore, held_deadline: Callable[[Account], float | None]):
+    def __init__(self, store: RedisStore, held_deadline: Callable[[Account], float | None]):
         self.store = store
         self.held_deadline = held_deadline
         self.report = RestoreReport()
