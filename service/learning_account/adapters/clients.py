@@ -62,6 +62,25 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def librdkafka_config(settings: Settings) -> dict[str, Any]:
+    """What every librdkafka (confluent-kafka) client of the settings is given: where, who, and
+    how securely; the same settings as `kafka_options`, in librdkafka's configuration names."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": CLIENT_ID,
+    }
+    protocol = settings.kafka_security_protocol
+    if protocol != "PLAINTEXT":
+        config["security.protocol"] = protocol.lower()
+    if protocol in ("SSL", "SASL_SSL") and settings.kafka_ssl_cafile:
+        config["ssl.ca.location"] = settings.kafka_ssl_cafile
+    if protocol.startswith("SASL_"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        config["sasl.username"] = settings.kafka_sasl_username or ""
+        config["sasl.password"] = reveal(settings.kafka_sasl_password)
+    return config
+
+
 def faststream_security(settings: Settings) -> BaseSecurity | None:
     """`kafka_security` as FastStream's security object (FastStream maps it back for aiokafka,
     and names its scheme in the AsyncAPI document)."""
