@@ -39,6 +39,34 @@ async def test_outputs_continue_the_trace_of_their_input(redis_client: Redis) ->
     assert decode(output.topic, output.value).id == output.event_id
 
 
+async def test_a_binary_mode_input_continues_the_trace_of_its_ce_traceparent_header(
+    redis_client: Redis,
+) -> None:
+    exporter = InMemorySpanExporter()
+    processor = Processor(
+        RedisStore(redis_client), Policy(), tracer=create_tracer("off", exporter=exporter)
+    )
+    event = ev.registration("traced-binary", 2016, {"A": 6})
+    headers: list[tuple[str, bytes | None]] = [
+        (f"ce_{name}", str(event[name]).encode())
+        for name in ("specversion", "id", "source", "type", "subject", "time")
+    ]
+    headers += [
+        ("ce_traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01".encode()),
+        ("content-type", b"application/json"),
+    ]
+    value = json.dumps(event["data"]).encode()
+    record = InputRecord(ev.topic_of(event), 0, 0, b"traced-binary", value, 1, tuple(headers))
+    report = await processor.process([record])
+
+    [span] = exporter.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.parent is not None and format(span.parent.span_id, "016x") == PARENT_SPAN
+    [output] = report.outputs
+    traceparent = json.loads(output.value)["traceparent"]
+    assert traceparent == f"00-{TRACE_ID}-{format(span.context.span_id, '016x')}-01"
+
+
 async def test_no_trace_attribute_when_tracing_is_off(redis_client: Redis) -> None:
     processor = Processor(RedisStore(redis_client), Policy())
     event = ev.registration("untraced", 2016, {"A": 6})

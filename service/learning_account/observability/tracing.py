@@ -1,9 +1,10 @@
 """OpenTelemetry tracing, switched on by LA_TRACING (`off`, `console` or `otlp`).
 
 An input CloudEvent that carries the distributed-tracing extension (`traceparent`, and
-`tracestate`) is applied in a span that continues its trace; the outputs it causes carry the
-`traceparent` of that span. `otlp` exports with the standard OTEL_EXPORTER_OTLP_* variables;
-OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the service as usual. Spans follow the
+`tracestate`; in binary mode the `ce_traceparent` and `ce_tracestate` headers) is applied in a
+span that continues its trace; the outputs it causes carry the `traceparent` of that span.
+`otlp` exports with the standard OTEL_EXPORTER_OTLP_* variables; OTEL_SERVICE_NAME and
+OTEL_RESOURCE_ATTRIBUTES name the service as usual. Spans follow the
 OpenTelemetry messaging conventions (semantic conventions 1.27+: `messaging.operation.type`,
 `messaging.consumer.group.name`, `messaging.destination.partition.id`, ...).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +21,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from learning_account import __version__
+from learning_account.wire.binary import BINARY_HEADER_PREFIX, binary_attributes
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 SERVICE_NAME = "learning-account"
@@ -52,8 +54,27 @@ def create_tracer(mode: str, *, exporter: Any = None) -> Tracer | None:
     return provider.get_tracer("learning_account", __version__)
 
 
-def trace_headers(value: bytes | None) -> dict[str, str]:
-    """The CloudEvents distributed-tracing attributes of a structured-mode message."""
+_TRACE_ATTRIBUTES = ("traceparent", "tracestate")
+
+
+def trace_headers(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]] = ()
+) -> dict[str, str]:
+    """The CloudEvents distributed-tracing attributes of a message: its `ce_traceparent` and
+    `ce_tracestate` headers in binary mode (`wire.binary_attributes`), else its structured
+    document's."""
+    if headers:
+        try:
+            binary = binary_attributes(headers)
+        except ValueError:  # an invalid envelope is dead-lettered before it is applied
+            binary = None
+        if binary is not None:
+            found = {name.lower(): raw for name, raw in headers if raw is not None}
+            return {
+                name: found[BINARY_HEADER_PREFIX + name].decode("utf-8", "replace")
+                for name in _TRACE_ATTRIBUTES
+                if BINARY_HEADER_PREFIX + name in found
+            }
     if not value or b'"traceparent"' not in value:
         return {}
     try:
@@ -61,9 +82,7 @@ def trace_headers(value: bytes | None) -> dict[str, str]:
     except ValueError:
         return {}
     return {
-        name: document[name]
-        for name in ("traceparent", "tracestate")
-        if isinstance(document.get(name), str)
+        name: document[name] for name in _TRACE_ATTRIBUTES if isinstance(document.get(name), str)
     }
 
 
@@ -72,6 +91,7 @@ def applying(
     tracer: Tracer | None,
     value: bytes | None,
     *,
+    headers: Sequence[tuple[str, bytes | None]] = (),
     event_type: str,
     event_id: str,
     source: str,
@@ -89,7 +109,7 @@ def applying(
     if tracer is None:
         yield None
         return
-    parent = _PROPAGATOR.extract(trace_headers(value))
+    parent = _PROPAGATOR.extract(trace_headers(value, headers))
     attributes: dict[str, str | int] = {
         "cloudevents.event_id": event_id,
         "cloudevents.event_source": source,

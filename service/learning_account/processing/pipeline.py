@@ -256,6 +256,7 @@ class Processor:
                     with applying(
                         self.tracer,
                         item.record.value,
+                        headers=item.record.headers,
                         event_type=event.type,
                         event_id=event.id,
                         source=event.source,
