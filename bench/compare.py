@@ -3,12 +3,14 @@
     .venv/bin/python bench/run.py --quick --baseline /path/to/checkout --rounds 3 --only-compare
 
 Each round runs the baseline's service, then this tree's, each in a fresh group over a flushed
-Redis, so both see the same broker state in turn. The ratios are of the medians (events/s and
-the service's own CPU µs per event)."""
+Redis, so both see the same broker state in turn; one instance, then (with --compare-instances
+1,2) two in one group. The ratios are of the medians (events/s and the service's own CPU µs per
+event)."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,25 +27,47 @@ async def compare_runs(
     batch_max_records: int,
     limit_s: float,
     running: Any,
+    instances: Sequence[int] = (1,),
 ) -> dict[str, Any]:
-    """Alternate the baseline's service and this tree's over the backlog, `rounds` times."""
-    runs: dict[str, list[RunResult]] = {"baseline": [], "current": []}
+    """Alternate the baseline's service and this tree's over the backlog, `rounds` times, with
+    each number of `instances` in one group (the figures of 1 at the top level, of 2 under
+    `"instances_2"`, ...)."""
+    instances = sorted({1, *instances})
+    runs: dict[int, dict[str, list[RunResult]]] = {
+        count: {"baseline": [], "current": []} for count in instances
+    }
     for number in range(rounds):
-        for kind, tree in (("baseline", baseline), ("current", None)):
-            await flush(stack.redis_url)
-            group = f"bench-compare-{kind}-{number}"
-            child = service_child(stack, group, f"{kind}-{number}", batch_max_records, tree=tree)
-            with running(child):
-                result = await watch(stack, group, [child], f"{kind} {number}", limit_s=limit_s)
-            runs[kind].append(result)
-            say(
-                f"{kind} {number}: {result.events_per_s:,.0f} events/s,"
-                f" {result.cpu_us_per_event.get('consumer')} µs service CPU/event"
-            )
+        for count in instances:
+            for kind, tree in (("baseline", baseline), ("current", None)):
+                await flush(stack.redis_url)
+                group = f"bench-compare-{kind}-x{count}-{number}"
+                children = [
+                    service_child(
+                        stack, group, f"{kind}-x{count}-{number}{n}", batch_max_records, tree=tree
+                    )
+                    for n in range(count)
+                ]
+                with running(*children):
+                    label = f"{kind} x{count} {number}"
+                    result = await watch(stack, group, children, label, limit_s=limit_s)
+                runs[count][kind].append(result)
+                say(
+                    f"{label}: {result.events_per_s:,.0f} events/s,"
+                    f" {result.cpu_us_per_event.get('consumer')} µs service CPU/event"
+                )
+    figures: dict[str, Any] = {"baseline": str(baseline), "rounds": rounds}
+    for count in instances:
+        of_count = _figures(runs[count])
+        if count == 1:
+            figures.update(of_count)
+        else:
+            figures[f"instances_{count}"] = of_count
+    return figures
+
+
+def _figures(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
     medians = {kind: _medians(results) for kind, results in runs.items()}
     return {
-        "baseline": str(baseline),
-        "rounds": rounds,
         "runs": {kind: [asdict(result) for result in results] for kind, results in runs.items()},
         "median": medians,
         "ratio_events_per_s": medians["current"]["events_per_s"]
@@ -68,21 +92,27 @@ def _medians(results: list[RunResult]) -> dict[str, float]:
 
 
 def render_comparison(figures: dict[str, Any]) -> str:
-    """The comparison as a markdown table: medians of each side and their ratio."""
-    base, current = figures["median"]["baseline"], figures["median"]["current"]
-    return "\n".join(
-        [
-            f"baseline: {figures['baseline']}, {figures['rounds']} rounds, medians",
-            "",
-            "| | baseline | this tree | ratio |",
-            "|---|---|---|---|",
-            f"| events/s | {base['events_per_s']:,.0f} | {current['events_per_s']:,.0f}"
-            f" | {figures['ratio_events_per_s']:.2f}x |",
-            f"| service CPU µs/event | {base['service_cpu_us_per_event']:.0f}"
+    """The comparison as a markdown table: medians of each side and their ratio, per number of
+    instances."""
+    lines = [
+        f"baseline: {figures['baseline']}, {figures['rounds']} rounds alternated, medians",
+        "",
+        "| instances | | baseline | this tree | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    more = (int(key.split("_")[1]) for key in figures if key.startswith("instances_"))
+    counts = [1, *sorted(more)]
+    for count in counts:
+        of_count = figures if count == 1 else figures[f"instances_{count}"]
+        base, current = of_count["median"]["baseline"], of_count["median"]["current"]
+        lines += [
+            f"| {count} | events/s | {base['events_per_s']:,.0f} | {current['events_per_s']:,.0f}"
+            f" | {of_count['ratio_events_per_s']:.2f}x |",
+            f"| {count} | service CPU µs/event | {base['service_cpu_us_per_event']:.0f}"
             f" | {current['service_cpu_us_per_event']:.0f}"
-            f" | {figures['ratio_service_cpu_us_per_event']:.2f}x |",
-            f"| Tansu / Redis CPU µs/event | {base['tansu_cpu_us_per_event']:.0f} /"
+            f" | {of_count['ratio_service_cpu_us_per_event']:.2f}x |",
+            f"| {count} | Tansu / Redis CPU µs/event | {base['tansu_cpu_us_per_event']:.0f} /"
             f" {base['redis_cpu_us_per_event']:.0f} | {current['tansu_cpu_us_per_event']:.0f} /"
             f" {current['redis_cpu_us_per_event']:.0f} | |",
         ]
-    )
+    return "\n".join(lines)

@@ -17,9 +17,13 @@ from common import PARTITIONS, REPO
 TARGETS = {
     "service_vs_naive_min": 20.0,
     "service_vs_ceiling_min": 0.40,
-    "p99_ms_max": 100.0,
+    # the service's p99 at most the librdkafka pass-through's p99 on the same stream + this
+    "p99_ms_over_ceiling_max": 50.0,
+    "redis_cpu_us_per_event_max": 12.0,
     "redis_bytes_per_student_max": 2048,
     "history_cost_ratio_max": 1.0,
+    "cpu_ratio_to_baseline_max": 0.5,
+    "events_ratio_to_baseline_min": 1.8,
 }
 
 
@@ -87,7 +91,6 @@ def summarize(results: dict[str, Any], backlog: int) -> None:
             service, 1e-9
         )
     results["ratios"] = ratios
-    results["targets"] = judge(results)
     row = throughput["service"]
     cpu = row["cpu_us_per_event"]
     results["cpu_us_per_event"] = {
@@ -96,6 +99,7 @@ def summarize(results: dict[str, Any], backlog: int) -> None:
         "redis": cpu.get("redis"),
         "redis_replay": results["redis_limit"]["replay"]["redis_cpu_us_per_event"],
     }
+    results["targets"] = judge(results)
     results["all_events_processed"] = bool(row["completed"] and row["committed"] == backlog)
 
 
@@ -168,6 +172,8 @@ def figure_table(results: dict[str, Any]) -> list[str]:
     svc = results["throughput"]["service"]
     lat = results["latency"]
     base = results.get("latency_ceiling") or {"rate_target": lat["rate_target"]}
+    fast = results.get("latency_ceiling_librdkafka") or {}
+    cpu = results["cpu_us_per_event"]
     mem, hist, ratios = results["memory"], results["history"], results["ratios"]
     verdict = results["targets"]
 
@@ -186,10 +192,16 @@ def figure_table(results: dict[str, Any]) -> list[str]:
         f"{fmt(ratios['service_vs_ceiling_librdkafka'] * 100, 0)}% | (report) | |",
         f"| 2 instances / 1 instance | {fmt(ratios.get('scaling_2_vs_1'), 2)}x | (report) | |",
         f"| latency p50 @ {lat['rate_target']:,}/s | {fmt(lat['p50_ms'], 1)} ms | | |",
-        f"| latency p99 @ {lat['rate_target']:,}/s | {fmt(lat['p99_ms'], 1)} ms | <= 100 ms "
+        f"| latency p99 @ {lat['rate_target']:,}/s | {fmt(lat['p99_ms'], 1)} ms "
+        f"| <= librdkafka p99 + {fmt(TARGETS['p99_ms_over_ceiling_max'])} ms "
         f"| {mark('p99_latency')} |",
-        f"| ceiling latency p50 / p99 @ {base['rate_target']:,}/s (the broker's share) | "
+        f"| librdkafka pass-through latency p50 / p99, same stream | "
+        f"{fmt(fast.get('p50_ms'), 1)} / {fmt(fast.get('p99_ms'), 1)} ms | | |",
+        f"| aiokafka pass-through latency p50 / p99, same stream | "
         f"{fmt(base.get('p50_ms'), 1)} / {fmt(base.get('p99_ms'), 1)} ms | | |",
+        f"| Redis CPU per event, service x1 / replay | {fmt(cpu.get('redis'), 1)} / "
+        f"{fmt(cpu.get('redis_replay'), 1)} µs | <= {fmt(TARGETS['redis_cpu_us_per_event_max'])}"
+        f" µs | {mark('redis_cpu')} |",
         f"| Redis per student, 4 years (outbox expired, MEMORY USAGE of its keys,"
         f" Redis as in deploy/) | {fmt(mem['bytes_per_student'])} B "
         f"| <= 2,048 B | {mark('redis_per_student')} |",
@@ -211,7 +223,11 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
     mem = results["memory"]
     hist = results["history"]
     p99 = lat["p99_ms"]
-    return {
+    fast = results.get("latency_ceiling_librdkafka") or {}
+    ceiling_p99 = fast.get("p99_ms") or 0.0
+    # the service's own run is the figure; the replay (Redis alone, pipelined) is its floor
+    redis_cpu = results["cpu_us_per_event"]["redis"]
+    verdict = {
         "service_vs_naive": {
             "value": ratios["service_vs_naive"],
             "target": TARGETS["service_vs_naive_min"],
@@ -224,10 +240,15 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
         },
         "p99_latency": {
             "value": p99,
-            "target": TARGETS["p99_ms_max"],
+            "target": ceiling_p99 + TARGETS["p99_ms_over_ceiling_max"],
             "met": p99 is not None
-            and p99 <= TARGETS["p99_ms_max"]
+            and p99 <= ceiling_p99 + TARGETS["p99_ms_over_ceiling_max"]
             and lat["balance_changed_matched"] == lat["balance_changed_expected"],
+        },
+        "redis_cpu": {
+            "value": redis_cpu,
+            "target": TARGETS["redis_cpu_us_per_event_max"],
+            "met": redis_cpu is not None and redis_cpu <= TARGETS["redis_cpu_us_per_event_max"],
         },
         "redis_per_student": {
             "value": mem["bytes_per_student"],
@@ -240,3 +261,18 @@ def judge(results: dict[str, Any]) -> dict[str, Any]:
             "met": hist["ratio_500_vs_1"] <= TARGETS["history_cost_ratio_max"],
         },
     }
+    comparison = results.get("comparison")
+    if comparison is not None:
+        cpu_ratio = comparison["ratio_service_cpu_us_per_event"]
+        events_ratio = comparison["ratio_events_per_s"]
+        verdict["cpu_vs_baseline"] = {
+            "value": cpu_ratio,
+            "target": TARGETS["cpu_ratio_to_baseline_max"],
+            "met": cpu_ratio <= TARGETS["cpu_ratio_to_baseline_max"],
+        }
+        verdict["events_vs_baseline"] = {
+            "value": events_ratio,
+            "target": TARGETS["events_ratio_to_baseline_min"],
+            "met": events_ratio >= TARGETS["events_ratio_to_baseline_min"],
+        }
+    return verdict

@@ -111,11 +111,16 @@ async def in_process_phase(bench: Bench) -> None:
 async def latency_phase(bench: Bench) -> None:
     """Latency at a fixed rate while the topics are still nearly empty: Tansu keeps everything in
     memory and its fetches slow down as topics grow, which would put the broker's size in the
-    figures. The service first, then the aiokafka pass-through on the same stream."""
+    figures. The service first, then the librdkafka and the aiokafka pass-throughs on the same
+    stream."""
     args, stack = bench.args, bench.stack
     seconds = args.latency_seconds or (4 if bench.quick else 15)
     await flush(stack.redis_url)
-    for kind in ("service", "ceiling"):
+    references = {
+        "librdkafka": (LIBRDKAFKA_OUT, "latency_ceiling_librdkafka"),
+        "ceiling": (CEILING_OUT, "latency_ceiling"),
+    }
+    for kind in ("service", *references):
         say(f"latency: {kind}, {args.rate:,} events/s for {seconds}s")
         if kind == "service":
             child = service_child(
@@ -123,10 +128,11 @@ async def latency_phase(bench: Bench) -> None:
             )
             topic, cause_of, key = BALANCE_CHANGED_TOPIC, caused_by, "latency"
         else:
+            topic, key = references[kind]
             child = reference_child(
-                stack, "ceiling", "bench-latency-ceiling", CEILING_OUT, args.batch_max_records
+                stack, kind, f"bench-latency-{kind}", topic, args.batch_max_records
             )
-            topic, cause_of, key = CEILING_OUT, own_id, "latency_ceiling"
+            cause_of = own_id
         with bench.running(child):
             bench.results[key] = await measure_latency(stack, args.rate, seconds, topic, cause_of)
         figures = bench.results[key]
@@ -255,6 +261,7 @@ async def compare_phase(bench: Bench) -> None:
         args.batch_max_records,
         bench.timeout,
         bench.running,
+        instances=args.compare_instances,
     )
     bench.results["comparison"] = figures
     say(
@@ -318,6 +325,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3, help="baseline/current pairs (3)")
     parser.add_argument("--only-compare", action="store_true", help="load, then compare only")
+    parser.add_argument(
+        "--compare-instances",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        default=(1,),
+        help="instance counts each compare round runs (1; e.g. 1,2)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the service x1 run")
     parser.add_argument("--profile-seconds", type=float, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
@@ -339,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(run(args))
     results["bench_seconds"] = time.perf_counter() - started
     table = render_comparison(results["comparison"]) if args.only_compare else render(results)
+    if "comparison" in results and not args.only_compare:
+        table += "\n\n" + render_comparison(results["comparison"])
     results["table_markdown"] = table
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
