@@ -157,6 +157,9 @@ def history_consumer(settings: Settings, kafka: KafkaClients | None = None) -> C
             **READER_CONFIG,
             "max.partition.fetch.bytes": FETCH_BYTES,
             "fetch.max.bytes": FETCH_BYTES,
+            # which librdkafka requires to be no more than fetch.max.bytes (a consumer produces
+            # nothing: it bounds no record; a larger one is still fetched, whole)
+            "message.max.bytes": FETCH_BYTES,
             "queued.max.messages.kbytes": FETCH_BYTES // 1024,
         },
     )
