@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any, cast
 
 from learning_account.bootstrap import (
@@ -63,14 +64,20 @@ async def input_partitions(consumer: Consumer) -> list[TopicPartition]:
     return await partitions_of(consumer, INPUT_TOPICS)
 
 
+_headers = methodcaller("headers")
+"""`Message.headers()`, called so that its result is checked: confluent-kafka returns the list
+with a UnicodeDecodeError still set when a header name is not UTF-8 (and a later call returns a
+list holding a null name), which a direct call in specialised bytecode may not notice."""
+
+
 def input_record(message: Message) -> InputRecord:
     """A fetched record as the pipeline reads it."""
     try:
         # fetched header values are bytes (or None)
-        headers = cast("tuple[tuple[str, bytes | None], ...]", tuple(message.headers() or ()))
+        headers = cast("tuple[tuple[str, bytes | None], ...]", tuple(_headers(message) or ()))
     except (SystemError, UnicodeError):
-        # librdkafka's client decodes header names as UTF-8 and cannot give the others: the
-        # record is read without its headers (a structured-mode event as the service reads it)
+        # the client gives no header of a record with a name that is not UTF-8: it is read
+        # without its headers (a structured-mode event as the service reads it)
         log.warning(
             "%s/%d offset %d: a header name is not UTF-8, read without headers",
             message.topic(),
