@@ -38,6 +38,10 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
     # not needed: outputs carry derived ids and consumers dedupe; and Tansu has no InitProducerId
     "enable.idempotence": False,
+    # without idempotence a retried request could overtake the next one: one request at a time
+    # per broker keeps each partition's records in the order produced (a request carries the
+    # batches of all the broker's partitions)
+    "max.in.flight.requests.per.connection": 1,
     # a batch's records are all produced before its deliveries are awaited (a flush sends at
     # once): a small linger only gathers what other callers produce meanwhile
     "linger.ms": 2,
