@@ -1,11 +1,12 @@
 """Reading topic-partitions from a start to their end with a librdkafka consumer of no group.
 
-The commands that read a topic's history (rebuild, restore, redrive, the dev tools' readers)
-assign the partitions themselves and commit nothing. A partition ends where its first fetch
-found its end: librdkafka reports that end (``enable.partition.eof``) after the last record
-before it, at the high watermark of that fetch response (the broker's ListOffsets answer is not
-used: Tansu can answer it with less than the end of its last batch). Records appended later,
-such as the dead letters of messages a redrive re-publishes, are left out.
+The commands that read a topic's history (rebuild, restore, redrive) assign the partitions
+themselves and commit nothing. A partition ends at the high watermark of its first fetch
+response, as librdkafka keeps it (the broker's ListOffsets answer is not used: Tansu can answer
+it with less than the end of its last batch): its last record before that mark, or librdkafka's
+report of the partition's end (``enable.partition.eof``) at or past it, ends the reading.
+Records appended later, such as the dead letters of messages a redrive re-publishes, are left
+out.
 
 Every blocking call of the consumer runs in a thread of the default executor.
 """
@@ -71,19 +72,32 @@ async def read_to_end(
         return
     consumer.assign(start)
     reading = {(tp.topic, tp.partition) for tp in start}
+    stop: dict[tuple[str, int], int] = {}
     idle_since = time.monotonic()
     while reading:
         fetched = await loop.run_in_executor(None, consumer.consume, chunk, 0.2)
         records: list[Message] = []
         for message in fetched:
+            where = (message.topic() or "", message.partition() or 0)
+            if where not in reading:
+                continue
+            if where not in stop:
+                # the high watermark of the partition's first fetch response (kept by the
+                # client, no request): before anything read here was acted on
+                _low, high = consumer.get_watermark_offsets(TopicPartition(*where), cached=True)
+                stop[where] = high if high >= 0 else message.offset() or 0
+            offset = message.offset() or 0
             error = message.error()
-            where = (message.topic(), message.partition())
             if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                reading.discard(where)
+                if offset >= stop[where]:
+                    reading.discard(where)
             elif error is not None:
                 raise KafkaException(error)
-            elif where in reading:
-                records.append(message)
+            else:
+                if offset < stop[where]:
+                    records.append(message)
+                if offset + 1 >= stop[where]:
+                    reading.discard(where)
         if fetched:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > idle_seconds:
