@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,16 +24,25 @@ import pytest
 from faststream.kafka.security import parse_security
 from redis.asyncio import RedisCluster
 
-from learning_account.adapters.clients import faststream_security, kafka_security
+from learning_account.adapters.clients import ServiceKafka, faststream_security, kafka_security
+from learning_account.adapters.publisher import Publisher
 from learning_account.adapters.redis_layout import account_key
 from learning_account.adapters.redis_store import RedisStore
-from learning_account.bootstrap import KafkaClients, asyncapi_document, build_service
+from learning_account.bootstrap import (
+    KafkaClients,
+    asyncapi_document,
+    build_service,
+    kafka_admin,
+    kafka_producer,
+)
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.entrypoints import cli
+from learning_account.observability.metrics import Metrics
+from learning_account.processing.outputs import OutputMessage
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
-from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS, STRUCTURED_HEADERS
 from learning_account_dev import commands as dev_commands
 from learning_account_dev import events as ev
 from learning_account_dev.devstack import (
@@ -420,3 +430,71 @@ async def test_serve_reads_a_redis_cluster(
         assert body["balance"] == 200
     finally:
         await service.stop()
+
+
+# --------------------------------------------------------------------------- the service's own
+
+
+def service_kafka(bootstrap: str, *topics: str, timeout: float = 10.0) -> ServiceKafka:
+    settings = Settings(kafka_bootstrap_servers=bootstrap)
+    return ServiceKafka(
+        lambda: kafka_producer(settings),
+        lambda: kafka_admin(settings),
+        topics=topics,
+        timeout=timeout,
+    )
+
+
+async def test_the_service_kafka_does_not_connect_to_a_broker_that_is_not_there(
+    listening: str,
+) -> None:
+    kafka = service_kafka(listening, timeout=2)
+    with pytest.raises(confluent_kafka.KafkaException):
+        await kafka.connect()
+    await kafka.close()
+
+
+async def test_partition_counts_create_no_topic_and_the_publisher_keeps_each_key_in_order(
+    history_broker: str,
+) -> None:
+    topic, missing = f"ordered-{uuid.uuid4().hex[:8]}", f"missing-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(history_broker, {topic: 3})
+    kafka = service_kafka(history_broker, topic)
+    await kafka.connect()
+    try:
+        assert await kafka.ping()
+        counts = await kafka.partition_counts([topic, missing, *INPUT_TOPICS])
+        assert counts == {topic: 3, **{name: 1 for name in INPUT_TOPICS}}
+        keys = [f"student-{n}".encode() for n in range(6)]
+        messages = [
+            OutputMessage(topic, keys[n % 6], f"{n}".encode(), f"id-{n}", "balance-changed")
+            for n in range(300)
+        ]
+        metrics = Metrics()
+        await Publisher(kafka, metrics).publish(messages)
+    finally:
+        await kafka.close()
+    assert metrics.registry.get_sample_value("la_outputs_published_total", {"topic": topic}) == 300
+    # read back with another client: aiokafka's
+    admin = aiokafka.admin.AIOKafkaAdminClient(bootstrap_servers=history_broker)
+    await admin.start()
+    try:
+        assert missing not in await admin.list_topics()
+    finally:
+        await admin.close()
+    consumer = aiokafka.AIOKafkaConsumer(
+        topic, bootstrap_servers=history_broker, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        while len(records) < len(messages):
+            batch = await asyncio.wait_for(consumer.getmany(timeout_ms=500), timeout=30)
+            records.extend(record for part in batch.values() for record in part)
+    finally:
+        await consumer.stop()
+    for key in keys:
+        mine = [r for r in records if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.value for r in mine] == [m.value for m in messages if m.key == key]
+        assert all(list(r.headers) == list(STRUCTURED_HEADERS) for r in mine)
