@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from learning_account import __version__
 from learning_account.adapters.clients import (
-    PRODUCER_OPTIONS,
+    PRODUCER_CONFIG,
     ServiceKafka,
     faststream_security,
     kafka_options,
+    librdkafka_config,
 )
 from learning_account.adapters.redis_connect import is_cluster, redis_client
 from learning_account.adapters.redis_store import RedisStore
@@ -33,8 +34,8 @@ from learning_account.processing.store import AccountStore
 from learning_account.settings import Settings, SettingsError, reveal
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
     from faststream import FastStream
     from faststream.kafka import KafkaBroker
     from faststream.specification import AsyncAPI
@@ -51,46 +52,68 @@ log = logging.getLogger("learning_account")
 
 @dataclass(frozen=True, slots=True)
 class KafkaClients:
-    """The aiokafka client classes the builders instantiate (fakes of them, in tests)."""
+    """The confluent-kafka (librdkafka) client classes the builders instantiate with their
+    configuration dict (fakes of them, in tests)."""
 
-    producer: Callable[..., AIOKafkaProducer]
-    consumer: Callable[..., AIOKafkaConsumer]
-    admin: Callable[..., AIOKafkaAdminClient]
+    producer: Callable[[dict[str, Any]], Producer]
+    consumer: Callable[[dict[str, Any]], Consumer]
+    admin: Callable[[dict[str, Any]], AdminClient]
 
 
-def aiokafka_clients() -> KafkaClients:
-    """aiokafka's own classes (imported on the first call: a command without Kafka skips it)."""
-    import aiokafka
-    import aiokafka.admin
+def kafka_clients() -> KafkaClients:
+    """confluent-kafka's own classes (imported on the first call: a command without Kafka skips
+    it)."""
+    import confluent_kafka
+    import confluent_kafka.admin
 
     return KafkaClients(
-        aiokafka.AIOKafkaProducer, aiokafka.AIOKafkaConsumer, aiokafka.admin.AIOKafkaAdminClient
+        confluent_kafka.Producer, confluent_kafka.Consumer, confluent_kafka.admin.AdminClient
     )
 
 
 def kafka_producer(
-    settings: Settings, *, kafka: KafkaClients | None = None, **overrides: Any
-) -> AIOKafkaProducer:
-    """A producer (not started) with the settings' security; `overrides` win."""
-    options = {**kafka_options(settings), **PRODUCER_OPTIONS, **overrides}
-    return (kafka or aiokafka_clients()).producer(**options)
+    settings: Settings,
+    *,
+    kafka: KafkaClients | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Producer:
+    """A producer with the settings' security and `PRODUCER_CONFIG`; `config` wins."""
+    options = {**librdkafka_config(settings), **PRODUCER_CONFIG, **(config or {})}
+    return (kafka or kafka_clients()).producer(options)
+
+
+READER_GROUP = "learning-account-reader"
+"""The `group.id` librdkafka requires of every consumer, for the consumers that read assigned
+partitions: they never subscribe, join, or commit, so the group stays empty."""
 
 
 def kafka_consumer(
-    settings: Settings, *topics: str, kafka: KafkaClients | None = None, **overrides: Any
-) -> AIOKafkaConsumer:
-    """A consumer (not started) of `topics` with the settings' security; `overrides` win."""
-    return (kafka or aiokafka_clients()).consumer(
-        *topics, **{**kafka_options(settings), **overrides}
-    )
+    settings: Settings,
+    *,
+    kafka: KafkaClients | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Consumer:
+    """A consumer with the settings' security that commits nothing (`config` wins): by default
+    one of no group, for reading partitions it is assigned."""
+    options = {
+        **librdkafka_config(settings),
+        "group.id": READER_GROUP,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        **(config or {}),
+    }
+    return (kafka or kafka_clients()).consumer(options)
 
 
 def kafka_admin(
-    settings: Settings, *, kafka: KafkaClients | None = None, **overrides: Any
-) -> AIOKafkaAdminClient:
-    """An admin client (not started) with the settings' security; `overrides` win."""
-    options = {**kafka_options(settings), "request_timeout_ms": 5000, **overrides}
-    return (kafka or aiokafka_clients()).admin(**options)
+    settings: Settings,
+    *,
+    kafka: KafkaClients | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> AdminClient:
+    """An admin client with the settings' security; `config` wins."""
+    options = {**librdkafka_config(settings), "socket.timeout.ms": 5000, **(config or {})}
+    return (kafka or kafka_clients()).admin(options)
 
 
 def create_broker(settings: Settings) -> KafkaBroker:
@@ -207,7 +230,7 @@ def build_service(
     pipeline = processor(settings, store, live=True)
     service_kafka = ServiceKafka(
         lambda: kafka_producer(
-            settings, kafka=kafka, max_request_size=settings.kafka_max_message_bytes
+            settings, kafka=kafka, config={"message.max.bytes": settings.kafka_max_message_bytes}
         ),
         lambda: kafka_admin(settings, kafka=kafka),
         topics=(*OUTPUT_TOPICS, *SNAPSHOT_TOPICS),

@@ -98,23 +98,18 @@ def demo_events() -> list[dict[str, Any]]:
 
 
 async def send_events(settings: Settings, events: Sequence[dict[str, Any]]) -> None:
+    from learning_account.adapters.clients import deliver
     from learning_account.bootstrap import kafka_producer
 
-    producer = kafka_producer(settings, linger_ms=5)
-    await producer.start()
-    try:
-        pending = [
-            await producer.send(
-                ev.topic_of(event),
-                ev.to_bytes(event),
-                key=event["data"]["student_id"].encode(),
-                headers=list(STRUCTURED_HEADERS),
-            )
-            for event in events
-        ]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    producer = kafka_producer(settings, config={"linger.ms": 5})
+    headers = list(STRUCTURED_HEADERS)
+    await deliver(
+        producer,
+        [
+            (ev.topic_of(e), e["data"]["student_id"].encode(), ev.to_bytes(e), headers)
+            for e in events
+        ],
+    )
 
 
 class DemoError(RuntimeError):
@@ -123,32 +118,32 @@ class DemoError(RuntimeError):
 
 async def wait_for_outputs(settings: Settings, caused_by_ids: set[str], within: float) -> None:
     """Read balance-changed and rejections until all given ids caused a balance change."""
-    from learning_account.bootstrap import kafka_consumer
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    consumer = kafka_consumer(
-        settings,
-        BALANCE_CHANGED_TOPIC,
-        REJECTIONS_TOPIC,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
+    from learning_account.bootstrap import kafka_consumer
+    from learning_account.ops.reading import close, partitions_of
+
+    consumer = kafka_consumer(settings)
+    loop = asyncio.get_running_loop()
     missing = set(caused_by_ids)
     refused: dict[str, str] = {}
     deadline = time.monotonic() + within
     try:
+        partitions = await partitions_of(consumer, [BALANCE_CHANGED_TOPIC, REJECTIONS_TOPIC])
+        consumer.assign(
+            [TopicPartition(p.topic, p.partition, OFFSET_BEGINNING) for p in partitions]
+        )
         while missing and not refused and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    data = json.loads(record.value)["data"]
-                    cause = data["caused_by"]["id"]
-                    if record.topic == REJECTIONS_TOPIC and cause in missing:
-                        refused[cause] = f"{data['reason']}: {data['detail']}"
-                    missing.discard(cause)
+            for record in await loop.run_in_executor(None, consumer.consume, 500, 0.5):
+                if record.error() is not None:
+                    continue  # what librdkafka reports and retries itself
+                data = json.loads(record.value() or b"")["data"]
+                cause = data["caused_by"]["id"]
+                if record.topic() == REJECTIONS_TOPIC and cause in missing:
+                    refused[cause] = f"{data['reason']}: {data['detail']}"
+                missing.discard(cause)
     finally:
-        await consumer.stop()
+        await close(consumer)
     if refused:
         first = next(iter(refused.items()))
         raise DemoError(

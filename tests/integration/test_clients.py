@@ -6,32 +6,43 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiokafka
-import aiokafka.admin
-import aiokafka.admin.client
+import confluent_kafka
+import confluent_kafka.admin
 import pytest
 from faststream.kafka.security import parse_security
 from redis.asyncio import RedisCluster
 
-from learning_account.adapters.clients import faststream_security, kafka_security
+from learning_account.adapters.clients import ServiceKafka, faststream_security, kafka_security
+from learning_account.adapters.publisher import Publisher
 from learning_account.adapters.redis_layout import account_key
 from learning_account.adapters.redis_store import RedisStore
-from learning_account.bootstrap import KafkaClients, asyncapi_document, build_service
+from learning_account.bootstrap import (
+    KafkaClients,
+    asyncapi_document,
+    build_service,
+    kafka_admin,
+    kafka_producer,
+)
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.entrypoints import cli
+from learning_account.observability.metrics import Metrics
+from learning_account.processing.outputs import OutputMessage
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
-from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
+from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS, STRUCTURED_HEADERS
 from learning_account_dev import commands as dev_commands
 from learning_account_dev import events as ev
 from learning_account_dev.devstack import (
@@ -83,11 +94,24 @@ def sasl_settings(ca_file: Path) -> dict[str, str]:
 
 
 def assert_sasl(options: dict[str, Any], bootstrap: str) -> None:
-    assert options["bootstrap_servers"] in (bootstrap, [bootstrap])  # FastStream's is a list
-    assert options["security_protocol"] == "SASL_SSL"
-    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (USERNAME, PASSWORD)
-    trusted = options["ssl_context"].get_ca_certs()
+    """The SASL_SSL settings, in librdkafka's names (confluent-kafka's clients) or aiokafka's
+    keyword arguments (the consumer FastStream builds)."""
+    if "bootstrap.servers" in options:
+        assert options["bootstrap.servers"] == bootstrap
+        assert options["security.protocol"] == "sasl_ssl"
+        assert options["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert (options["sasl.username"], options["sasl.password"]) == (USERNAME, PASSWORD)
+        context = ssl.create_default_context(cafile=options["ssl.ca.location"])
+    else:
+        assert options["bootstrap_servers"] in (bootstrap, [bootstrap])  # FastStream's: a list
+        assert options["security_protocol"] == "SASL_SSL"
+        assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+            USERNAME,
+            PASSWORD,
+        )
+        context = options["ssl_context"]
+    trusted = context.get_ca_certs()
     assert [dict(pair[0] for pair in ca["subject"]) for ca in trusted] == [{"commonName": CA_NAME}]
 
 
@@ -95,8 +119,8 @@ def assert_sasl(options: dict[str, Any], bootstrap: str) -> None:
 
 
 class FirstClientStarted(BaseException):
-    """A stub client was started: as far as a command goes without a SASL broker (a
-    BaseException, which the commands' retries on `Exception` let through)."""
+    """A stub client was asked to reach the broker: as far as a command goes without a SASL
+    broker (a BaseException, which the commands' retries on `Exception` let through)."""
 
 
 class _Anything:
@@ -119,7 +143,10 @@ class Built:
 
 
 class _NoTopics:
-    """The cluster metadata of a broker without the input topics."""
+    """The cluster metadata of a broker without the input topics (aiokafka's and librdkafka's
+    forms)."""
+
+    topics: ClassVar[dict[str, Any]] = {}
 
     async def fetch_all_metadata(self) -> _NoTopics:
         return self
@@ -128,12 +155,18 @@ class _NoTopics:
         return None
 
 
-class KafkaSpy:
-    """Stub aiokafka producers, consumers and admin clients, given to a command as its
-    `bootstrap.KafkaClients`.
+# what each kind of librdkafka client asks of the broker first
+_REACHING = ("list_topics", "produce", "assign", "consume", "create_topics", "describe_cluster")
 
-    Each construction is recorded; `start()` raises FirstClientStarted unless its kind is in
-    `starting`, where it succeeds and the command goes on to its next client.
+
+class KafkaSpy:
+    """Stub Kafka clients, given to a command as its `bootstrap.KafkaClients`: confluent-kafka's
+    producers, consumers and admin clients (built with a configuration dict), and aiokafka's
+    consumer of FastStream (built with keyword arguments, started).
+
+    Each construction is recorded; the first call that reaches the broker (`start()` of an
+    aiokafka client) raises FirstClientStarted unless its kind is in `starting`, where it
+    succeeds and the command goes on to its next client.
     """
 
     def __init__(self) -> None:
@@ -143,40 +176,53 @@ class KafkaSpy:
             self._stub("producer"), self._stub("consumer"), self._stub("admin")
         )
 
-    def replace_aiokafka(self, monkeypatch: pytest.MonkeyPatch, *kinds: str) -> None:
-        """Put the stubs of `kinds` in aiokafka's place, for the clients no command is given:
-        FastStream builds the service's consumer from aiokafka's class, and `dev` and `demo`
-        use aiokafka's classes."""
+    def replace_classes(self, monkeypatch: pytest.MonkeyPatch, *kinds: str) -> None:
+        """Put the stubs of `kinds` in confluent-kafka's place, for the clients no command is
+        given (`dev` and `demo` use the library's classes)."""
         for kind in kinds:
             stub = getattr(self.clients, kind)
             if kind == "admin":
-                monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", stub)
-                monkeypatch.setattr(aiokafka.admin.client, "AIOKafkaAdminClient", stub)
+                monkeypatch.setattr(confluent_kafka.admin, "AdminClient", stub)
             else:
-                monkeypatch.setattr(aiokafka, f"AIOKafka{kind.title()}", stub)
+                monkeypatch.setattr(confluent_kafka, kind.title(), stub)
+
+    def replace_faststream_consumer(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Put the consumer stub in aiokafka's place: FastStream builds the service's consumer
+        from aiokafka's class."""
+        monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", self.clients.consumer)
 
     def _stub(self, kind: str) -> type:
         spy = self
 
+        def reach(*args: Any, **kwargs: Any) -> Any:
+            if kind not in spy.starting:
+                raise FirstClientStarted(kind)
+            return _NoTopics()
+
         class StubClient(_Anything):
-            def __init__(self, *topics: str, **options: Any) -> None:
-                spy.built.append(Built(kind, options))
+            def __init__(self, *args: Any, **options: Any) -> None:
+                config = args[0] if args and isinstance(args[0], dict) else options
+                spy.built.append(Built(kind, config))
 
             async def start(self) -> None:
-                if kind not in spy.starting:
-                    raise FirstClientStarted(kind)
+                reach()
 
-            async def create_topics(self, *args: Any, **kwargs: Any) -> None:
-                raise ConnectionError("a stub creates no topics")
+            list_topics = consume = assign = create_topics = describe_cluster = staticmethod(reach)
+
+            def produce(self, *args: Any, on_delivery: Any = None, **kwargs: Any) -> None:
+                reach()
+                if on_delivery is not None:
+                    on_delivery(None, None)  # acknowledged at once
+
+            def flush(self, *args: Any) -> int:
+                return 0
+
+            def close(self, *args: Any) -> None:
+                pass
 
             @property
             def client(self) -> _NoTopics:
                 return _NoTopics()  # the start-up check of partition counts finds no topic
-
-            async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
-                acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                acked.set_result(None)
-                return acked
 
         return StubClient
 
@@ -191,8 +237,9 @@ def listening() -> Iterator[str]:
 
 
 # Tansu, the broker of the tests, has no SASL or TLS listener here: each command runs with the
-# SASL_SSL settings until it starts a Kafka client (a stub), and the arguments every aiokafka
-# client it built received, its own and the consumer FastStream builds for `serve`, are checked.
+# SASL_SSL settings until a Kafka client (a stub) would reach the broker, and the configuration
+# every client it built received, its own and the consumer FastStream builds for `serve`, is
+# checked.
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("command", "kinds"),
@@ -224,10 +271,10 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
     spy = KafkaSpy()
     argv = [command]
     if command == "serve":
-        spy.replace_aiokafka(monkeypatch, "consumer")
+        spy.replace_faststream_consumer(monkeypatch)
         spy.starting = {"producer", "admin"}  # the service's own, started before the consumer
     elif command in ("dev", "demo"):
-        spy.replace_aiokafka(monkeypatch, "producer", "consumer", "admin")
+        spy.replace_classes(monkeypatch, "producer", "consumer", "admin")
         argv += ["--state-dir", str(tmp_path / "devstack")]
     if command == "demo":
         monkeypatch.setattr(dev_commands, "_service_is_up", lambda settings: True)
@@ -245,7 +292,7 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
         assert_sasl(client.options, listening)
 
 
-def test_the_faststream_broker_gets_the_same_security_as_the_aiokafka_clients(
+def test_the_faststream_broker_gets_the_same_security_as_the_aiokafka_options(
     tmp_path: Path,
 ) -> None:
     ca_file = write_ca(tmp_path / "ca.pem")
@@ -383,3 +430,71 @@ async def test_serve_reads_a_redis_cluster(
         assert body["balance"] == 200
     finally:
         await service.stop()
+
+
+# --------------------------------------------------------------------------- the service's own
+
+
+def service_kafka(bootstrap: str, *topics: str, timeout: float = 10.0) -> ServiceKafka:
+    settings = Settings(kafka_bootstrap_servers=bootstrap)
+    return ServiceKafka(
+        lambda: kafka_producer(settings),
+        lambda: kafka_admin(settings),
+        topics=topics,
+        timeout=timeout,
+    )
+
+
+async def test_the_service_kafka_does_not_connect_to_a_broker_that_is_not_there(
+    listening: str,
+) -> None:
+    kafka = service_kafka(listening, timeout=2)
+    with pytest.raises(confluent_kafka.KafkaException):
+        await kafka.connect()
+    await kafka.close()
+
+
+async def test_partition_counts_create_no_topic_and_the_publisher_keeps_each_key_in_order(
+    history_broker: str,
+) -> None:
+    topic, missing = f"ordered-{uuid.uuid4().hex[:8]}", f"missing-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(history_broker, {topic: 3})
+    kafka = service_kafka(history_broker, topic)
+    await kafka.connect()
+    try:
+        assert await kafka.ping()
+        counts = await kafka.partition_counts([topic, missing, *INPUT_TOPICS])
+        assert counts == {topic: 3, **{name: 1 for name in INPUT_TOPICS}}
+        keys = [f"student-{n}".encode() for n in range(6)]
+        messages = [
+            OutputMessage(topic, keys[n % 6], f"{n}".encode(), f"id-{n}", "balance-changed")
+            for n in range(300)
+        ]
+        metrics = Metrics()
+        await Publisher(kafka, metrics).publish(messages)
+    finally:
+        await kafka.close()
+    assert metrics.registry.get_sample_value("la_outputs_published_total", {"topic": topic}) == 300
+    # read back with another client: aiokafka's
+    admin = aiokafka.admin.AIOKafkaAdminClient(bootstrap_servers=history_broker)
+    await admin.start()
+    try:
+        assert missing not in await admin.list_topics()
+    finally:
+        await admin.close()
+    consumer = aiokafka.AIOKafkaConsumer(
+        topic, bootstrap_servers=history_broker, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        while len(records) < len(messages):
+            batch = await asyncio.wait_for(consumer.getmany(timeout_ms=500), timeout=30)
+            records.extend(record for part in batch.values() for record in part)
+    finally:
+        await consumer.stop()
+    for key in keys:
+        mine = [r for r in records if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.value for r in mine] == [m.value for m in messages if m.key == key]
+        assert all(list(r.headers) == list(STRUCTURED_HEADERS) for r in mine)

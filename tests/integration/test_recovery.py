@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
@@ -23,7 +23,12 @@ from harness import FaultReport, Feed, differs, stored_accounts, verify
 from workload import Phase, Workload, generate
 
 from learning_account.adapters.redis_store import RedisStore
-from learning_account.ops.rebuild import input_partitions, read_partition, rebuild
+from learning_account.ops.rebuild import (
+    history_consumer,
+    input_partitions,
+    read_partition,
+    rebuild,
+)
 from learning_account.ops.restore import SNAPSHOT_TOPICS
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
@@ -76,20 +81,16 @@ def settings_for(bootstrap: str, redis_url: str) -> Settings:
 async def old_rebuild(settings: Settings) -> None:
     """A rebuild holding the whole history in memory, sorted, then applied: what the
     streaming rebuild's memory is compared with."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
+    consumer = history_consumer(settings)
     try:
-        partitions = await input_partitions(consumer)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         history: list[list[InputRecord]] = []
-        for tp in partitions:
+        for tp in await input_partitions(consumer):
             records: list[InputRecord] = []
             async for chunk in read_partition(consumer, tp):
                 records.extend(chunk)
             history.append(records)
     finally:
-        await consumer.stop()
+        consumer.close()
     keyed = sorted(
         (r.timestamp_ms or 0, index, r.offset, r)
         for index, records in enumerate(history)

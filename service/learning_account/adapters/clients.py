@@ -1,12 +1,14 @@
 """What every Kafka client of the service is given, and the service's own producer and admin.
 
-`kafka_options` is the one mapping of the Kafka settings (`LA_KAFKA_BOOTSTRAP_SERVERS`,
-`LA_KAFKA_SECURITY_PROTOCOL`, `_SASL_*`, `_SSL_CAFILE`) to aiokafka keyword arguments;
-`faststream_security` makes the FastStream broker's security object from the same mapping.
-`learning_account.bootstrap` builds every client with them.
+`librdkafka_config` is the one mapping of the Kafka settings (`LA_KAFKA_BOOTSTRAP_SERVERS`,
+`LA_KAFKA_SECURITY_PROTOCOL`, `_SASL_*`, `_SSL_CAFILE`) to librdkafka (confluent-kafka)
+configuration; `learning_account.bootstrap` builds every client of the service and its commands
+with it, and `deliver` is how they all produce. `kafka_options` is the same mapping as aiokafka
+keyword arguments, and `faststream_security` makes the FastStream broker's security object
+from it.
 
-Imports of aiokafka and FastStream are deferred to the calls, so a command that needs neither
-starts without loading them.
+Imports of confluent-kafka, aiokafka and FastStream are deferred to the calls, so a command that
+needs none of them starts without loading them.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from learning_account import __version__
 from learning_account.settings import Settings, reveal
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient
+    from confluent_kafka import KafkaError, Message, Producer
+    from confluent_kafka.admin import AdminClient
     from faststream.security import BaseSecurity
 
 log = logging.getLogger(__name__)
@@ -30,12 +33,20 @@ log = logging.getLogger(__name__)
 CLIENT_ID = f"learning-account-{__version__}"
 """How the broker names every client of the service (quotas, ACL logs)."""
 
-PRODUCER_OPTIONS: dict[str, Any] = {
+PRODUCER_CONFIG: dict[str, Any] = {
     # the broker acknowledges a record only once all in-sync replicas have it
     "acks": "all",
-    # not needed: outputs carry derived ids and consumers dedupe (and Tansu has no InitProducerId)
-    "enable_idempotence": False,
+    # not needed: outputs carry derived ids and consumers dedupe; and Tansu has no InitProducerId
+    "enable.idempotence": False,
+    # without idempotence a retried request could overtake the next one: one request at a time
+    # per broker keeps each partition's records in the order produced (a request carries the
+    # batches of all the broker's partitions)
+    "max.in.flight.requests.per.connection": 1,
+    # a batch's records are all produced before its deliveries are awaited (a flush sends at
+    # once): a small linger only gathers what other callers produce meanwhile
+    "linger.ms": 2,
 }
+"""What every librdkafka producer of the service is given, with `librdkafka_config`."""
 
 
 def kafka_security(settings: Settings) -> dict[str, Any]:
@@ -102,67 +113,136 @@ def faststream_security(settings: Settings) -> BaseSecurity | None:
     )
 
 
+Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+"""What a producer sends: topic, key, value and headers."""
+
+DELIVERY_TIMEOUT_SECONDS = 60.0
+"""How long `deliver` waits for the broker's acknowledgements of what it produced."""
+
+
+class DeliveryError(RuntimeError):
+    """A record was not acknowledged by the broker: refused, or not answered in time."""
+
+
+async def deliver(
+    producer: Producer, records: Iterable[Record], *, wait: float = DELIVERY_TIMEOUT_SECONDS
+) -> int:
+    """Produce every record, each to its key's partition in the order given, then wait until the
+    broker acknowledged them all; raises DeliveryError if it did not (refused one, or timeout).
+
+    The wait is librdkafka's `flush` in a thread of the default executor: the event loop goes
+    on, and the delivery reports are served there. A full queue (BufferError) is waited out the
+    same way, then the record is produced again. Returns how many records were acknowledged.
+    """
+    loop = asyncio.get_running_loop()
+    delivered: list[None] = []
+    failed: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        # served in the flushing thread; list.append is atomic, whichever thread serves it
+        if error is None:
+            delivered.append(None)
+        else:
+            failed.append(error)
+
+    produce = producer.produce
+    count = 0
+    for topic, key, value, headers in records:
+        while True:
+            try:
+                produce(topic, value, key, headers=headers, on_delivery=on_delivery)  # type: ignore[arg-type]
+            except BufferError:  # librdkafka's queue is full: let it drain, then again
+                await loop.run_in_executor(None, producer.poll, 0.1)
+            else:
+                break
+        count += 1
+    if count:
+        await loop.run_in_executor(None, producer.flush, wait)
+    if failed:
+        raise DeliveryError(f"{len(failed)} of {count} records not delivered: {failed[0]}")
+    if len(delivered) < count:
+        raise DeliveryError(
+            f"{count - len(delivered)} of {count} records not acknowledged within {wait}s"
+        )
+    return count
+
+
 class ServiceKafka:
-    """The service's producer (its outputs, the partition counts) and admin client (readiness).
+    """The service's librdkafka producer (its outputs, the partition counts) and admin client
+    (readiness).
 
     Both are made anew by each `connect`, so a start that fails half-way leaves nothing open and
-    the next attempt begins clean. The consumer is FastStream's, built by the broker.
+    the next attempt begins clean. The consumer is not here: the broker builds it.
     """
 
     def __init__(
         self,
-        make_producer: Callable[[], AIOKafkaProducer],
-        make_admin: Callable[[], AIOKafkaAdminClient],
+        make_producer: Callable[[], Producer],
+        make_admin: Callable[[], AdminClient],
         *,
         topics: Collection[str] = (),
+        timeout: float = 10.0,
     ) -> None:
         self._make_producer = make_producer
         self._topics = topics
         self._make_admin = make_admin
-        self._producer: AIOKafkaProducer | None = None
-        self._admin: AIOKafkaAdminClient | None = None
+        self._timeout = timeout
+        self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
 
     @property
-    def producer(self) -> AIOKafkaProducer:
+    def producer(self) -> Producer:
         if self._producer is None:
             raise RuntimeError("the Kafka producer is not connected")
         return self._producer
 
     async def connect(self) -> None:
-        """Start a new producer and admin client (raises if Kafka cannot be reached)."""
+        """Make a new producer and admin client; raises if Kafka cannot be reached.
+
+        librdkafka connects in its own threads and never fails a construction for an absent
+        broker, so a metadata request answered (or not, within the timeout) decides.
+        """
         await self.close()
-        self._producer = self._make_producer()
-        await self._producer.start()
+        producer = self._producer = self._make_producer()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, partial(producer.list_topics, timeout=self._timeout))
         # the output topics looked up (or auto-created by the broker) before a batch waits on them
         for topic in self._topics:
-            await self._producer.partitions_for(topic)
+            await loop.run_in_executor(
+                None, partial(producer.list_topics, topic, timeout=self._timeout)
+            )
         self._admin = self._make_admin()
-        await self._admin.start()
 
     async def close(self) -> None:
-        producer, admin = self._producer, self._admin
+        """Deliver what is still queued (within the timeout), then drop both clients."""
+        producer = self._producer
         self._producer = self._admin = None
         if producer is not None:
-            await producer.stop()
-        if admin is not None:
-            await admin.close()
+            await asyncio.get_running_loop().run_in_executor(None, producer.flush, self._timeout)
 
     async def partition_counts(self, topics: Collection[str]) -> dict[str, int]:
         """How many partitions each of `topics` has, for those that exist."""
-        cluster = await self.producer.client.fetch_all_metadata()  # asks for none: creates none
+        producer = self.producer
+        cluster = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: producer.list_topics(timeout=self._timeout),  # asks for all: creates none
+        )
         return {
-            topic: len(numbers)
+            topic: len(metadata.partitions)
             for topic in topics
-            if (numbers := cluster.partitions_for_topic(topic))
+            if (metadata := cluster.topics.get(topic)) is not None
+            and metadata.error is None
+            and metadata.partitions
         }
 
     async def ping(self) -> bool:
         """Whether the cluster answers; retried until the caller's timeout ends the wait."""
         while True:
-            if self._admin is None:
+            admin = self._admin
+            if admin is None:
                 return False
             try:
-                await self._admin.describe_cluster()
+                await asyncio.wrap_future(admin.describe_cluster(request_timeout=5))
             except Exception:
                 await asyncio.sleep(0.2)
             else:

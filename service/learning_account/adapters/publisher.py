@@ -1,21 +1,22 @@
-"""Publishing a batch's outputs: every record sent, then every acknowledgement awaited."""
+"""Publishing a batch's outputs: every record produced, then every acknowledgement awaited."""
 
 from __future__ import annotations
 
-import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
-from learning_account.adapters.clients import ServiceKafka
+from learning_account.adapters.clients import ServiceKafka, deliver
 from learning_account.observability.metrics import Metrics
 from learning_account.processing.outputs import OutputMessage
 from learning_account.wire import STRUCTURED_HEADERS
 
 
 class Publisher:
-    """Sends finished CloudEvents with the service's own aiokafka producer.
+    """Sends finished CloudEvents with the service's own librdkafka producer (`clients.deliver`).
 
-    One by one (not a batch call) so each record goes to its key's partition, in order; all are
-    sent before any acknowledgement is awaited. FastStream's publishers only document the output
+    Each record goes to its key's partition, in the order given; all are produced before the
+    acknowledgements are awaited, and a record the broker did not acknowledge raises (the
+    consumer then reads the batch again). FastStream's publishers only document the output
     topics (in the AsyncAPI document).
     """
 
@@ -24,14 +25,10 @@ class Publisher:
         self.metrics = metrics
 
     async def publish(self, messages: Sequence[OutputMessage]) -> None:
-        producer = self.kafka.producer
-        pending = [
-            await producer.send(
-                message.topic, message.value, key=message.key, headers=list(STRUCTURED_HEADERS)
-            )
-            for message in messages
-        ]
-        if pending:
-            await asyncio.gather(*pending)
-        for message in messages:
-            self.metrics.outputs_published.labels(topic=message.topic).inc()
+        if not messages:
+            return
+        headers = list(STRUCTURED_HEADERS)
+        await deliver(self.kafka.producer, ((m.topic, m.key, m.value, headers) for m in messages))
+        published = self.metrics.outputs_published
+        for topic, count in Counter(message.topic for message in messages).items():
+            published.labels(topic=topic).inc(count)

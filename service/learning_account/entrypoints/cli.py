@@ -116,28 +116,26 @@ async def send_feed(
 ) -> None:
     from rich.progress import Progress
 
+    from learning_account.adapters.clients import deliver
     from learning_account.bootstrap import kafka_producer
 
-    producer = kafka_producer(settings, kafka=kafka, linger_ms=5)
-    await producer.start()
-    try:
-        with Progress(transient=True) as bar:
-            task = bar.add_task("sending", total=len(records))
-            pending = []
-            for topic, key, value in records:
-                future = await producer.send(
-                    topic, value, key=key, headers=list(STRUCTURED_HEADERS)
-                )
-                future.add_done_callback(lambda _: bar.advance(task))
-                pending.append(future)
-            await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    producer = kafka_producer(settings, kafka=kafka, config={"linger.ms": 5})
+    headers = list(STRUCTURED_HEADERS)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("sending", total=len(records))
+        for start in range(0, len(records), SEND_CHUNK):
+            chunk = records[start : start + SEND_CHUNK]
+            await deliver(producer, ((topic, key, value, headers) for topic, key, value in chunk))
+            bar.advance(task, len(chunk))
+
+
+SEND_CHUNK = 1000
+"""Records `send` produces before it waits for their acknowledgements (and shows progress)."""
 
 
 def main(argv: Sequence[str] | None = None, *, kafka: KafkaClients | None = None) -> int:
-    """Run one command; `kafka`: the Kafka client classes (`bootstrap.KafkaClients`), aiokafka's
-    by default."""
+    """Run one command; `kafka`: the Kafka client classes (`bootstrap.KafkaClients`),
+    confluent-kafka's by default."""
     parser = argparse.ArgumentParser(prog="learning-account", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the consumer and the HTTP API until SIGTERM/SIGINT")

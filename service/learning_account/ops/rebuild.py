@@ -1,7 +1,8 @@
 """Rebuild every account from the input topics' history into a Redis (normally an empty one).
 
-The history is read from the beginning of every partition of the three input topics until
-caught up, and applied in the order the live service applies it (ordering.in_record_order),
+The history is read from the beginning of every partition of the three input topics to its end
+(where the partition's first fetch found it: `ops.reading`), by consumers of no group that commit
+nothing, and applied in the order the live service applies it (ordering.in_record_order),
 with held results timed out as the live service does: once the merge has passed their deadline
 in record time, and at the end by the clock. It streams: each partition is read in chunks and the
 merge holds one chunk per partition of one partition number, so memory does not grow with the
@@ -11,15 +12,16 @@ events were live.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from operator import methodcaller
+from typing import TYPE_CHECKING, Any, cast
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from learning_account.adapters.kafka_records import install_tolerant_reading, unreadable
 from learning_account.bootstrap import (
     KafkaClients,
     account_store,
@@ -27,17 +29,25 @@ from learning_account.bootstrap import (
     processor,
     redis_for,
 )
+from learning_account.ops.reading import READER_CONFIG, close, partitions_of, read_to_end
 from learning_account.processing.ordering import Chunks, in_record_order
 from learning_account.processing.outputs import OutputMessage
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS
 
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
 CHUNK_RECORDS = 500
 """Records read from one partition at a time (the merge holds at most one chunk per partition)."""
 FETCH_BYTES = 256 * 1024
-"""What the consumer fetches ahead per partition and per response: with the chunks, the bound
-on memory (some brokers answer up to the response bound for one partition)."""
+"""What a partition's consumer fetches and queues ahead: with the chunks, the bound on memory."""
+
+Readers = Callable[[], "Consumer"]
+"""Makes a consumer of no group for one partition's history (`history_consumer`)."""
 
 
 @dataclass
@@ -49,75 +59,116 @@ class RebuildReport:
     seconds: float = 0.0
 
 
-async def input_partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+async def input_partitions(consumer: Consumer) -> list[TopicPartition]:
     """Every partition of the three input topics."""
-    await consumer.topics()  # refreshes the metadata
-    return [
-        TopicPartition(topic, number)
-        for topic in INPUT_TOPICS
-        for number in sorted(consumer.partitions_for_topic(topic) or ())
-    ]
+    return await partitions_of(consumer, INPUT_TOPICS)
+
+
+_headers = methodcaller("headers")
+"""`Message.headers()`, called so that its result is checked: confluent-kafka returns the list
+with a UnicodeDecodeError still set when a header name is not UTF-8 (and a later call returns a
+list holding a null name), which a direct call in specialised bytecode may not notice."""
+
+
+def input_record(message: Message) -> InputRecord:
+    """A fetched record as the pipeline reads it."""
+    try:
+        # fetched header values are bytes (or None)
+        headers = cast("tuple[tuple[str, bytes | None], ...]", tuple(_headers(message) or ()))
+    except (SystemError, UnicodeError):
+        # the client gives no header of a record with a name that is not UTF-8: it is read
+        # without its headers (a structured-mode event as the service reads it)
+        log.warning(
+            "%s/%d offset %d: a header name is not UTF-8, read without headers",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        )
+        headers = ()
+    kind, stamp = message.timestamp()
+    return InputRecord(
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        message.value(),
+        stamp if kind else None,
+        headers,
+    )
 
 
 async def read_partition(
-    consumer: AIOKafkaConsumer,
+    consumer: Consumer,
     partition: TopicPartition,
     *,
     chunk: int = CHUNK_RECORDS,
-    idle_ms: int = 30_000,
+    idle_seconds: float = 30.0,
 ) -> AsyncIterator[list[InputRecord]]:
-    """One partition's records from where the consumer stands until it is caught up, a chunk at
-    a time. The end is the high mark of fetch responses (a broker may answer ListOffsets with
-    less than the end of its last batch)."""
-    idle_since = time.monotonic()
-    while True:
-        mark = consumer.highwater(partition)
-        if mark is not None and await consumer.position(partition) >= mark:
-            return
-        fetched = await consumer.getmany(partition, timeout_ms=200, max_records=chunk)
-        records = fetched.get(partition, [])
-        for failure in filter(None, map(unreadable, records)):
-            raise failure.error  # the live service retries it: a rebuild never skips
-        if not records:
-            if (time.monotonic() - idle_since) * 1000 > idle_ms:
-                raise TimeoutError(f"{partition} sent nothing for {idle_ms} ms before its end")
-            continue
-        idle_since = time.monotonic()
-        yield [
-            InputRecord(
-                r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers)
-            )
-            for r in records
-        ]
+    """One partition's records from its offset (its beginning if unset) until its end, a chunk
+    at a time; `consumer` (made by `history_consumer`) reads nothing else meanwhile."""
+    async for records in read_to_end(consumer, [partition], chunk=chunk, idle_seconds=idle_seconds):
+        yield [input_record(message) for message in records]
+
+
+async def _partition_history(
+    readers: Readers, partition: TopicPartition
+) -> AsyncIterator[list[InputRecord]]:
+    """`read_partition` with a consumer of its own, made when the merge first reads it."""
+    consumer = readers()
+    try:
+        async for records in read_partition(consumer, partition):
+            yield records
+    finally:
+        await close(consumer)
 
 
 @asynccontextmanager
-async def read_history(
-    consumer: AIOKafkaConsumer,
-) -> AsyncIterator[tuple[list[Chunks], int]]:
+async def read_history(readers: Readers) -> AsyncIterator[tuple[list[Chunks], int]]:
     """A reader per input partition, from its beginning, and about how many records they hold.
 
-    Starts `consumer` (made by `history_consumer`); its maker stops it."""
-    install_tolerant_reading()  # headers are read as the live service reads them
-    await consumer.start()
-    partitions = await input_partitions(consumer)
-    consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
-    ends = await consumer.end_offsets(partitions)  # an estimate, for the progress bar
-    starts = await consumer.beginning_offsets(partitions)
-    total = sum(ends[tp] - starts[tp] for tp in partitions)
-    yield [(tp.topic, tp.partition, read_partition(consumer, tp)) for tp in partitions], total
+    Each partition is read by a consumer of its own (`readers` makes them), so each is read as
+    far as the merge asks, no further."""
+    from confluent_kafka import TopicPartition
+
+    consumer = readers()
+    try:
+        partitions = await input_partitions(consumer)
+        loop = asyncio.get_running_loop()
+        total = 0
+        for tp in partitions:  # an estimate, for the progress bar
+            low, high = await loop.run_in_executor(
+                None, partial(consumer.get_watermark_offsets, tp, timeout=10)
+            )
+            total += max(0, high - low)
+    finally:
+        await close(consumer)
+    yield (
+        [
+            (
+                tp.topic,
+                tp.partition,
+                _partition_history(readers, TopicPartition(tp.topic, tp.partition)),
+            )
+            for tp in partitions
+        ],
+        total,
+    )
 
 
-def history_consumer(settings: Settings, kafka: KafkaClients | None = None) -> AIOKafkaConsumer:
+def history_consumer(settings: Settings, kafka: KafkaClients | None = None) -> Consumer:
     """A consumer of no group, fetching little ahead (see FETCH_BYTES)."""
     return kafka_consumer(
         settings,
         kafka=kafka,
-        group_id=None,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=FETCH_BYTES,
-        fetch_max_bytes=FETCH_BYTES,
+        config={
+            **READER_CONFIG,
+            "max.partition.fetch.bytes": FETCH_BYTES,
+            "fetch.max.bytes": FETCH_BYTES,
+            # which librdkafka requires to be no more than fetch.max.bytes (a consumer produces
+            # nothing: it bounds no record; a larger one is still fetched, whole)
+            "message.max.bytes": FETCH_BYTES,
+            "queued.max.messages.kbytes": FETCH_BYTES // 1024,
+        },
     )
 
 
@@ -131,10 +182,10 @@ async def rebuild(
     started = time.monotonic()
     redis = await redis_for(settings, redis_url)
     report = RebuildReport()
-    consumer = history_consumer(settings, kafka)
     try:
         pipeline = processor(settings, account_store(settings, redis), live=False)
-        async with read_history(consumer) as (partitions, total):
+        readers = partial(history_consumer, settings, kafka)
+        async with read_history(readers) as (partitions, total):
             records = in_record_order(partitions, round(time.time() * 1000))
             batch: list[InputRecord] = []
             async for record in records:
@@ -146,7 +197,6 @@ async def rebuild(
         while await pipeline.sweep_held(_nowhere):
             pass  # caught up: what the clock has timed out
     finally:
-        await consumer.stop()
         await redis.aclose()
     report.seconds = round(time.monotonic() - started, 3)
     return report

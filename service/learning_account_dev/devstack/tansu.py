@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from learning_account.adapters.clients import PRODUCER_OPTIONS
 from learning_account_dev.devstack.processes import DevStackError, LocalProcess, wait_for_port
 
-#: The producer settings of the service's clients; Tansu needs them (no idempotence).
-PRODUCER_KWARGS: dict[str, Any] = PRODUCER_OPTIONS
+#: What an aiokafka producer (the tests' and benchmarks' independent client) needs on Tansu:
+#: acks from all in-sync replicas, as `clients.PRODUCER_CONFIG`, and no idempotence (Tansu has
+#: no InitProducerId).
+PRODUCER_KWARGS: dict[str, Any] = {"acks": "all", "enable_idempotence": False}
 
 
 def tansu_binary() -> Path:

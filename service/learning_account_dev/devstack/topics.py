@@ -1,12 +1,11 @@
-"""Waiting for a broker and creating topics, with aiokafka's admin client."""
+"""Waiting for a broker and creating topics, with confluent-kafka's (librdkafka) admin client."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from learning_account_dev.devstack.processes import DevStackError
@@ -14,7 +13,7 @@ from learning_account_dev.devstack.processes import DevStackError
 log = logging.getLogger(__name__)
 
 AdminFactory = Callable[[], Any]
-"""Makes an aiokafka admin client, not started (``clients.kafka_admin`` with the settings)."""
+"""Makes a confluent-kafka admin client (``bootstrap.kafka_admin`` with the settings)."""
 
 # Kafka error codes handled by ensure_topics.
 _TOPIC_ALREADY_EXISTS = 36
@@ -25,21 +24,13 @@ _LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 def _plain_admin(bootstrap: str) -> AdminFactory:
     """Admin clients of a broker without security (a local one)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from confluent_kafka.admin import AdminClient
 
-    return lambda: AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    return lambda: AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
 
 
-@contextlib.asynccontextmanager
-async def _started(new_admin: AdminFactory, deadline: float) -> AsyncIterator[Any]:
-    """A new admin client, started before the deadline and always closed."""
-    admin = new_admin()
-    try:
-        await asyncio.wait_for(admin.start(), timeout=max(0.5, deadline - time.monotonic()))
-        yield admin
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
+def _left(deadline: float) -> float:
+    return max(0.5, deadline - time.monotonic())
 
 
 async def wait_for_kafka(
@@ -52,10 +43,10 @@ async def wait_for_kafka(
     new_admin = admin_factory or _plain_admin(bootstrap)
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
+    admin = new_admin()
     while time.monotonic() < deadline:
         try:
-            async with _started(new_admin, deadline) as admin:
-                await asyncio.wait_for(admin.list_topics(), timeout=5)
+            await asyncio.to_thread(admin.list_topics, timeout=min(5.0, _left(deadline)))
             return
         except Exception as exc:  # connection refused, bootstrap failure, timeout
             last_error = exc
@@ -77,7 +68,8 @@ async def ensure_topics(
     different partition count is logged as a warning (it is not changed). The input topics are
     stamped by the broker's clock, as deploy/ creates them (a broker may ignore the setting).
     """
-    from aiokafka.admin import NewTopic
+    from confluent_kafka import KafkaException
+    from confluent_kafka.cimpl import NewTopic
 
     from learning_account.wire import INPUT_TOPICS
 
@@ -87,6 +79,7 @@ async def ensure_topics(
     deadline = time.monotonic() + timeout
     pending = dict(topics)
     last_error: BaseException | str | None = None
+    admin = None
     while pending:
         if time.monotonic() >= deadline:
             raise TimeoutError(
@@ -94,35 +87,39 @@ async def ensure_topics(
                 f"{last_error!r}"
             )
         try:
-            async with _started(new_admin, deadline) as admin:
-                response = await admin.create_topics(
-                    [
-                        NewTopic(
-                            name,
-                            n,
-                            replication_factor,
-                            topic_configs=_LOG_APPEND_TIME if name in INPUT_TOPICS else {},
-                        )
-                        for name, n in pending.items()
-                    ]
-                )
-                existing: list[str] = []
-                for entry in response.topic_errors:
-                    name, code = entry[0], entry[1]
-                    message = entry[2] if len(entry) > 2 else None
-                    if code == 0:
-                        pending.pop(name, None)
-                    elif code == _TOPIC_ALREADY_EXISTS:
+            admin = admin or new_admin()
+            futures = admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        n,
+                        replication_factor,
+                        config=_LOG_APPEND_TIME if name in INPUT_TOPICS else {},
+                    )
+                    for name, n in pending.items()
+                ],
+                request_timeout=min(10.0, _left(deadline)),
+            )
+            existing: list[str] = []
+            for name, future in futures.items():
+                try:
+                    await asyncio.wrap_future(future)
+                except KafkaException as failure:
+                    error = failure.args[0]
+                    code = error.code()
+                    if code == _TOPIC_ALREADY_EXISTS:
                         existing.append(name)
                         pending.pop(name, None)
-                    elif code in _RETRIABLE_CREATE_ERRORS:
-                        last_error = f"{name}: error {code} {message}"
+                    elif code in _RETRIABLE_CREATE_ERRORS or error.retriable() or code < 0:
+                        last_error = f"{name}: error {code} {error.str()}"  # < 0: librdkafka's
                     else:
                         raise DevStackError(
-                            f"creating topic {name!r} failed: error {code} {message}"
-                        )
-                if existing:
-                    await _warn_partition_mismatch(admin, existing, topics)
+                            f"creating topic {name!r} failed: error {code} {error.str()}"
+                        ) from None
+                else:
+                    pending.pop(name, None)
+            if existing:
+                await _warn_partition_mismatch(admin, existing, topics)
         except DevStackError:
             raise
         except Exception as exc:
@@ -132,14 +129,14 @@ async def ensure_topics(
 
 
 async def _warn_partition_mismatch(admin: Any, names: list[str], wanted: Mapping[str, int]) -> None:
-    with contextlib.suppress(Exception):
-        for desc in await admin.describe_topics(names):
-            name = desc["topic"]
-            have = len(desc.get("partitions", ()))
-            if have != wanted[name]:
-                log.warning(
-                    "topic %s already exists with %d partitions (wanted %d)",
-                    name,
-                    have,
-                    wanted[name],
-                )
+    try:
+        cluster = await asyncio.to_thread(admin.list_topics, timeout=5)
+    except Exception:
+        return
+    for name in names:
+        metadata = cluster.topics.get(name)
+        have = len(metadata.partitions) if metadata is not None else 0
+        if have != wanted[name]:
+            log.warning(
+                "topic %s already exists with %d partitions (wanted %d)", name, have, wanted[name]
+            )

@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from learning_account.wire import STRUCTURED_HEADERS
-from learning_account_dev.devstack import PRODUCER_KWARGS
 
 Message = dict[str, Any]
 Predicate = Callable[[Message], bool]
@@ -28,16 +27,13 @@ def caused_by(event_or_id: Mapping[str, Any] | str) -> Predicate:
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes]]) -> None:
     """Publish ``(topic, key, value)`` records as structured CloudEvents; wait for the acks."""
-    from aiokafka import AIOKafkaProducer
+    from confluent_kafka import Producer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_KWARGS)
-    await producer.start()
-    try:
-        headers = list(STRUCTURED_HEADERS)
-        pending = [await producer.send(t, v, key=k, headers=headers) for t, k, v in records]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    from learning_account.adapters.clients import PRODUCER_CONFIG, deliver
+
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
+    headers = list(STRUCTURED_HEADERS)
+    await deliver(producer, [(t, k, v, headers) for t, k, v in records])
 
 
 class OutputReader:
@@ -57,7 +53,9 @@ class OutputReader:
         count: int,
     ) -> list[Message]:
         """Every message of ``topic`` matching ``predicate`` once ``count`` of them were seen."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from learning_account.ops.reading import close, partitions_of
 
         def matches() -> list[Message]:
             return [m for m in self._seen.get(topic, []) if predicate is None or predicate(m)]
@@ -65,40 +63,43 @@ class OutputReader:
         found = matches()
         if len(found) >= count:
             return found
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "learning-account-test-reader",  # never joined: partitions assigned
+                "enable.auto.commit": False,
+            }
         )
-        await consumer.start()
+        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
         try:
             partitions: list[TopicPartition] = []
             while not partitions:
-                await consumer.topics()  # refresh metadata
-                numbers = consumer.partitions_for_topic(topic) or set()
-                partitions = [TopicPartition(topic, n) for n in sorted(numbers)]
+                partitions = await partitions_of(consumer, [topic])
                 if not partitions:
                     if time.monotonic() >= deadline:
                         raise TimeoutError(f"topic {topic} does not exist")
                     await asyncio.sleep(0.2)
-            consumer.assign(partitions)
-            for tp in partitions:
-                position = self._positions.get((topic, tp.partition))
-                if position is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, position)
+            consumer.assign(
+                [
+                    TopicPartition(
+                        topic,
+                        tp.partition,
+                        self._positions.get((topic, tp.partition), OFFSET_BEGINNING),
+                    )
+                    for tp in partitions
+                ]
+            )
             while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                for tp, records in batch.items():
-                    for record in records:
-                        key = (topic, tp.partition)
-                        if record.offset < self._positions.get(key, 0):
-                            continue  # already read by a concurrent call
-                        self._positions[key] = record.offset + 1
-                        self._seen.setdefault(topic, []).append(_decode(record.value))
+                for record in await loop.run_in_executor(None, consumer.consume, 500, 0.2):
+                    if record.error() is not None:
+                        continue  # what librdkafka reports and retries itself
+                    key = (topic, record.partition() or 0)
+                    offset = record.offset() or 0
+                    if offset < self._positions.get(key, 0):
+                        continue  # already read by a concurrent call
+                    self._positions[key] = offset + 1
+                    self._seen.setdefault(topic, []).append(_decode(record.value()))
                 found = matches()
                 if len(found) >= count:
                     return found
@@ -108,7 +109,7 @@ class OutputReader:
                         f"(saw {len(found)} of {len(self._seen.get(topic, []))})"
                     )
         finally:
-            await consumer.stop()
+            await close(consumer)
 
 
 def _decode(value: bytes | None) -> Message:
