@@ -535,7 +535,7 @@ def _input_record(message: Message) -> InputRecord:
         key=message.key(),
         value=message.value(),
         timestamp_ms=timestamp,
-        headers=tuple(headers) if headers else (),  # type: ignore[arg-type]
+        headers=tuple(headers) if headers else (),
     )
 
 
