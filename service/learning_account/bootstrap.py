@@ -100,9 +100,9 @@ def create_broker(settings: Settings) -> KafkaBroker:
     its subscriber and publishers. It is never started (`group_consumer` is the group member,
     `ServiceKafka` the producer).
     """
-    from faststream.kafka import KafkaBroker
+    from learning_account.entrypoints.asyncapi import SpecificationBroker
 
-    return KafkaBroker(
+    return SpecificationBroker(
         settings.kafka_bootstrap_servers,
         consumer_only=True,
         graceful_timeout=settings.graceful_timeout_seconds,
@@ -342,12 +342,13 @@ def asyncapi_document(settings: Settings | None = None) -> str:
 def faststream_app(service: Service) -> FastStream:
     """The service as a FastStream application: its hooks start and stop the whole `Service`.
 
-    The app is given no broker to run, only the specification of the service's broker: the
-    group member is the service's own (`group_consumer`), so FastStream starts no consumer.
+    Its broker is the service's `SpecificationBroker`, which FastStream starts and stops without
+    reaching Kafka: the group member is the service's own (`group_consumer`).
     """
     from faststream import FastStream
 
     return FastStream(
+        service.broker,
         specification=specification(service.broker),
         on_startup=[service.start],
         on_shutdown=[service.stop],

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -29,6 +30,7 @@ from learning_account.bootstrap import KafkaClients, asyncapi_document, build_se
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.entrypoints import cli
+from learning_account.entrypoints import consumer as consumer_entrypoint
 from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS, OUTPUT_TOPICS
@@ -83,11 +85,24 @@ def sasl_settings(ca_file: Path) -> dict[str, str]:
 
 
 def assert_sasl(options: dict[str, Any], bootstrap: str) -> None:
-    assert options["bootstrap_servers"] in (bootstrap, [bootstrap])  # FastStream's is a list
-    assert options["security_protocol"] == "SASL_SSL"
-    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (USERNAME, PASSWORD)
-    trusted = options["ssl_context"].get_ca_certs()
+    """The SASL_SSL settings, in librdkafka's names (confluent-kafka's clients) or aiokafka's
+    keyword arguments (the consumer FastStream builds)."""
+    if "bootstrap.servers" in options:
+        assert options["bootstrap.servers"] == bootstrap
+        assert options["security.protocol"] == "sasl_ssl"
+        assert options["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert (options["sasl.username"], options["sasl.password"]) == (USERNAME, PASSWORD)
+        context = ssl.create_default_context(cafile=options["ssl.ca.location"])
+    else:
+        assert options["bootstrap_servers"] in (bootstrap, [bootstrap])  # FastStream's: a list
+        assert options["security_protocol"] == "SASL_SSL"
+        assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+            USERNAME,
+            PASSWORD,
+        )
+        context = options["ssl_context"]
+    trusted = context.get_ca_certs()
     assert [dict(pair[0] for pair in ca["subject"]) for ca in trusted] == [{"commonName": CA_NAME}]
 
 
@@ -154,6 +169,16 @@ class KafkaSpy:
                 monkeypatch.setattr(aiokafka.admin.client, "AIOKafkaAdminClient", stub)
             else:
                 monkeypatch.setattr(aiokafka, f"AIOKafka{kind.title()}", stub)
+
+    def replace_group_consumer(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Put a stub in the place of the librdkafka consumer the service's group member builds:
+        it records its configuration and raises FirstClientStarted."""
+
+        def consumer(config: dict[str, Any]) -> None:
+            self.built.append(Built("consumer", config))
+            raise FirstClientStarted("consumer")
+
+        monkeypatch.setattr(consumer_entrypoint, "Consumer", consumer)
 
     def _stub(self, kind: str) -> type:
         spy = self
@@ -224,7 +249,7 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
     spy = KafkaSpy()
     argv = [command]
     if command == "serve":
-        spy.replace_aiokafka(monkeypatch, "consumer")
+        spy.replace_group_consumer(monkeypatch)
         spy.starting = {"producer", "admin"}  # the service's own, started before the consumer
     elif command in ("dev", "demo"):
         spy.replace_aiokafka(monkeypatch, "producer", "consumer", "admin")

@@ -462,9 +462,10 @@ async def test_a_batch_the_reading_fails_on_is_rewound_not_skipped(
     read = app._input_record
 
     def failing(message: Any) -> Any:
-        if any(value is None for _name, value in message.headers() or ()):
+        record = read(message)
+        if any(value is None for _name, value in record.headers):
             raise ValueError("cannot read this record")
-        return read(message)
+        return record
 
     monkeypatch.setattr(app, "_input_record", failing)
     names = students("reading", 8)

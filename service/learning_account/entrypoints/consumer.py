@@ -246,6 +246,8 @@ class BatchConsumer:
         self._loop: asyncio.Task[None] | None = None
         self.applying = False
         """Whether fetched records are being held or applied now (not while a fetch waits)."""
+        self._drained = 0.0
+        """When (monotonic) a fetch last handed out every record librdkafka had fetched."""
 
     def subscribe(self, broker: KafkaBroker, settings: Settings) -> BatchSubscriber:
         """Declare the input topics' subscriber on the broker, for the AsyncAPI document only
@@ -281,8 +283,10 @@ class BatchConsumer:
                     messages = await consumer.batch(self.max_records, self.timeout)
                 except Exception as error:  # librdkafka reports and retries by itself
                     log.warning("Kafka fetch failed (%r)", error)
-                    messages = []
                     await asyncio.sleep(1)
+                    continue
+                if len(messages) < self.max_records:
+                    self._drained = time.monotonic()
                 if messages:
                     self.applying = True
                     try:
@@ -364,10 +368,12 @@ class BatchConsumer:
 
     def _release(self, consumer: GroupConsumer) -> list[InputRecord]:
         """The records every merge may release now: it stops at a topic-partition it holds nothing
-        of while that one is lagging (for LAGGING_WAIT_SECONDS at most).
+        of while that one is lagging (its position below its fetched high watermark).
 
-        Lagging covers the records librdkafka fetched and has not handed out yet: its position
-        is below the fetched high watermark."""
+        What librdkafka fetched and has not handed out yet comes with a coming batch: it is
+        always waited for. librdkafka does not say which partitions its queue holds records of,
+        only when a fetch emptied it: a merge waits LAGGING_WAIT_SECONDS at most once one did
+        after the wait began (what it waits for was not fetched then)."""
         now = time.monotonic()
         released: list[InputRecord] = []
         for number, merge in self._merges.items():
@@ -375,13 +381,14 @@ class BatchConsumer:
                 self._waiting.pop(number, None)
                 continue
             since = self._waiting.get(number)
-            waited_out = since is not None and now - since >= LAGGING_WAIT_SECONDS
+            waited_out = (
+                since is not None and now - since >= LAGGING_WAIT_SECONDS and self._drained >= since
+            )
             waiting_for = []
             if not waited_out:
+                # one that holds records is waited for too, once the merge released them all
                 waiting_for = [
-                    topic
-                    for topic in INPUT_TOPICS
-                    if not merge.holds(topic) and is_lagging(consumer, topic, number)
+                    topic for topic in INPUT_TOPICS if is_lagging(consumer, topic, number)
                 ]
             released.extend(merge.release(waiting_for))
             if merge.holding():
