@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from faststream.specification import AsyncAPI
     from redis.asyncio import Redis, RedisCluster
 
+    from learning_account.entrypoints.consumer import GroupConsumer
     from learning_account.entrypoints.service import Service
     from learning_account.processing.pipeline import Processor
 
@@ -117,14 +118,13 @@ def kafka_admin(
 
 
 def create_broker(settings: Settings) -> KafkaBroker:
-    """The FastStream broker of the service: it builds and runs the input topics' consumer.
-
-    Consumer only: the outputs go out through the service's own producer (`ServiceKafka`), and
-    the topics are created by their owners, not by the service.
+    """The FastStream broker of the service's wiring: the AsyncAPI document is generated from
+    its subscriber and publishers. It is never started (`group_consumer` is the group member,
+    `ServiceKafka` the producer).
     """
-    from faststream.kafka import KafkaBroker
+    from learning_account.entrypoints.asyncapi import SpecificationBroker
 
-    return KafkaBroker(
+    return SpecificationBroker(
         settings.kafka_bootstrap_servers,
         consumer_only=True,
         graceful_timeout=settings.graceful_timeout_seconds,
@@ -132,6 +132,34 @@ def create_broker(settings: Settings) -> KafkaBroker:
         security=faststream_security(settings),
         logger=logging.getLogger("learning_account.kafka"),
     )
+
+
+def group_consumer(settings: Settings) -> GroupConsumer:
+    """The service's member of the consumer group of the input topics (not started).
+
+    Range assignment (partition p of every input topic on one member: one student's events meet
+    there); offsets committed by hand, only after Redis and the output acks; CRCs checked, so a
+    corrupt batch is an error at its offset instead of records.
+    """
+    from learning_account.entrypoints.consumer import GroupConsumer
+    from learning_account.wire import INPUT_TOPICS
+
+    config = {
+        **librdkafka_config(settings),
+        "group.id": settings.consumer_group,
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        # a record up to the largest a producer of the service may send, in one fetch
+        "fetch.message.max.bytes": max(1_048_576, settings.kafka_max_message_bytes),
+        "check.crcs": True,
+        "logger": logging.getLogger("learning_account.kafka"),
+    }
+    return GroupConsumer(config, INPUT_TOPICS)
 
 
 # --- Redis, store, processor --------------------------------------------------------------
@@ -205,7 +233,6 @@ def build_service(
     `store`: the accounts' store instead of the Redis one of LA_REDIS_URL; the service neither
     connects nor closes it (its owner does).
     """
-    from learning_account.adapters.kafka_records import install_tolerant_reading
     from learning_account.adapters.publisher import Publisher
     from learning_account.entrypoints.access import JwtVerifier
     from learning_account.entrypoints.consumer import BatchConsumer
@@ -216,7 +243,6 @@ def build_service(
     from learning_account.ops.restore import SNAPSHOT_TOPICS
     from learning_account.wire import OUTPUT_TOPICS
 
-    install_tolerant_reading()
     metrics = metrics or Metrics()
     redis_store = None
     if store is None:
@@ -237,7 +263,14 @@ def build_service(
     )
     publisher = Publisher(service_kafka, metrics)
     health = Health(metrics, checks=(store.ping, service_kafka.ping))
-    batches = BatchConsumer(pipeline, publisher, health, metrics)
+    batches = BatchConsumer(
+        pipeline,
+        publisher,
+        health,
+        metrics,
+        max_records=settings.batch_max_records,
+        timeout_ms=settings.batch_timeout_ms,
+    )
     broker = create_broker(settings)
     batches.subscribe(broker, settings)
     declare_outputs(broker)
@@ -250,6 +283,7 @@ def build_service(
         processor=pipeline,
         kafka=service_kafka,
         broker=broker,
+        group=lambda: group_consumer(settings),
         publisher=publisher,
         health=health,
         batches=batches,
@@ -328,17 +362,18 @@ def asyncapi_document(settings: Settings | None = None) -> str:
 
 
 def faststream_app(service: Service) -> FastStream:
-    """The service as a FastStream application: FastStream starts and stops the broker, its
-    hooks run the rest of `Service.start` / `Service.stop` around it."""
+    """The service as a FastStream application: its hooks start and stop the whole `Service`.
+
+    Its broker is the service's `SpecificationBroker`, which FastStream starts and stops without
+    reaching Kafka: the group member is the service's own (`group_consumer`).
+    """
     from faststream import FastStream
 
     return FastStream(
         service.broker,
         specification=specification(service.broker),
-        on_startup=[service.start_http, service.connect_broker],
-        after_startup=[service.start_background],
-        on_shutdown=[service.stop_consuming],
-        after_shutdown=[service.close],
+        on_startup=[service.start],
+        on_shutdown=[service.stop],
     )
 
 

@@ -38,6 +38,7 @@ from learning_account.bootstrap import (
 from learning_account.domain.model import Policy
 from learning_account.domain.statement import statement
 from learning_account.entrypoints import cli
+from learning_account.entrypoints import consumer as consumer_entrypoint
 from learning_account.observability.metrics import Metrics
 from learning_account.processing.outputs import OutputMessage
 from learning_account.processing.pipeline import InputRecord, Processor
@@ -186,10 +187,15 @@ class KafkaSpy:
             else:
                 monkeypatch.setattr(confluent_kafka, kind.title(), stub)
 
-    def replace_faststream_consumer(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Put the consumer stub in aiokafka's place: FastStream builds the service's consumer
-        from aiokafka's class."""
-        monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", self.clients.consumer)
+    def replace_group_consumer(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Put a stub in the place of the librdkafka consumer the service's group member builds:
+        it records its configuration and raises FirstClientStarted."""
+
+        def consumer(config: dict[str, Any]) -> None:
+            self.built.append(Built("consumer", config))
+            raise FirstClientStarted("consumer")
+
+        monkeypatch.setattr(consumer_entrypoint, "Consumer", consumer)
 
     def _stub(self, kind: str) -> type:
         spy = self
@@ -271,7 +277,7 @@ def test_each_command_gives_its_kafka_clients_the_sasl_settings(
     spy = KafkaSpy()
     argv = [command]
     if command == "serve":
-        spy.replace_faststream_consumer(monkeypatch)
+        spy.replace_group_consumer(monkeypatch)
         spy.starting = {"producer", "admin"}  # the service's own, started before the consumer
     elif command in ("dev", "demo"):
         spy.replace_classes(monkeypatch, "producer", "consumer", "admin")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any, Final
 
+from faststream.kafka import KafkaBroker
 from faststream.security import SASLScram512
 from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
@@ -29,6 +31,23 @@ KAFKA_BINDING_VERSION: Final = "0.5.0"
 
 _SCHEMAS_REF: Final = "#/components/schemas/{model}"
 _PRODUCTION_SECURITY: Final = SASLScram512(username="", password="", use_ssl=True)
+
+
+class SpecificationBroker(KafkaBroker):
+    """FastStream's Kafka broker as the source of the AsyncAPI document only: its subscriber and
+    publishers declare the wiring, and starting or stopping it reaches no Kafka (the service's
+    own clients do). A FastStream application is given it as its broker."""
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        self.running = False
 
 
 def complete(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import TopicPartition
-
 from learning_account.observability.metrics import Metrics
 
 if TYPE_CHECKING:
-    from learning_account.entrypoints.consumer import BatchConsumer
+    from learning_account.entrypoints.consumer import BatchConsumer, Partition
 
 log = logging.getLogger("learning_account")
 
@@ -98,7 +96,7 @@ class PartitionProgress:
         self.health = health
         self.metrics = metrics
         self.stall_seconds = stall_seconds
-        self._partitions: dict[TopicPartition, _Progress] = {}
+        self._partitions: dict[Partition, _Progress] = {}
 
     async def watch(self) -> None:
         """Check every few seconds until the service stops."""
@@ -113,6 +111,8 @@ class PartitionProgress:
             await asyncio.sleep(interval)
 
     async def check(self, consumer: Any, now: float) -> None:
+        """One check of `consumer` (a `GroupConsumer`: assignment, committed offsets, fetched
+        high watermarks, positions)."""
         committed = self.batches.committed
         assigned = set(consumer.assignment())
         for partition in set(self._partitions) - assigned:  # revoked: its new owner reports it
@@ -123,7 +123,7 @@ class PartitionProgress:
         stalled = []
         # no batch in flight or failing: the consumer's position counts too, as it passes the
         # control records of transactions, which no batch ever commits
-        idle = not self.batches.in_flight.locked() and not self.health.failures
+        idle = not self.batches.applying and not self.health.failures
         for partition in assigned:
             held = self.batches.holds(partition)
             progress = self._partitions.get(partition)
@@ -137,8 +137,9 @@ class PartitionProgress:
                 continue  # not fetched yet
             done = committed.get(partition)
             if idle and not held:  # a held record is read, not yet applied
-                position = await asyncio.wait_for(consumer.position(partition), timeout=1)
-                done = max(done or 0, position)
+                position = consumer.position(partition)
+                if position is not None:
+                    done = max(done or 0, position)
             lag = max(0, highwater - (done or 0))
             self.metrics.consumer_lag.labels(
                 topic=partition.topic, partition=str(partition.partition)

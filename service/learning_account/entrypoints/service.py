@@ -1,5 +1,8 @@
 """The running service's lifecycle: HTTP first, then Kafka, then the background loops; the
 reverse on stop. `learning_account.bootstrap.build_service` puts its parts together.
+
+The FastStream broker (`Service.broker`) is never started: it holds the declarations the
+AsyncAPI document is generated from. The group member is the service's own `GroupConsumer`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis, RedisCluster
 from starlette.types import ASGIApp
 
-from learning_account.adapters.clients import ServiceKafka, leave_group_if_first_generation
+from learning_account.adapters.clients import ServiceKafka
 from learning_account.adapters.publisher import Publisher
 from learning_account.adapters.redis_store import RedisStore
-from learning_account.entrypoints.consumer import BatchConsumer
+from learning_account.entrypoints.consumer import BatchConsumer, GroupConsumer
 from learning_account.entrypoints.readiness import Health, PartitionProgress
 from learning_account.entrypoints.sweeper import HeldSweeper
 from learning_account.observability.metrics import Metrics
@@ -47,6 +50,7 @@ class Service:
         processor: Processor,
         kafka: ServiceKafka,
         broker: KafkaBroker,
+        group: Callable[[], GroupConsumer],
         publisher: Publisher,
         health: Health,
         batches: BatchConsumer,
@@ -66,6 +70,9 @@ class Service:
         self.processor = processor
         self.kafka = kafka
         self.broker = broker
+        """FastStream's broker of the service's wiring: the AsyncAPI document's source only."""
+        self.group = group
+        """A new member of the consumer group, not started, for each start."""
         self.publisher = publisher
         self.health = health
         self.batches = batches
@@ -84,11 +91,11 @@ class Service:
     async def start(self) -> None:
         """HTTP first (liveness answers, readiness says 503), then Kafka, then the sweeper."""
         await self.start_http()
-        await self._start_broker()
+        await self._start_kafka()
         await self.start_background()
 
     async def start_http(self) -> None:
-        """Before the broker starts: the Redis mode (LA_REDIS_CLUSTER), then the HTTP API."""
+        """Before Kafka: the Redis mode (LA_REDIS_CLUSTER), then the HTTP API."""
         if self.redis_store is not None:
             await self.redis_store.redis.aclose()
             self.redis_store.redis = await self.connect_redis()
@@ -109,7 +116,7 @@ class Service:
                 await http_task  # raises the reason the server did not start
 
     async def start_background(self) -> None:
-        """Once the broker runs: the merges' waits, the held-result sweeper and the partition
+        """Once the consumer runs: the merges' waits, the held-result sweeper and the partition
         watch; ready."""
         self._tasks.append(asyncio.create_task(self.batches.release_waiting(), name="merge-waits"))
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="held-sweeper"))
@@ -125,46 +132,37 @@ class Service:
             },
         )
 
-    async def connect_broker(self) -> None:
-        """Wait for Kafka as `start` does, for a runner that starts the broker itself."""
-        await self._start_broker(connect_only=True)
-
-    async def _start_broker(self, *, connect_only: bool = False) -> None:
-        """Wait for Kafka (with backoff) instead of exiting when it is not up yet."""
+    async def _start_kafka(self) -> None:
+        """Wait for Kafka (with backoff) instead of exiting when it is not up yet, then join the
+        consumer group."""
         delay = 0.5
         while True:
             try:
                 await self.kafka.connect()
                 check_co_partitioned(await self.kafka.partition_counts(INPUT_TOPICS))
-                if not connect_only:
-                    await self.broker.start()
-                return
+                break
             except NotCoPartitioned:
                 raise
             except Exception as error:
                 log.warning("Kafka not reachable yet (%r); retrying in %.1fs", error, delay)
                 with contextlib.suppress(Exception):
-                    await self.broker.stop()
-                with contextlib.suppress(Exception):
                     await self.kafka.close()
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
+        await self.batches.start(self.group())
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, leave the group, close everything."""
         await self.stop_consuming()
-        await self.broker.stop()
         await self.close()
 
     async def stop_consuming(self) -> None:
-        """Before the broker stops: finish the batch in flight and leave the group."""
+        """Finish the batch in flight, then leave the group (librdkafka's close)."""
         await self.batches.stop(self.settings.graceful_timeout_seconds)
-        consumer = self.batches.consumer
-        if consumer is not None:
-            await leave_group_if_first_generation(consumer)
+        await self.batches.close()
 
     async def close(self) -> None:
-        """Once the broker stopped: the HTTP API, the background tasks, Kafka and Redis."""
+        """Once the group is left: the HTTP API, the background tasks, Kafka and Redis."""
         if self._server is not None:
             self._server.should_exit = True
         for task in self._tasks:
