@@ -34,7 +34,6 @@ COMMIT_MANY_SCRIPT = _script(
 SETTLE_MANY_SCRIPT = _script(
     "helpers", "settle_one", _MANY, call="for_each_student(settle_one, check_settle, true)"
 )
-LOAD_MANY_SCRIPT = _read("load_many")
 RELEASE_CLAIM_SCRIPT = _read("release_claim")
 
 SCRIPTS = (
@@ -42,6 +41,5 @@ SCRIPTS = (
     SETTLE_SCRIPT,
     COMMIT_MANY_SCRIPT,
     SETTLE_MANY_SCRIPT,
-    LOAD_MANY_SCRIPT,
     RELEASE_CLAIM_SCRIPT,
 )
