@@ -51,6 +51,10 @@ from learning_account.processing.store import (
 if TYPE_CHECKING:
     from learning_account.processing.store import AccountStore
 
+PENDING = 2
+"""The commit script's reply for a student written with digests pending (0: its version moved,
+nothing written; 1: written)."""
+
 
 class RedisStore:
     """Works the same on a single Redis and on a Redis Cluster (`redis.asyncio.RedisCluster`).
@@ -219,7 +223,7 @@ class RedisStore:
         for write, reply in zip(writes, replies, strict=True):
             if not reply or write.pending:
                 continue  # the sweeper's own write: its claim keeps the entry due
-            if reply[1]:
+            if reply == PENDING:
                 scores[write.student_id] = 0
             elif write.held_deadline is not None:
                 scores[write.student_id] = write.held_deadline

@@ -4,8 +4,8 @@
 -- fields (name, value), then per outputs key its entry and outputs. An entry is a digest with its
 -- content digest (to `k`), or a digest alone (to `p` when pending, else to `d`).
 
--- also reads the account (one HMGET, kept for commit_one): a key of another type fails the read
--- (WRONGTYPE) here, not the write after it
+-- also reads the account (one HMGET) for commit_one, with the version it writes and where the
+-- entries start: a key of another type fails the read (WRONGTYPE) here, not the write after it
 local function check_commit(k, nk, b, na)
   local nfields = tonumber(A[b + 4])
   if na < 7 or not nfields or nfields < 0 or nfields % 1 ~= 0
@@ -35,8 +35,14 @@ local function check_commit(k, nk, b, na)
   local stored = redis.pcall('HMGET', K[k], 'v', 'd', 'k', 'p')
   if stored.err then return 'commit: the account is not a hash' end
   local current = stored[1]
-  if current and not is_number(current) then return 'commit: the stored version is not a number' end
-  return nil, stored
+  local version = 0
+  if current then
+    version = tonumber(current)
+    if not version or version ~= version then
+      return 'commit: the stored version is not a number'
+    end
+  end
+  return nil, stored, version + 1, b + 8 + 2 * nfields
 end
 
 local function joined(listed, added)
@@ -46,15 +52,13 @@ local function joined(listed, added)
 end
 
 -- one write of the hash (and one SET per stored outputs): a Redis call from Lua costs more than
--- the work it does here
-local function commit_one(k, nk, b, na, index, stored)
-  local current = stored[1]
-  if (current or '') ~= A[b + 1] then
+-- the work it does here. The reply: 0 when the version moved (nothing written), else 1, or 2
+-- when digests of outputs that may not be published yet are pending.
+local function commit_one(k, nk, b, na, index, stored, version, first)
+  if (stored[1] or '') ~= A[b + 1] then
     return 0
   end
-  local version = (tonumber(current) or 0) + 1
   local retention, pending_flag = A[b + 3], A[b + 6] == '1'
-  local first = b + 8 + 2 * tonumber(A[b + 4])
   local d, e, p
   local at = first
   for i = k + 1, k + nk - 1 do
@@ -98,5 +102,5 @@ local function commit_one(k, nk, b, na, index, stored)
       redis.call('ZADD', index, score, student)
     end
   end
-  return {version, pending ~= '' and 1 or 0}
+  return pending ~= '' and 2 or 1
 end

@@ -1,8 +1,8 @@
 -- Apply `one` to every student of the call (a single Redis: the per-command cost of the client is
 -- paid once, and the held index is written in the same script as the accounts): ARGV[1] students,
 -- then per student its number of keys and of arguments, then all arguments; KEYS in the same
--- student order, then the held index when `with_index`. Every student is checked (`check`, which
--- may also return what it read) before the first write.
+-- student order, then the held index when `with_index`. Every student is checked before the first
+-- write; `check` may return up to three values it read or worked out, handed on to `one`.
 
 local function for_each_student(one, check, with_index)
   local index = nil
@@ -31,14 +31,15 @@ local function for_each_student(one, check, with_index)
   local reads = {}
   for s = 1, count do
     local at = 4 * s
-    local failure, read = check(parts[at - 3], parts[at - 2], parts[at - 1], parts[at])
+    local failure, x, y, z = check(parts[at - 3], parts[at - 2], parts[at - 1], parts[at])
     if failure then return redis.error_reply(failure) end
-    reads[s] = read or false
+    reads[at - 2], reads[at - 1], reads[at] = x or false, y or false, z or false
   end
   local replies = {}
   for s = 1, count do
     local at = 4 * s
-    replies[s] = one(parts[at - 3], parts[at - 2], parts[at - 1], parts[at], index, reads[s])
+    replies[s] = one(parts[at - 3], parts[at - 2], parts[at - 1], parts[at], index,
+      reads[at - 2], reads[at - 1], reads[at])
   end
   return replies
 end
