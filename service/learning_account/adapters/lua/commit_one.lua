@@ -7,12 +7,12 @@
 -- also reads the account (one HMGET) for commit_one, with the version it writes and where the
 -- entries start: a key of another type fails the read (WRONGTYPE) here, not the write after it
 local function check_commit(k, nk, b, na)
-  local nfields = tonumber(A[b + 4])
+  local nfields = number_of(A[b + 4])
   if na < 7 or not nfields or nfields < 0 or nfields % 1 ~= 0
       or na ~= 7 + 2 * nfields + 2 * (nk - 1) then
     return 'commit: the arguments do not match the keys'
   end
-  local retention = tonumber(A[b + 3])
+  local retention = number_of(A[b + 3])
   if not retention or retention < 1 or retention % 1 ~= 0 then
     return 'commit: the outbox retention must be a whole number of milliseconds, at least 1'
   end

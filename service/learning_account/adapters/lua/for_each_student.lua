@@ -14,7 +14,7 @@ local function for_each_student(one, check, with_index)
   local key_at, arg_at = 1, 1 + 2 * count
   local parts = {}  -- per student: its first key, its number of keys, its argument base, count
   for s = 1, count do
-    local nkeys, nargs = tonumber(A[2 * s]), tonumber(A[2 * s + 1])
+    local nkeys, nargs = number_of(A[2 * s]), number_of(A[2 * s + 1])
     if not nkeys or not nargs or nkeys < 0 or nargs < 0 then
       return redis.error_reply('the student counts do not match the arguments')
     end

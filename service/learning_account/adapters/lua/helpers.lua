@@ -9,6 +9,17 @@
 
 local K, A = KEYS, ARGV
 
+-- the counts and the retention repeat from student to student: each text is converted once
+local counted = {}
+local function number_of(text)
+  local n = counted[text]
+  if n == nil then
+    n = tonumber(text)
+    if n then counted[text] = n end
+  end
+  return n
+end
+
 local function is_number(text)
   local n = tonumber(text)
   return n ~= nil and n == n
