@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from learning_account.adapters.lua import (
     COMMIT_MANY_SCRIPT,
     COMMIT_SCRIPT,
+    LOAD_MANY_SCRIPT,
     RELEASE_CLAIM_SCRIPT,
     SCRIPTS,
     SETTLE_MANY_SCRIPT,
@@ -111,7 +112,11 @@ class RedisStore:
             for student_id, events in events_by_student.items()
         ]
         started = time.perf_counter()
-        replies = await self._execute_load(requests)
+        try:
+            replies = await self._execute_load(requests)
+        except NoScriptError:
+            await self._load_scripts()
+            replies = await self._execute_load(requests)
         self._timed("load", started)
         return {
             student_id: loaded(student_id, events, years, values, outcomes)
@@ -123,15 +128,17 @@ class RedisStore:
     async def _execute_load(
         self, requests: list[tuple[str, list[Identity], list[int]]]
     ) -> list[tuple[list[Any], list[Any]]]:
-        """One HMGET per student (each atomic), then the stored outputs of the events seen: a
-        digest recorded in the account had its outputs stored in the same commit, and a digest
-        once recorded stays, so the second read finds what the first one implies. Plain HMGETs
-        down one pipeline cost Redis less than a script making the same reads: a script pays
-        for copying its arguments into Lua and every reply into Lua and back."""
+        """One HMGET per student (each atomic; on a single Redis all in one script call), then
+        the stored outputs of the events seen: a digest recorded in the account had its outputs
+        stored in the same commit, and a digest once recorded stays, so the second read finds
+        what the first one implies."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for student_id, _, years in requests:
-                pipe.hmget(account_key(student_id), [*ACCOUNT_LOAD_FIELDS, *load_fields(years)])
-            accounts = await self._checked(pipe)
+            if self._cluster:
+                for student_id, _, years in requests:
+                    pipe.hmget(account_key(student_id), [*ACCOUNT_LOAD_FIELDS, *load_fields(years)])
+                accounts = await self._checked(pipe)
+            else:
+                accounts = await self._load_many(pipe, requests)
         found = [
             [seen_key(student_id, values[2] or b"", values[4] or b"", event) for event in events]
             for (student_id, events, _), values in zip(requests, accounts, strict=True)
@@ -147,6 +154,31 @@ class RedisStore:
             (values, [stored[key] or b"" if isinstance(key, str) else key for key in student])
             for values, student in zip(accounts, found, strict=True)
         ]
+
+    async def _load_many(
+        self, pipe: Any, requests: list[tuple[str, list[Identity], list[int]]]
+    ) -> list[Any]:
+        """The load script's reads (see load_many.lua), each student's values in request order:
+        the students that read the same years are one group."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for at, (_, _, years) in enumerate(requests):
+            groups.setdefault(tuple(years), []).append(at)
+        keys: list[str] = []
+        args: list[Any] = []
+        for group_years, members in groups.items():
+            fields = [*ACCOUNT_LOAD_FIELDS, *load_fields(group_years)]
+            args.extend((len(members), len(fields), *fields))
+            keys.extend(account_key(requests[at][0]) for at in members)
+        pipe.evalsha(_sha(LOAD_MANY_SCRIPT), len(keys), *keys, *args)
+        flat = (await self._checked(pipe))[0]
+        accounts: list[Any] = [None] * len(requests)
+        start = 0
+        for group_years, members in groups.items():
+            width = len(ACCOUNT_LOAD_FIELDS) + 2 * len(group_years)
+            for at in members:
+                accounts[at] = flat[start : start + width]
+                start += width
+        return accounts
 
     async def _run_scripts(
         self,

@@ -34,6 +34,7 @@ COMMIT_MANY_SCRIPT = _script(
 SETTLE_MANY_SCRIPT = _script(
     "helpers", "settle_one", _MANY, call="for_each_student(settle_one, check_settle, true)"
 )
+LOAD_MANY_SCRIPT = _read("load_many")
 RELEASE_CLAIM_SCRIPT = _read("release_claim")
 
 SCRIPTS = (
@@ -41,5 +42,6 @@ SCRIPTS = (
     SETTLE_SCRIPT,
     COMMIT_MANY_SCRIPT,
     SETTLE_MANY_SCRIPT,
+    LOAD_MANY_SCRIPT,
     RELEASE_CLAIM_SCRIPT,
 )
