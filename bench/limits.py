@@ -3,12 +3,14 @@ load and commit scripts on the bench's accounts, as fast as one pipelined connec
 
 1. `capture` runs the service's Processor and RedisStore in-process over the backlog against a
    Redis client that records every pipeline the store executes (EVALSHA of the load and commit
-   scripts, the held index's ZADD), packed as the service packs them, and the scripts it loads.
+   scripts, the GETs of re-delivered events' outputs), packed as the service packs them, and
+   the scripts it loads.
 2. `replay` loads those scripts into a fresh redis-server and writes every recorded command down
    one connection while a reader drains the replies, then reports events/s and Redis's CPU µs
-   per event (`INFO cpu` used_cpu_sys + used_cpu_user). The replay writes the same states in the
-   same order, so its version checks pass as they did; it is checked by comparing the keys and
-   a sample of account versions with the captured Redis.
+   per event (`INFO cpu` used_cpu_sys + used_cpu_user) and the Redis commands per event by
+   kind (`INFO commandstats`, the scripts' own calls included). The replay writes the same
+   states in the same order, so its version checks pass as they did; it is checked by comparing
+   the keys and a sample of account versions with the captured Redis.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ async def replay(
         client_cpu = time.process_time() - client_before
         cpu = await redis_cpu_seconds(redis) - cpu_before
         writer.close()
+        commands_run = await redis.info("commandstats")
         keys, versions = await _fingerprint(redis, captured["sample_students"])
     finally:
         await redis.aclose()
@@ -204,6 +207,12 @@ async def replay(
         # the rate if Redis had a core to itself (the machine is shared with the client)
         "events_per_redis_cpu_s": events / cpu if cpu > 0 else None,
         "client_cpu_us_per_event": client_cpu / events * 1e6,
+        # every command Redis ran, the scripts' redis.call ones included, by kind
+        "redis_calls_per_event": {
+            name.removeprefix("cmdstat_"): round(int(stats["calls"]) / events, 3)
+            for name, stats in sorted(commands_run.items())
+            if name != "cmdstat_script|load"
+        },
         "errors": errors,
         "first_error": first_error,
         "same_state_as_captured": keys == captured["keys"]

@@ -62,7 +62,9 @@ async def test_a_bad_student_in_a_many_student_commit_writes_no_student(
     replies = await redis_client.eval(
         COMMIT_MANY_SCRIPT, 5, *keys, HELD_INDEX_KEY, *header, *first, *second
     )
-    assert replies == [[1, 0], [1, 0]]
+    assert replies == [1, 1]  # both written, nothing pending
+    assert [await redis_client.hget(account_key(s), "v") for s in "ab"] == [b"1", b"1"]
+    assert await redis_client.get(outputs_key("b", "01")) == b"outputs"
 
 
 @pytest.mark.parametrize(

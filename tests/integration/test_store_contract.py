@@ -142,6 +142,28 @@ async def test_only_the_academic_years_asked_for_are_loaded(store: AccountStore)
     assert read is not None and list(read.units) == [] and sorted(read.years) == [2016, 2017]
 
 
+async def test_students_reading_different_years_in_one_load_each_get_their_own(
+    store: AccountStore,
+) -> None:
+    record = Records()
+    events = [
+        ev.registration(student, year, {f"{student}{year}": 6})
+        for student in ("p", "q", "r", "u")
+        for year in (2016, 2017)
+    ]
+    await Processor(store, Policy()).process([record(event) for event in events])
+    years = {"p": [2016], "q": [2017], "t": [2017], "r": [2016], "u": []}
+    loaded = await store.load({student: [] for student in years}, years)
+    alone = {student: (await store.load({student: []}))[student] for student in years}
+    for student, asked in years.items():
+        assert list(loaded[student].account.units) == [
+            (year, f"{student}{year}") for year in asked if student != "t"
+        ]
+        assert loaded[student].version == alone[student].version
+        assert loaded[student].account.balance == alone[student].account.balance
+    assert loaded["t"].version == "" and loaded["p"].version != ""
+
+
 async def test_the_held_index_lists_a_student_from_its_earliest_deadline(
     store: AccountStore,
 ) -> None:

@@ -52,6 +52,10 @@ from learning_account.processing.store import (
 if TYPE_CHECKING:
     from learning_account.processing.store import AccountStore
 
+PENDING = 2
+"""The commit script's reply for a student written with digests pending (0: its version moved,
+nothing written; 1: written)."""
+
 
 class RedisStore:
     """Works the same on a single Redis and on a Redis Cluster (`redis.asyncio.RedisCluster`).
@@ -128,22 +132,13 @@ class RedisStore:
         the stored outputs of the events seen: a digest recorded in the account had its outputs
         stored in the same commit, and a digest once recorded stays, so the second read finds
         what the first one implies."""
-        reads = [
-            (account_key(student_id), [*ACCOUNT_LOAD_FIELDS, *load_fields(years)])
-            for student_id, _, years in requests
-        ]
         async with self.redis.pipeline(transaction=False) as pipe:
             if self._cluster:
-                for key, fields in reads:
-                    pipe.hmget(key, fields)
+                for student_id, _, years in requests:
+                    pipe.hmget(account_key(student_id), [*ACCOUNT_LOAD_FIELDS, *load_fields(years)])
                 accounts = await self._checked(pipe)
             else:
-                args: list[Any] = []
-                for _, fields in reads:
-                    args.append(len(fields))
-                    args.extend(fields)
-                pipe.evalsha(_sha(LOAD_MANY_SCRIPT), len(reads), *(key for key, _ in reads), *args)
-                accounts = list((await self._checked(pipe))[0])
+                accounts = await self._load_many(pipe, requests)
         found = [
             [seen_key(student_id, values[2] or b"", values[4] or b"", event) for event in events]
             for (student_id, events, _), values in zip(requests, accounts, strict=True)
@@ -159,6 +154,31 @@ class RedisStore:
             (values, [stored[key] or b"" if isinstance(key, str) else key for key in student])
             for values, student in zip(accounts, found, strict=True)
         ]
+
+    async def _load_many(
+        self, pipe: Any, requests: list[tuple[str, list[Identity], list[int]]]
+    ) -> list[Any]:
+        """The load script's reads (see load_many.lua), each student's values in request order:
+        the students that read the same years are one group."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for at, (_, _, years) in enumerate(requests):
+            groups.setdefault(tuple(years), []).append(at)
+        keys: list[str] = []
+        args: list[Any] = []
+        for group_years, members in groups.items():
+            fields = [*ACCOUNT_LOAD_FIELDS, *load_fields(group_years)]
+            args.extend((len(members), len(fields), *fields))
+            keys.extend(account_key(requests[at][0]) for at in members)
+        pipe.evalsha(_sha(LOAD_MANY_SCRIPT), len(keys), *keys, *args)
+        flat = (await self._checked(pipe))[0]
+        accounts: list[Any] = [None] * len(requests)
+        start = 0
+        for group_years, members in groups.items():
+            width = len(ACCOUNT_LOAD_FIELDS) + 2 * len(group_years)
+            for at in members:
+                accounts[at] = flat[start : start + width]
+                start += width
+        return accounts
 
     async def _run_scripts(
         self,
@@ -235,7 +255,7 @@ class RedisStore:
         for write, reply in zip(writes, replies, strict=True):
             if not reply or write.pending:
                 continue  # the sweeper's own write: its claim keeps the entry due
-            if reply[1]:
+            if reply == PENDING:
                 scores[write.student_id] = 0
             elif write.held_deadline is not None:
                 scores[write.student_id] = write.held_deadline

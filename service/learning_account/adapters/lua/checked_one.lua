@@ -2,7 +2,7 @@
 -- another, written by the client after the call).
 
 local function checked_one(one, check)
-  local failure = check(KEYS, ARGV)
+  local failure, x, y, z = check(1, #K, 0, #A)
   if failure then return redis.error_reply(failure) end
-  return one(KEYS, ARGV, nil)
+  return one(1, #K, 0, #A, nil, x, y, z)
 end

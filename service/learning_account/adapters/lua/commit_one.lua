@@ -4,81 +4,103 @@
 -- fields (name, value), then per outputs key its entry and outputs. An entry is a digest with its
 -- content digest (to `k`), or a digest alone (to `p` when pending, else to `d`).
 
-local function check_commit(keys, argv)
-  local nfields = tonumber(argv[4])
-  if #argv < 7 or not nfields or nfields < 0 or nfields % 1 ~= 0
-      or #argv ~= 7 + 2 * nfields + 2 * (#keys - 1) then
+-- also reads the account (one HMGET) for commit_one, with the version it writes and where the
+-- entries start: a key of another type fails the read (WRONGTYPE) here, not the write after it
+local function check_commit(k, nk, b, na)
+  local nfields = number_of(A[b + 4])
+  if na < 7 or not nfields or nfields < 0 or nfields % 1 ~= 0
+      or na ~= 7 + 2 * nfields + 2 * (nk - 1) then
     return 'commit: the arguments do not match the keys'
   end
-  local retention = tonumber(argv[3])
+  local retention = number_of(A[b + 3])
   if not retention or retention < 1 or retention % 1 ~= 0 then
     return 'commit: the outbox retention must be a whole number of milliseconds, at least 1'
   end
-  if argv[5] ~= '' and argv[5] ~= '-' and not is_number(argv[5]) then
+  local score, flag = A[b + 5], A[b + 6]
+  if score ~= '' and score ~= '-' and not is_number(score) then
     return 'commit: the held index score is not a number'
   end
-  if argv[6] ~= '' and argv[6] ~= '1' then
+  if flag ~= '' and flag ~= '1' then
     return 'commit: the pending flag is neither empty nor 1'
   end
-  for at = 8 + 2 * nfields, #argv, 2 do
-    local size = #argv[at]
-    if argv[6] == '1' and size ~= DIGEST then
+  for at = b + 8 + 2 * nfields, b + na, 2 do
+    local size = #A[at]
+    if flag == '1' and size ~= DIGEST then
       return 'commit: a pending digest is not ' .. DIGEST .. ' bytes'
     end
     if size ~= DIGEST and size ~= ENTRY then
       return 'commit: a digest is not ' .. DIGEST .. ' or ' .. ENTRY .. ' bytes'
     end
   end
-  -- a key of another type fails the read (WRONGTYPE), not the write after it
-  local current = redis.pcall('HGET', keys[1], 'v')
-  if type(current) == 'table' then return 'commit: the account is not a hash' end
-  if current and not is_number(current) then return 'commit: the stored version is not a number' end
-  return nil
+  local stored = redis.pcall('HMGET', K[k], 'v', 'd', 'k', 'p')
+  if stored.err then return 'commit: the account is not a hash' end
+  local current = stored[1]
+  local version = 0
+  if current then
+    version = tonumber(current)
+    if not version or version ~= version then
+      return 'commit: the stored version is not a number'
+    end
+  end
+  return nil, stored, version + 1, b + 8 + 2 * nfields
 end
 
--- one read and one write of the hash: a Redis call from Lua costs more than the work it does here
-local function commit_one(keys, argv, index)
-  local stored = redis.call('HMGET', keys[1], 'v', 'd', 'k', 'p')
-  local current = stored[1]
-  if (current or '') ~= argv[1] then
+local function joined(listed, added)
+  if not added then return nil end
+  if listed then return listed .. added end
+  return added
+end
+
+-- one write of the hash (and one SET per stored outputs): a Redis call from Lua costs more than
+-- the work it does here. The reply: 0 when the version moved (nothing written), else 1, or 2
+-- when digests of outputs that may not be published yet are pending.
+local function commit_one(k, nk, b, na, index, stored, version, first)
+  if (stored[1] or '') ~= A[b + 1] then
     return 0
   end
-  local fields = {'s', argv[2], 'v', (tonumber(current) or 0) + 1}
-  local at = 8
-  for i = 1, tonumber(argv[4]) do
-    fields[#fields + 1] = argv[at]
-    fields[#fields + 1] = argv[at + 1]
-    at = at + 2
-  end
-  local retention = tonumber(argv[3])
-  local added = {d = {}, k = {}, p = {}}
-  for i = 2, #keys do
-    local list = argv[6] == '1' and 'p' or (#argv[at] == DIGEST and 'd' or 'k')
-    local entries = added[list]
-    entries[#entries + 1] = argv[at]
-    if argv[at + 1] ~= '' then
-      redis.call('SET', keys[i], argv[at + 1], 'PX', retention)
+  local retention, pending_flag = A[b + 3], A[b + 6] == '1'
+  local d, e, p
+  local at = first
+  for i = k + 1, k + nk - 1 do
+    local entry, outputs = A[at], A[at + 1]
+    if pending_flag then
+      p = p and p .. entry or entry
+    elseif #entry == DIGEST then
+      d = d and d .. entry or entry
+    else
+      e = e and e .. entry or entry
+    end
+    if outputs ~= '' then
+      redis.call('SET', K[i], outputs, 'PX', retention)
     end
     at = at + 2
   end
-  local pending = stored[4] or ''
-  for n, list in ipairs({'d', 'k', 'p'}) do
-    if #added[list] > 0 then
-      local listed = (stored[n + 1] or '') .. table.concat(added[list])
-      fields[#fields + 1] = list
-      fields[#fields + 1] = listed
-      if list == 'p' then pending = listed end
+  d, e, p = joined(stored[2], d), joined(stored[3], e), joined(stored[4], p)
+  local key = K[k]
+  if e and not d and not p then
+    redis.call('HSET', key, 's', A[b + 2], 'v', version, 'k', e, unpack(A, b + 8, first - 1))
+  else
+    local fields = {'s', A[b + 2], 'v', version}
+    local n = 4
+    if d then fields[n + 1], fields[n + 2], n = 'd', d, n + 2 end
+    if e then fields[n + 1], fields[n + 2], n = 'k', e, n + 2 end
+    if p then fields[n + 1], fields[n + 2], n = 'p', p, n + 2 end
+    for i = b + 8, first - 1 do
+      n = n + 1
+      fields[n] = A[i]
     end
+    redis.call('HSET', key, unpack(fields, 1, n))
   end
-  redis.call('HSET', keys[1], unpack(fields))
+  local pending = p or stored[4] or ''
   if index then
+    local student, score = A[b + 7], A[b + 5]
     if pending ~= '' then
-      redis.call('ZADD', index, 0, argv[7])
-    elseif argv[5] == '-' then
-      redis.call('ZREM', index, argv[7])
-    elseif argv[5] ~= '' then
-      redis.call('ZADD', index, argv[5], argv[7])
+      redis.call('ZADD', index, 0, student)
+    elseif score == '-' then
+      redis.call('ZREM', index, student)
+    elseif score ~= '' then
+      redis.call('ZADD', index, score, student)
     end
   end
-  return {fields[4], pending ~= '' and 1 or 0}
+  return pending ~= '' and 2 or 1
 end

@@ -3,6 +3,22 @@
 -- Every script checks everything a write could fail on before its first write, and a script
 -- over many students checks them all first: Redis does not roll back a script that fails
 -- halfway (and refuses only the first write of a script for lack of memory).
+-- A student's functions read its part of KEYS and ARGV in place: its keys from `k` on (`nk` of
+-- them), its arguments after `b` (`na` of them), so its argument i is A[b + i]: a call over many
+-- students copies no argument and builds no table per student.
+
+local K, A = KEYS, ARGV
+
+-- the counts and the retention repeat from student to student: each text is converted once
+local counted = {}
+local function number_of(text)
+  local n = counted[text]
+  if n == nil then
+    n = tonumber(text)
+    if n then counted[text] = n end
+  end
+  return n
+end
 
 local function is_number(text)
   local n = tonumber(text)
