@@ -1,18 +1,28 @@
 """pyinstrument profile of Processor.process against a throwaway redis-server (no Kafka).
 
     .venv/bin/python bench/profile_processor.py [--students 2000] [--history 500]
+    .venv/bin/python bench/profile_processor.py --timing 5 [--students 2000]
 
 Part 1 profiles the backlog mix of bench/run.py (batches of 500 records). Part 2 profiles
 batches at a long history (every student at event number --history) to show what grows.
 The text reports go to stdout and to bench/results/profile-*.txt.
+
+--timing N profiles nothing: it runs the backlog mix N times (Redis flushed before each) and
+prints one JSON line: the process CPU time spent in Processor.process per input record, each
+run's and their median, and which modules of the hot path are compiled (`LA_COMPILE`, setup.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from common import RESULTS_DIR  # bench/ is sys.path[0]
 from load import generate_load
@@ -45,6 +55,10 @@ async def main(args: argparse.Namespace) -> None:
             for n, (topic, key, value) in enumerate(load.records)
             if topic in INPUT_TOPICS
         ]
+        if args.timing:
+            await timing(processor, redis, records, args.timing)
+            await redis.aclose()
+            return
         profiler = Profiler(interval=0.0005, async_mode="enabled")
         profiler.start()
         for start in range(0, len(records), 500):
@@ -74,8 +88,46 @@ async def main(args: argparse.Namespace) -> None:
         server.stop()
 
 
+async def timing(processor: Processor, redis: Any, records: list[Any], runs: int) -> None:
+    per_record = []
+    for _ in range(runs):
+        await redis.flushall()
+        spent = 0.0
+        for start in range(0, len(records), 500):
+            batch = records[start : start + 500]
+            began = time.process_time()
+            await processor.process(batch)
+            spent += time.process_time() - began
+        per_record.append(spent / len(records) * 1e6)
+    print(
+        json.dumps(
+            {
+                "records": len(records),
+                "us_per_record": [round(us, 2) for us in per_record],
+                "median_us": round(statistics.median(per_record), 2),
+                "compiled": compiled_modules(),
+            }
+        )
+    )
+
+
+def compiled_modules() -> list[str]:
+    """The modules of the hot path imported from an extension module (not a .py file)."""
+    names = [
+        "learning_account.domain.rules",
+        "learning_account.domain.step",
+        "learning_account.domain.model",
+        "learning_account.adapters.state_codec",
+        "learning_account.processing.outputs",
+        "learning_account.processing.commands",
+        "learning_account.wire.fast",
+    ]
+    return [n for n in names if not str(importlib.import_module(n).__file__).endswith(".py")]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, default=2000)
     parser.add_argument("--history", type=int, default=500)
+    parser.add_argument("--timing", type=int, default=0, metavar="N")
     asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,51 @@
+"""The optional compiled build: mypyc extension modules of the hot path, built from the .py files.
+
+A plain install (`pip install -e .`) is pure Python; everything else is in pyproject.toml. With
+`LA_COMPILE=1` the modules of `COMPILED` are compiled as well, next to their sources:
+
+    LA_COMPILE=1 .venv/bin/python setup.py build_ext --inplace
+    LA_COMPILE=1 .venv/bin/pip install --no-build-isolation -e .
+
+(mypyc comes with mypy, of the `test` extra; `--no-build-isolation` builds with the installed
+one.) Python imports a module's extension in place of its .py file while the extension is there;
+deleting the extensions (`find service -name '*.so' -delete`) gives the pure build back. The .py
+files stay the source: rebuild after changing one of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+COMPILED = [
+    "service/learning_account/domain/events.py",
+    "service/learning_account/domain/guards.py",
+    "service/learning_account/domain/model.py",
+    "service/learning_account/domain/numbers.py",
+    "service/learning_account/domain/overlay.py",
+    "service/learning_account/domain/rebuilding.py",
+    "service/learning_account/domain/rules.py",
+    "service/learning_account/domain/statement.py",
+    "service/learning_account/domain/step.py",
+    "service/learning_account/domain/unit_facts.py",
+    "service/learning_account/adapters/state_codec.py",
+    "service/learning_account/processing/commands.py",
+    "service/learning_account/processing/outputs.py",
+]
+"""The modules compiled, chosen by profile (bench/profile_processor.py --timing). Not
+domain/values.py: mypyc would compile only the `TYPE_CHECKING` side of `immutable`."""
+
+
+def ext_modules() -> list[object]:
+    if os.environ.get("LA_COMPILE") != "1":
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError as missing:
+        raise SystemExit("LA_COMPILE=1 needs mypyc: install mypy (the `test` extra)") from missing
+    # one shared library inside the package, so an editable install finds it like its modules
+    return list(mypycify(COMPILED, group_name="learning_account.compiled", opt_level="3"))
+
+
+setup(ext_modules=ext_modules())
