@@ -14,7 +14,10 @@ files stay the source: rebuild after changing one of them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 
 from setuptools import setup
 
@@ -37,6 +40,11 @@ COMPILED = [
 domain/values.py: mypyc would compile only the `TYPE_CHECKING` side of `immutable`."""
 
 
+BUILT_FROM = Path("service/learning_account/compiled_sources.json")
+"""Written after a build of the extensions: the sha256 of each source they were built from
+(tests/unit/test_compiled.py fails on extensions older than their source)."""
+
+
 def ext_modules() -> list[object]:
     if os.environ.get("LA_COMPILE") != "1":
         return []
@@ -48,4 +56,12 @@ def ext_modules() -> list[object]:
     return list(mypycify(COMPILED, group_name="learning_account.compiled", opt_level="3"))
 
 
-setup(ext_modules=ext_modules())
+def digests() -> dict[str, str]:
+    return {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in COMPILED}
+
+
+extensions = ext_modules()
+sources = digests()
+distribution = setup(ext_modules=extensions)
+if extensions and distribution.have_run.get("build_ext"):
+    BUILT_FROM.write_text(json.dumps(sources, indent=2) + "\n", encoding="utf-8")
