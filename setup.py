@@ -7,9 +7,16 @@ A plain install (`pip install -e .`) is pure Python; everything else is in pypro
     LA_COMPILE=1 .venv/bin/pip install --no-build-isolation -e .
 
 (mypyc comes with mypy, of the `test` extra; `--no-build-isolation` builds with the installed
-one.) Python imports a module's extension in place of its .py file while the extension is there;
-deleting the extensions (`find service -name '*.so' -delete`) gives the pure build back. The .py
-files stay the source: rebuild after changing one of them.
+mypy, and needs setuptools>=68 and wheel installed.) Python imports a module's extension in
+place of its .py file while the extension is there; deleting them gives the pure build back:
+
+    find service -name '*.so' -delete; rm -f service/learning_account/compiled_sources.json
+
+The .py files stay the source: rebuild after changing one of them (tests/unit/test_compiled.py
+fails on extensions built from other sources). The unit tests on the compiled build:
+
+    LA_COMPILE=1 .venv/bin/python setup.py build_ext --inplace
+    LA_EXPECT_BUILD=compiled .venv/bin/python -m pytest -q tests/unit
 """
 
 from __future__ import annotations
