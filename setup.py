@@ -43,13 +43,15 @@ COMPILED = [
     "service/learning_account/processing/commands.py",
     "service/learning_account/processing/outputs.py",
 ]
-"""The modules compiled, chosen by profile (bench/profile_processor.py --timing). Not
-domain/values.py: mypyc would compile only the `TYPE_CHECKING` side of `immutable`."""
+"""The modules compiled, chosen by profile: each takes instructions off Processor.process
+(bench/profile_processor.py --timing under callgrind). Not domain/values.py: mypyc compiles only
+the `TYPE_CHECKING` side of `immutable`, and gives the enumerations of a compiled module a filler
+`__doc__`. Not wire/fast.py: its msgspec structs lose their `kw_only` when compiled."""
 
 
 BUILT_FROM = Path("service/learning_account/compiled_sources.json")
 """Written after a build of the extensions: the sha256 of each source they were built from
-(tests/unit/test_compiled.py fails on extensions older than their source)."""
+(tests/unit/test_compiled.py fails on extensions built from other sources)."""
 
 
 def ext_modules() -> list[object]:
