@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from learning_account.domain.model import Account, EntryKind, EventRef, Refusal, UnitKey, immutable
-
-
-class ExhaustionOption(StrEnum):
-    """What a student whose credit is exhausted can still do (R7.1), in the contract's order."""
-
-    FIRST_MASTER_PROGRAMME = "first_master_programme"
-    PREPARATORY_PROGRAMME = "preparatory_programme"
-    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
-    MASTER_AFTER_MASTER = "master_after_master"
-    EXAMINATION_CONTRACT = "examination_contract"
-    EXCEPTIONAL_ADMISSION = "exceptional_admission"
-
+from learning_account.domain.values import ExhaustionOption as ExhaustionOption  # re-exported
 
 EXHAUSTED_OPTIONS: tuple[ExhaustionOption, ...] = tuple(ExhaustionOption)
 

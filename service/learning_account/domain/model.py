@@ -9,26 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from learning_account.domain.numbers import QUARTERS_PER_CREDIT
 
-if TYPE_CHECKING:
-    from typing import dataclass_transform
-
-    @dataclass_transform(frozen_default=True, field_specifiers=(field,))
-    def immutable(cls: type[Any]) -> type[Any]: ...
-else:
-
-    def immutable(cls):
-        """An immutable value class. mypy checks it as a frozen dataclass (no field is ever
-        assigned after construction). At run time it is a slotted dataclass hashed by value,
-        without frozen's per-field `object.__setattr__` in `__init__`: three times faster to
-        build, and the hot path builds about a dozen per event."""
-        return dataclass(slots=True, unsafe_hash=True)(cls)
-
+# re-exported: the core's kinds and `immutable` (values.py, never compiled, says why)
+from learning_account.domain.values import Contract as Contract
+from learning_account.domain.values import Degree as Degree
+from learning_account.domain.values import DeregistrationReason as DeregistrationReason
+from learning_account.domain.values import EntryKind as EntryKind
+from learning_account.domain.values import ProgrammeKind as ProgrammeKind
+from learning_account.domain.values import Refusal as Refusal
+from learning_account.domain.values import ResultOutcome as ResultOutcome
+from learning_account.domain.values import immutable as immutable
 
 OPENING_BALANCE = 140 * QUARTERS_PER_CREDIT
 BONUS_CAP = 60 * QUARTERS_PER_CREDIT
@@ -59,59 +52,6 @@ def parse_academic_year(text: str) -> int:
     if int(second) != int(first) + 1:
         raise ValueError(f"academic year {text!r} does not span consecutive years")
     return int(first)
-
-
-class ProgrammeKind(StrEnum):
-    BACHELOR = "bachelor"
-    MASTER = "master"
-    PREPARATORY = "preparatory"
-    BACHELOR_AFTER_BACHELOR = "bachelor_after_bachelor"
-    MASTER_AFTER_MASTER = "master_after_master"
-
-
-class Contract(StrEnum):
-    DIPLOMA = "diploma"
-    CREDIT = "credit"
-    EXAM = "exam"
-
-
-class ResultOutcome(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    TOLERATED = "tolerated"
-
-
-class Degree(StrEnum):
-    BACHELOR = "bachelor"
-    MASTER = "master"
-
-
-class DeregistrationReason(StrEnum):
-    PROGRAMME_CHANGE = "programme_change"
-    WITHDRAWAL = "withdrawal"
-
-
-class EntryKind(StrEnum):
-    OPENED = "opened"
-    INVESTED = "invested"
-    ACQUIRED = "acquired"
-    BONUS = "bonus"
-    REFUNDED = "refunded"
-    RESTORED = "restored"
-    DEGREE_DEDUCTION = "degree_deduction"
-    REBUILT = "rebuilt"
-
-
-class Refusal(StrEnum):
-    INSUFFICIENT_LEARNING_CREDIT = "insufficient_learning_credit"
-    ALREADY_REGISTERED = "already_registered"
-    NOT_REGISTERED = "not_registered"
-    RESULT_ALREADY_RECORDED = "result_already_recorded"
-    UNKNOWN_REGISTRATION = "unknown_registration"
-    NO_RESULT_TO_CORRECT = "no_result_to_correct"
-    NOTHING_TO_RESTORE = "nothing_to_restore"
-    ID_CONFLICT = "id_conflict"
-    """The event's source + id name an applied event with other content (the pipeline's)."""
 
 
 # --- commands -----------------------------------------------------------------------------
