@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from learning_account import __version__
 from learning_account.adapters.clients import (
+    CLIENT_ID,
     PRODUCER_CONFIG,
     ServiceKafka,
     faststream_security,
-    kafka_options,
     librdkafka_config,
 )
 from learning_account.adapters.redis_connect import is_cluster, redis_client
@@ -128,7 +128,7 @@ def create_broker(settings: Settings) -> KafkaBroker:
         settings.kafka_bootstrap_servers,
         consumer_only=True,
         graceful_timeout=settings.graceful_timeout_seconds,
-        client_id=kafka_options(settings)["client_id"],
+        client_id=CLIENT_ID,
         security=faststream_security(settings),
         logger=logging.getLogger("learning_account.kafka"),
     )

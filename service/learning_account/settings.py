@@ -41,7 +41,7 @@ from learning_account.runtime import parse_gc_threshold
 
 ENV_PREFIX = "LA_"
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
-"""The largest record the producer sends: aiokafka's default `max_request_size`."""
+"""The largest record the producer sends (1 MiB, Kafka's default `message.max.bytes`)."""
 # the rules' defaults, stated once in the domain
 _DEFAULT_POLICY = Policy()
 

@@ -3,9 +3,9 @@
 `librdkafka_config` is the one mapping of the Kafka settings (`LA_KAFKA_BOOTSTRAP_SERVERS`,
 `LA_KAFKA_SECURITY_PROTOCOL`, `_SASL_*`, `_SSL_CAFILE`) to librdkafka (confluent-kafka)
 configuration; `learning_account.bootstrap` builds every client of the service and its commands
-with it, and `deliver` is how they all produce. `kafka_options` is the same mapping as aiokafka
-keyword arguments, and `faststream_security` makes the FastStream broker's security object
-from it.
+with it, and `deliver` is how they all produce. `kafka_security` is the same mapping as aiokafka
+keyword arguments, from which `faststream_security` makes the security object of the FastStream
+broker that documents the service (the AsyncAPI document names its scheme).
 
 Imports of confluent-kafka, aiokafka and FastStream are deferred to the calls, so a command that
 needs none of them starts without loading them.
@@ -64,18 +64,9 @@ def kafka_security(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def kafka_options(settings: Settings) -> dict[str, Any]:
-    """What every aiokafka client of the settings is given: where, who, and how securely."""
-    return {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "client_id": CLIENT_ID,
-        **kafka_security(settings),
-    }
-
-
 def librdkafka_config(settings: Settings) -> dict[str, Any]:
     """What every librdkafka (confluent-kafka) client of the settings is given: where, who, and
-    how securely; the same settings as `kafka_options`, in librdkafka's configuration names."""
+    how securely; the same settings as `kafka_security`, in librdkafka's configuration names."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "client.id": CLIENT_ID,
@@ -93,8 +84,8 @@ def librdkafka_config(settings: Settings) -> dict[str, Any]:
 
 
 def faststream_security(settings: Settings) -> BaseSecurity | None:
-    """`kafka_security` as FastStream's security object (FastStream maps it back for aiokafka,
-    and names its scheme in the AsyncAPI document)."""
+    """`kafka_security` as FastStream's security object (the AsyncAPI document names its
+    scheme)."""
     from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
     options = kafka_security(settings)
@@ -247,31 +238,3 @@ class ServiceKafka:
                 await asyncio.sleep(0.2)
             else:
                 return True
-
-
-async def leave_group_if_first_generation(consumer: Any) -> bool:
-    """Send ``LeaveGroup`` for an aiokafka consumer still in generation 0, then return True.
-
-    aiokafka sends it on ``stop()`` only for a generation above 0: Kafka numbers the first
-    generation 1, Tansu 0, so on Tansu the next member would wait a whole session timeout. A
-    no-op on Kafka. Best effort, never raises. Call it right before ``consumer.stop()``.
-    """
-    # aiokafka has no public call that sends LeaveGroup (its coordinator is private, and
-    # `GroupCoordinator._maybe_leave_group` tests `generation > 0`); no upstream issue asks for one
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None or getattr(coordinator, "generation", None) != 0:
-        return False
-    member_id = getattr(coordinator, "member_id", "")
-    group_id = getattr(coordinator, "group_id", None)
-    if not member_id or not group_id:
-        return False
-    try:
-        from aiokafka.protocol.group import LeaveGroupRequest
-
-        await asyncio.wait_for(
-            coordinator._send_req(LeaveGroupRequest(group_id, member_id)), timeout=5
-        )
-    except Exception as exc:
-        log.debug("LeaveGroup for generation 0 failed: %r", exc)
-        return False
-    return True

