@@ -10,15 +10,11 @@ that are not fetched yet), for a bounded wait; one that is caught up holds nothi
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING
 
+from learning_account.processing.batch import InputRecord
 from learning_account.wire import INPUT_TOPICS, record_time
-
-if TYPE_CHECKING:
-    from learning_account.processing.pipeline import InputRecord
 
 Chunks = tuple[str, int, AsyncIterator[list["InputRecord"]]]
 """One topic-partition's records from its beginning, a chunk at a time: topic, number, chunks."""
@@ -68,7 +64,17 @@ class Merge:
             stamp = max(stamp, latest)
         stamp = min(stamp, clock_ms)
         self.read_time[record.topic] = stamp
-        self.held[record.topic].append(dataclasses.replace(record, timestamp_ms=stamp))
+        if stamp != record.timestamp_ms:  # a new record, positionally (replace() costs 3 µs)
+            record = InputRecord(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                stamp,
+                record.headers,
+            )
+        self.held[record.topic].append(record)
 
     def holds(self, topic: str) -> bool:
         return bool(self.held[topic])

@@ -78,12 +78,14 @@ def _caused_by(cause: EventRef) -> dict[str, str]:
 def now_text(timestamp_ms: int | None = None) -> str:
     """An RFC 3339 UTC time with milliseconds: the given epoch milliseconds, or now when none is
     given or it lies outside years 1-9999 (a producer stamping microseconds, say)."""
-    moment = datetime.now(UTC)
+    moment = None
     if timestamp_ms is not None:
         try:
             moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
         except (OverflowError, OSError, ValueError):
             pass  # the processing time stands in: the record still gets its dead letter
+    if moment is None:
+        moment = datetime.now(UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
