@@ -163,7 +163,8 @@ class ServiceKafka:
     (readiness).
 
     Both are made anew by each `connect`, so a start that fails half-way leaves nothing open and
-    the next attempt begins clean. The consumer is not here: the broker builds it.
+    the next attempt begins clean. The group consumer is not here: `bootstrap.group_consumer`
+    builds it.
     """
 
     def __init__(
