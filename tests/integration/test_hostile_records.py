@@ -459,7 +459,7 @@ async def test_a_batch_the_reading_fails_on_is_rewound_not_skipped(
 ) -> None:
     running = await start_service()
     # reading a fetched record fails on the one with a null header value, until undone
-    read = app._input_record
+    read = app.input_record
 
     def failing(message: Any) -> Any:
         record = read(message)
@@ -467,7 +467,7 @@ async def test_a_batch_the_reading_fails_on_is_rewound_not_skipped(
             raise ValueError("cannot read this record")
         return record
 
-    monkeypatch.setattr(app, "_input_record", failing)
+    monkeypatch.setattr(app, "input_record", failing)
     names = students("reading", 8)
     await produce(topics, [registration(name) for name in names], headers={4: [("x", None)]})
 

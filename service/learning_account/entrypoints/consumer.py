@@ -25,7 +25,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -35,6 +34,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
+from learning_account.adapters.kafka_records import input_record
 from learning_account.adapters.publisher import Publisher
 from learning_account.entrypoints.readiness import Health
 from learning_account.observability.metrics import Metrics
@@ -327,7 +327,7 @@ class BatchConsumer:
             for message in messages:
                 error = message.error()
                 if error is None:
-                    records.append(_input_record(message))
+                    records.append(input_record(message))
                 elif (at := _error_position(consumer, message)) is not None:
                     failure = KafkaException(error)
                     unreadable.append(at)
@@ -511,39 +511,6 @@ class BatchConsumer:
 
 async def _inputs(body: list[InputEvent], msg: KafkaMessage) -> None:
     """The input topics' records as the AsyncAPI document describes them (never called)."""
-
-
-_headers = operator.methodcaller("headers")
-"""`Message.headers()` called through the C API, which always raises an exception the call left
-set: CPython's specialised call of a method without arguments does not look, and returns the
-failed call's list (a name in it NULL)."""
-
-
-def _input_record(message: Message) -> InputRecord:
-    """A fetched record as the pipeline reads it.
-
-    confluent-kafka decodes header names as strict UTF-8: for a record with a name that is not,
-    `Message.headers()` fails (a SystemError caused by the UnicodeDecodeError, and a list it
-    must not be asked for again). Such a name is never a CloudEvents one: the record is read
-    without its headers (a binary-mode CloudEvent with one is dead-lettered, its value kept).
-    Header values are bytes as sent, None for a null one.
-    """
-    _kind, timestamp = message.timestamp()
-    try:
-        headers = _headers(message)
-    except SystemError as error:
-        if not isinstance(error.__cause__, UnicodeDecodeError):
-            raise
-        headers = None
-    return InputRecord(
-        topic=message.topic(),  # type: ignore[arg-type]
-        partition=message.partition(),  # type: ignore[arg-type]
-        offset=message.offset(),  # type: ignore[arg-type]
-        key=message.key(),
-        value=message.value(),
-        timestamp_ms=timestamp,
-        headers=tuple(headers) if headers else (),
-    )
 
 
 def _position_of(message: Message) -> InputRecord | None:

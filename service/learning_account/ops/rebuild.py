@@ -13,15 +13,14 @@ events were live.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from operator import methodcaller
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from learning_account.adapters.kafka_records import input_record
 from learning_account.bootstrap import (
     KafkaClients,
     account_store,
@@ -37,9 +36,7 @@ from learning_account.settings import Settings
 from learning_account.wire import INPUT_TOPICS
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, Message, TopicPartition
-
-log = logging.getLogger(__name__)
+    from confluent_kafka import Consumer, TopicPartition
 
 CHUNK_RECORDS = 500
 """Records read from one partition at a time (the merge holds at most one chunk per partition)."""
@@ -62,39 +59,6 @@ class RebuildReport:
 async def input_partitions(consumer: Consumer) -> list[TopicPartition]:
     """Every partition of the three input topics."""
     return await partitions_of(consumer, INPUT_TOPICS)
-
-
-_headers = methodcaller("headers")
-"""`Message.headers()`, called so that its result is checked: confluent-kafka returns the list
-with a UnicodeDecodeError still set when a header name is not UTF-8 (and a later call returns a
-list holding a null name), which a direct call in specialised bytecode may not notice."""
-
-
-def input_record(message: Message) -> InputRecord:
-    """A fetched record as the pipeline reads it."""
-    try:
-        # fetched header values are bytes (or None)
-        headers = cast("tuple[tuple[str, bytes | None], ...]", tuple(_headers(message) or ()))
-    except (SystemError, UnicodeError):
-        # the client gives no header of a record with a name that is not UTF-8: it is read
-        # without its headers (a structured-mode event as the service reads it)
-        log.warning(
-            "%s/%d offset %d: a header name is not UTF-8, read without headers",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-        )
-        headers = ()
-    kind, stamp = message.timestamp()
-    return InputRecord(
-        message.topic() or "",
-        message.partition() or 0,
-        message.offset() or 0,
-        message.key(),
-        message.value(),
-        stamp if kind else None,
-        headers,
-    )
 
 
 async def read_partition(
