@@ -16,6 +16,7 @@ from learning_account.processing.pipeline import InputRecord, Processor
 from learning_account.wire import EXAM_RESULTS_TOPIC, REGISTRATIONS_TOPIC
 from learning_account_dev import events as ev
 from support import consume
+from support.kafka import with_topics
 
 
 def run_cli(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +38,9 @@ async def test_send_publishes_each_line_as_written_keyed_by_student(
     feed = tmp_path / "feed.jsonl"
     lines = [json.dumps(registration), "", json.dumps(result, indent=None)]
     feed.write_text("\n".join(lines) + "\n")
+    # the topics first: a send to a topic not there yet makes Tansu create it with a partition
+    # count of its own, and later tests on this broker would find the inputs not co-partitioned
+    await with_topics(kafka_bootstrap)
     done = run_cli("send", str(feed), KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     assert done.returncode == 0, done.stderr
     assert "sent 2 messages" in done.stdout
