@@ -1,10 +1,10 @@
 """The machine's limit for this workload on the Redis side: Redis replaying the service's own
 load and commit scripts on the bench's accounts, as fast as one pipelined connection sends them.
 
-1. `capture` runs the service's Processor and RedisStore in-process over the backlog against a
-   Redis client that records every pipeline the store executes (EVALSHA of the load and commit
-   scripts, the GETs of re-delivered events' outputs), packed as the service packs them, and
-   the scripts it loads.
+1. `capture` runs the service's Processor and RedisStore in-process over the backlog, recording
+   every command the store sends (on a single Redis: the loads' HMGETs, the commits' WATCH,
+   checks and MULTI/EXEC, the GETs of re-delivered events' outputs; any pipeline or script
+   call too), as the service packs them, and the scripts it loads.
 2. `replay` loads those scripts into a fresh redis-server and writes every recorded command down
    one connection while a reader drains the replies, then reports events/s and Redis's CPU µs
    per event (`INFO cpu` used_cpu_sys + used_cpu_user) and the Redis commands per event by
@@ -25,6 +25,7 @@ from typing import Any
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 
 from learning_account.adapters.redis_layout import account_key
 from learning_account.adapters.redis_store import RedisStore
@@ -43,11 +44,34 @@ class Recording:
     chunks: list[bytes] = field(default_factory=list)
     commands: int = 0
     script_calls: int = 0
+    watching: dict[int, list[bytes]] = field(default_factory=dict)
 
     def add(self, commands: Sequence[tuple[Any, ...]]) -> None:
-        self.chunks.append(b"".join(pack(command) for command in commands))
+        self.add_packed([pack(command) for command in commands])
+
+    def add_exchange(self, connection: int, commands: Sequence[bytes]) -> None:
+        """One exchange of the store on a connection. The first exchange of a transaction (its
+        WATCH) is held until that connection's next one (its MULTI/EXEC), and the two are kept
+        together: the replay sends everything down one connection, where the WATCHes of the
+        batch's transactions, sent at once over several connections, would pile up on one
+        client and cost Redis what they do not cost it in the service."""
+        if commands and _name(commands[0]) == b"WATCH":
+            self.watching[connection] = list(commands)
+            return
+        self.add_packed([*self.watching.pop(connection, []), *commands])
+
+    def add_packed(self, commands: Sequence[bytes]) -> None:
+        self.chunks.append(b"".join(commands))
         self.commands += len(commands)
-        self.script_calls += sum(1 for command in commands if command[0] in ("EVALSHA", "EVAL"))
+        self.script_calls += sum(1 for command in commands if _name(command) in _SCRIPT_CALLS)
+
+
+_SCRIPT_CALLS = (b"EVALSHA", b"EVAL")
+
+
+def _name(packed: bytes) -> bytes:
+    """The name of a packed command ("*<n>\r\n$<len>\r\n<name>\r\n...")."""
+    return packed.split(b"\r\n", 3)[2].upper()
 
 
 def pack(command: tuple[Any, ...]) -> bytes:
@@ -97,6 +121,18 @@ class RecordingRedis(Redis):
         return str(await super().script_load(script))
 
 
+class RecordingStore(RedisStore):
+    """The store, its single-Redis exchanges recorded as sent (error replies and all: a NOSCRIPT
+    never reaches an exchange, and an error fails the capture)."""
+
+    recording: Recording
+
+    async def _exchange(self, conn: AbstractConnection, commands: list[bytes]) -> list[Any]:
+        replies = await super()._exchange(conn, commands)
+        self.recording.add_exchange(id(conn), commands)
+        return replies
+
+
 def input_records(records: Sequence[tuple[str, bytes, bytes]]) -> list[InputRecord]:
     return [
         InputRecord(topic, 0, offset, key, value, 1_700_000_000_000 + offset)
@@ -126,7 +162,9 @@ async def capture(
     redis.recording = Recording()
     await redis.flushall()
     await redis.script_flush()
-    processor = Processor(RedisStore(redis), Settings().policy)
+    store = RecordingStore(redis)
+    store.recording = redis.recording
+    processor = Processor(store, Settings().policy)
     batch = input_records(records)
     students = sorted({key.decode() for _, key, _ in records})[:REPLAY_SAMPLE]
     cpu_before = await redis_cpu_seconds(redis)

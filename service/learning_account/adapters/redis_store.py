@@ -1,33 +1,38 @@
 """Each student's learning account in Redis (the keys and fields: `redis_layout`).
 
-Applying a batch is two round trips whatever its size (three when it re-delivers applied
-events: their stored outputs are read apart): one pipelined read of every touched student, one
-pipelined atomic write per student (a Lua script, `lua/`, that checks the version,
-writes the state, records the digests and stores the outputs together). Only the academic years
-a batch names are read and written, so a student's long history does not make an event much
-dearer.
+Applying a batch is three round trips whatever its size (four when it re-delivers applied
+events: their stored outputs are read apart): one pipelined read of every touched student, then
+its commit. On a single Redis the commit is a MULTI/EXEC of plain commands per 32 students, each
+under a WATCH of its accounts (`RedisStore._commit_chunk`); on a Redis Cluster, one Lua script
+per student (`lua/`), as a cluster's accounts lie on many slots. Either way a student's state,
+digests and stored outputs are written together or not at all, and only if its version is still
+the one loaded. Only the academic years a batch names are read and written, so a student's long
+history does not make an event much dearer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 from learning_account.adapters.lua import (
-    COMMIT_MANY_SCRIPT,
     COMMIT_SCRIPT,
-    LOAD_MANY_SCRIPT,
+    ENTRY_BYTES,
     RELEASE_CLAIM_SCRIPT,
     SCRIPTS,
     SETTLE_MANY_SCRIPT,
     SETTLE_SCRIPT,
 )
+from learning_account.adapters.redis_connect import connection, exchange, pack
 from learning_account.adapters.redis_layout import (
     ACCOUNT_LOAD_FIELDS,
     HELD_INDEX_KEY,
@@ -42,6 +47,7 @@ from learning_account.adapters.redis_layout import (
 )
 from learning_account.domain.model import Account
 from learning_account.processing.store import (
+    DIGEST_BYTES,
     AccountWrite,
     HeldClaim,
     Identity,
@@ -51,6 +57,11 @@ from learning_account.processing.store import (
 
 if TYPE_CHECKING:
     from learning_account.processing.store import AccountStore
+
+WATCH_CHUNK = 32
+"""Students per MULTI/EXEC on a single Redis: a WATCH costs Redis a scan of the keys the
+connection watches already, for each key (Redis 7), so its cost grows with the square of the
+keys a transaction watches."""
 
 PENDING = 2
 """The commit script's reply for a student written with digests pending (0: its version moved,
@@ -112,11 +123,7 @@ class RedisStore:
             for student_id, events in events_by_student.items()
         ]
         started = time.perf_counter()
-        try:
-            replies = await self._execute_load(requests)
-        except NoScriptError:
-            await self._load_scripts()
-            replies = await self._execute_load(requests)
+        replies = await self._execute_load(requests)
         self._timed("load", started)
         return {
             student_id: loaded(student_id, events, years, values, outcomes)
@@ -128,17 +135,14 @@ class RedisStore:
     async def _execute_load(
         self, requests: list[tuple[str, list[Identity], list[int]]]
     ) -> list[tuple[list[Any], list[Any]]]:
-        """One HMGET per student (each atomic; on a single Redis all in one script call), then
-        the stored outputs of the events seen: a digest recorded in the account had its outputs
-        stored in the same commit, and a digest once recorded stays, so the second read finds
-        what the first one implies."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if self._cluster:
-                for student_id, _, years in requests:
-                    pipe.hmget(account_key(student_id), [*ACCOUNT_LOAD_FIELDS, *load_fields(years)])
-                accounts = await self._checked(pipe)
-            else:
-                accounts = await self._load_many(pipe, requests)
+        """One HMGET per student (each atomic), then the stored outputs of the events seen: a
+        digest recorded in the account had its outputs stored in the same commit, and a digest
+        once recorded stays, so the second read finds what the first one implies."""
+        reads = [
+            ("HMGET", account_key(student_id), *ACCOUNT_LOAD_FIELDS, *load_fields(years))
+            for student_id, _, years in requests
+        ]
+        accounts = await self._read(reads)
         found = [
             [seen_key(student_id, values[2] or b"", values[4] or b"", event) for event in events]
             for (student_id, events, _), values in zip(requests, accounts, strict=True)
@@ -146,39 +150,27 @@ class RedisStore:
         wanted = [key for student in found for key in student if isinstance(key, str)]
         stored: dict[str, bytes | None] = {}
         if wanted:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in wanted:
-                    pipe.get(key)
-                stored = dict(zip(wanted, await self._checked(pipe), strict=True))
+            replies = await self._read([("GET", key) for key in wanted])
+            stored = dict(zip(wanted, replies, strict=True))
         return [
             (values, [stored[key] or b"" if isinstance(key, str) else key for key in student])
             for values, student in zip(accounts, found, strict=True)
         ]
 
-    async def _load_many(
-        self, pipe: Any, requests: list[tuple[str, list[Identity], list[int]]]
-    ) -> list[Any]:
-        """The load script's reads (see load_many.lua), each student's values in request order:
-        the students that read the same years are one group."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for at, (_, _, years) in enumerate(requests):
-            groups.setdefault(tuple(years), []).append(at)
-        keys: list[str] = []
-        args: list[Any] = []
-        for group_years, members in groups.items():
-            fields = [*ACCOUNT_LOAD_FIELDS, *load_fields(group_years)]
-            args.extend((len(members), len(fields), *fields))
-            keys.extend(account_key(requests[at][0]) for at in members)
-        pipe.evalsha(_sha(LOAD_MANY_SCRIPT), len(keys), *keys, *args)
-        flat = (await self._checked(pipe))[0]
-        accounts: list[Any] = [None] * len(requests)
-        start = 0
-        for group_years, members in groups.items():
-            width = len(ACCOUNT_LOAD_FIELDS) + 2 * len(group_years)
-            for at in members:
-                accounts[at] = flat[start : start + width]
-                start += width
-        return accounts
+    async def _read(self, reads: list[tuple[str, ...]]) -> list[Any]:
+        """Each read's reply, in one round trip (a pipeline on a cluster); an error raises."""
+        if self._cluster:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, *args in reads:
+                    pipe.execute_command(name, *args)
+                return await self._checked(pipe)
+        async with connection(self.redis) as conn:
+            replies = await self._exchange(conn, [pack(*read) for read in reads])
+        return _raised(replies)
+
+    async def _exchange(self, conn: AbstractConnection, commands: list[bytes]) -> list[Any]:
+        """`redis_connect.exchange`: a single Redis's commands and replies all pass here."""
+        return await exchange(conn, commands)
 
     async def _run_scripts(
         self,
@@ -215,19 +207,140 @@ class RedisStore:
         if not writes:
             return {}
         started = time.perf_counter()
-        try:
-            replies = await self._execute_commit(writes)
-        except NoScriptError:
-            # a restarted (or new cluster) node lost the script cache: load it and redo; a
-            # write that did go through now fails its version check and is reloaded as seen
-            await self._load_scripts()
-            replies = await self._execute_commit(writes)
         if self._cluster:
+            try:
+                replies = await self._commit_each(writes)
+            except NoScriptError:
+                # a restarted (or new) node lost the script cache: load it and redo; a write
+                # that did go through now fails its version check and is reloaded as seen
+                await self._load_scripts()
+                replies = await self._commit_each(writes)
             await self._index_after_commit(writes, replies)
+        else:
+            replies = await self._commit_all(writes)
         self._timed("commit", started)
         return {write.student_id: bool(reply) for write, reply in zip(writes, replies, strict=True)}
 
-    async def _execute_commit(self, writes: list[AccountWrite]) -> list[Any]:
+    async def _commit_all(self, writes: list[AccountWrite]) -> list[int]:
+        """A single Redis: the batch in MULTI/EXEC transactions of up to `WATCH_CHUNK` students
+        each, sent together on connections of their own (`_commit_chunk`)."""
+        self._check_arguments(writes)
+        chunks = [writes[at : at + WATCH_CHUNK] for at in range(0, len(writes), WATCH_CHUNK)]
+        if len(chunks) == 1:
+            return await self._commit_chunk(writes)
+        replies = await asyncio.gather(*(self._commit_chunk(chunk) for chunk in chunks))
+        return [reply for chunk in replies for reply in chunk]
+
+    def _check_arguments(self, writes: list[AccountWrite]) -> None:
+        """What Redis would refuse inside an EXEC, refused before the first MULTI."""
+        retention = self.outbox_retention_ms
+        if not isinstance(retention, int) or isinstance(retention, bool) or retention < 1:
+            raise ResponseError(
+                "commit: the outbox retention must be a whole number of milliseconds, at least 1"
+            )
+        for write in writes:
+            if write.held_deadline is not None and math.isnan(write.held_deadline):
+                raise ResponseError("commit: the held index score is not a number")
+            for step in write.steps:
+                size = len(step.entry)
+                if write.pending and size != DIGEST_BYTES:
+                    raise ResponseError(f"commit: a pending digest is not {DIGEST_BYTES} bytes")
+                if size not in (DIGEST_BYTES, ENTRY_BYTES):
+                    raise ResponseError(
+                        f"commit: a digest is not {DIGEST_BYTES} or {ENTRY_BYTES} bytes"
+                    )
+
+    async def _commit_chunk(self, writes: list[AccountWrite]) -> list[int]:
+        """Students in one MULTI/EXEC, under a WATCH of their accounts.
+
+        First round trip: WATCH every account, then read what the write builds on (the version,
+        and the `d`, `k` and `p` lists it appends to) and the held index's type. A student whose
+        version moved since its load is left out (0). Second: MULTI, per student one HSET, one
+        SET per stored outputs and its held-index entry, EXEC. If any watched account changed in
+        between, EXEC writes nothing and every student of the transaction is reloaded (0). Every
+        error a write could meet (a key of another type, a version that is not a number, a
+        retention or deadline Redis would refuse) is met before MULTI, so EXEC never stops
+        halfway; a command Redis refuses to queue (out of memory) aborts it whole. The scripts'
+        per-student checks do the same on a cluster (`lua/commit_one.lua`, which this mirrors);
+        here no argument passes through Lua.
+        """
+        keys = [account_key(write.student_id) for write in writes]
+        reads = [pack("HMGET", key, "v", "d", "k", "p") for key in keys]
+        async with connection(self.redis) as conn:
+            first = [pack("WATCH", *keys), pack("TYPE", HELD_INDEX_KEY), *reads]
+            checked = _raised(await self._exchange(conn, first))
+            if checked[1] not in (b"zset", b"none"):
+                raise ResponseError("commit: the held index is not a sorted set")
+            outcomes: list[int] = []
+            commands = [pack("MULTI")]
+            for write, stored in zip(writes, checked[2:], strict=True):
+                if (stored[0] or b"") != write.expected_version.encode():
+                    outcomes.append(0)
+                    continue
+                outcomes.append(self._write_commands(write, stored, commands))
+            if len(commands) == 1:
+                await self._exchange(conn, [pack("UNWATCH")])
+                return outcomes
+            commands.append(pack("EXEC"))
+            executed = (await self._exchange(conn, commands))[-1]
+        if executed is None:  # a watched account changed: nothing was written
+            return [0] * len(writes)
+        _raised([executed] if isinstance(executed, Exception) else executed)
+        return outcomes
+
+    def _write_commands(
+        self, write: AccountWrite, stored: Sequence[bytes | None], commands: list[bytes]
+    ) -> int:
+        """Add one student's write to `commands`: 1, or 2 when digests of outputs that may not
+        be published yet are pending (the commit script's reply)."""
+        current, applied, entries, pending = stored
+        try:
+            version = int(current or 0) + 1
+        except ValueError:
+            raise ResponseError("commit: the stored version is not a number") from None
+        student_id = write.student_id
+        core, year_fields = encode_state(write)
+        added_d = added_k = added_p = b""
+        for step in write.steps:
+            entry = step.entry
+            if write.pending:
+                added_p += entry
+            elif len(entry) == DIGEST_BYTES:
+                added_d += entry
+            else:
+                added_k += entry
+            if step.outputs:
+                commands.append(
+                    pack(
+                        "SET",
+                        outputs_key(student_id, step.outputs_name),
+                        step.outputs,
+                        "PX",
+                        self.outbox_retention_ms,
+                    )
+                )
+        fields: list[str | bytes | int] = ["s", core, "v", version]
+        if added_d:
+            fields += ("d", (applied or b"") + added_d)
+        if added_k:
+            fields += ("k", (entries or b"") + added_k)
+        if added_p:
+            fields += ("p", (pending or b"") + added_p)
+        for name, value in year_fields:
+            fields += (name, value)
+        commands.append(pack("HSET", account_key(student_id), *fields))
+        waiting = (pending or b"") + added_p
+        score = index_score(write.held_deadline, remove=write.was_held)
+        if waiting:
+            commands.append(pack("ZADD", HELD_INDEX_KEY, 0, student_id))
+        elif score == "-":
+            commands.append(pack("ZREM", HELD_INDEX_KEY, student_id))
+        elif score:
+            commands.append(pack("ZADD", HELD_INDEX_KEY, score, student_id))
+        return PENDING if waiting else 1
+
+    async def _commit_each(self, writes: list[AccountWrite]) -> list[Any]:
+        """A cluster: one commit script call per student (`lua/commit_one.lua`)."""
         calls = []
         for write in writes:
             keys = [account_key(write.student_id)]
@@ -247,7 +360,11 @@ class RedisStore:
                 keys.append(outputs_key(write.student_id, step.outputs_name))
                 args.extend((step.entry, step.outputs))
             calls.append((keys, args))
-        return await self._run_scripts(calls, COMMIT_SCRIPT, COMMIT_MANY_SCRIPT, index=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
+                pipe.eval(COMMIT_SCRIPT, len(keys), *keys, *args)
+            return await self._checked(pipe)
 
     async def _index_after_commit(self, writes: list[AccountWrite], replies: list[Any]) -> None:
         """A cluster's held index, set after the commits that went through (see the class)."""
@@ -338,11 +455,8 @@ class RedisStore:
 
     async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
         """Each student's whole account hash as stored, in one pipelined round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for student_id in student_ids:
-                pipe.hgetall(account_key(student_id))
-            replies: list[Any] = await pipe.execute()
-        return dict(zip(student_ids, replies, strict=True))
+        replies = await self._read([("HGETALL", account_key(sid)) for sid in student_ids])
+        return {sid: _as_dict(reply) for sid, reply in zip(student_ids, replies, strict=True)}
 
     async def restore_account(
         self,
@@ -380,6 +494,21 @@ class RedisStore:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+
+def _raised(replies: list[Any]) -> list[Any]:
+    """The replies, once none is an error: the first one raises."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _as_dict(reply: Any) -> dict[bytes, bytes]:
+    """An HGETALL reply: a map (RESP3, or a client's response callback) or a flat list."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _sha(script: str) -> str:

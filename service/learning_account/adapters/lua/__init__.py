@@ -2,7 +2,9 @@
 
 A script is the size constants, the helpers, one student's function, and the call: once per
 student (`checked_one`, a Redis Cluster) or once for the whole batch (`for_each_student`, a
-single Redis). Both check every student before their first write.
+single Redis). Both check every student before their first write. The commit runs as a script
+on a Redis Cluster only: a single Redis commits with MULTI/EXEC (`redis_store._commit_chunk`),
+and loads with plain HMGETs everywhere.
 """
 
 from __future__ import annotations
@@ -28,20 +30,14 @@ _ONE = "checked_one"
 _MANY = "for_each_student"
 COMMIT_SCRIPT = _script("helpers", "commit_one", _ONE, call="checked_one(commit_one, check_commit)")
 SETTLE_SCRIPT = _script("helpers", "settle_one", _ONE, call="checked_one(settle_one, check_settle)")
-COMMIT_MANY_SCRIPT = _script(
-    "helpers", "commit_one", _MANY, call="for_each_student(commit_one, check_commit, true)"
-)
 SETTLE_MANY_SCRIPT = _script(
     "helpers", "settle_one", _MANY, call="for_each_student(settle_one, check_settle, true)"
 )
-LOAD_MANY_SCRIPT = _read("load_many")
 RELEASE_CLAIM_SCRIPT = _read("release_claim")
 
 SCRIPTS = (
     COMMIT_SCRIPT,
     SETTLE_SCRIPT,
-    COMMIT_MANY_SCRIPT,
     SETTLE_MANY_SCRIPT,
-    LOAD_MANY_SCRIPT,
     RELEASE_CLAIM_SCRIPT,
 )
