@@ -22,6 +22,7 @@ from typing import Any
 
 from learning_account.entrypoints.cli import serve
 from learning_account.entrypoints.command_plugins import Command
+from learning_account.runtime import run as run_async
 from learning_account.settings import Settings, reveal
 from learning_account.wire import (
     BALANCE_CHANGED_TOPIC,
@@ -241,14 +242,14 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_dev(settings: Settings, args: argparse.Namespace) -> int:
-    asyncio.run(dev(settings, args.state_dir))
+    run_async(dev(settings, args.state_dir))
     return 0
 
 
 def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     try:
-        asyncio.run(demo(settings, args.state_dir, args.keep_running))
+        run_async(demo(settings, args.state_dir, args.keep_running))
     except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1

@@ -4,7 +4,6 @@ redrive; the dev tools add dev and demo."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from learning_account.entrypoints.command_plugins import plugin_commands
 from learning_account.ops.redrive import add_arguments as add_redrive_arguments
 from learning_account.processing.ordering import NotCoPartitioned
+from learning_account.runtime import run as run_async
 from learning_account.settings import Settings, SettingsError
 from learning_account.wire import STRUCTURED_HEADERS
 
@@ -184,21 +184,21 @@ def main(argv: Sequence[str] | None = None, *, kafka: KafkaClients | None = None
         if plugin is not None:
             return plugin.run(settings, args)
         if args.command == "serve":
-            asyncio.run(serve(settings, kafka))
+            run_async(serve(settings, kafka))
         elif args.command == "statement":
-            return asyncio.run(statement_from_redis(settings, args.student_id))
+            return run_async(statement_from_redis(settings, args.student_id))
         elif args.command == "send":
             records = read_feed(args.file, args.topic)
-            asyncio.run(send_feed(settings, records, kafka))
+            run_async(send_feed(settings, records, kafka))
             print(f"sent {len(records)} messages")
         elif args.command == "redrive":
             from learning_account.ops.redrive import redrive_command
 
-            return asyncio.run(redrive_command(settings, args, kafka))
+            return run_async(redrive_command(settings, args, kafka))
         elif args.command == "rebuild":
-            return asyncio.run(rebuild_command(settings, args.redis_url, kafka))
+            return run_async(rebuild_command(settings, args.redis_url, kafka))
         elif args.command == "restore":
-            return asyncio.run(restore_command(settings, args.redis_url, kafka))
+            return run_async(restore_command(settings, args.redis_url, kafka))
         elif args.command == "asyncapi":
             from learning_account.bootstrap import asyncapi_document
 
