@@ -24,7 +24,13 @@ import pytest
 from faststream.kafka.security import parse_security
 from redis.asyncio import RedisCluster
 
-from learning_account.adapters.clients import ServiceKafka, faststream_security, kafka_security
+from learning_account.adapters.clients import (
+    DeliveryError,
+    ServiceKafka,
+    deliver,
+    faststream_security,
+    kafka_security,
+)
 from learning_account.adapters.publisher import Publisher
 from learning_account.adapters.redis_layout import account_key
 from learning_account.adapters.redis_store import RedisStore
@@ -504,3 +510,23 @@ async def test_partition_counts_create_no_topic_and_the_publisher_keeps_each_key
         assert len({r.partition for r in mine}) == 1
         assert [r.value for r in mine] == [m.value for m in messages if m.key == key]
         assert all(list(r.headers) == list(STRUCTURED_HEADERS) for r in mine)
+
+
+async def test_a_record_the_broker_never_takes_fails_its_delivery(kafka_bootstrap: str) -> None:
+    """The producers report failed deliveries only (`delivery.report.only.error`): a record
+    that times out in librdkafka is still reported, and `deliver` raises; the records of the
+    same producer that reach the broker are delivered."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{unused.getsockname()[1]}"
+    settings = Settings(kafka_bootstrap_servers=nowhere)
+    producer = kafka_producer(settings, config={"message.timeout.ms": 500})
+    try:
+        with pytest.raises(DeliveryError, match="1 of 1 records not delivered"):
+            await deliver(producer, [("learning-account.balance-changed.v1", b"k", b"v", [])])
+    finally:
+        producer.flush(0)
+    good = kafka_producer(Settings(kafka_bootstrap_servers=kafka_bootstrap))
+    topic = OUTPUT_TOPICS[0]
+    assert await deliver(good, [(topic, b"k", b"v", []), (topic, b"k", b"w", [])]) == 2
+    assert len(good) == 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from learning_account.adapters.clients import DeliveryError, ServiceKafka, deliver
+from learning_account.adapters.clients import PRODUCER_CONFIG, DeliveryError, ServiceKafka, deliver
 from learning_account.adapters.publisher import Publisher
 from learning_account.observability.metrics import Metrics
 from learning_account.processing.outputs import OutputMessage
@@ -17,12 +17,20 @@ from learning_account.wire import STRUCTURED_HEADERS
 class FakeProducer:
     """Queues what is produced; `flush` reports each delivery as the broker answered it."""
 
-    def __init__(self, *, refuse: set[int] = frozenset(), answer: bool = True, full: int = 0):
+    def __init__(
+        self,
+        *,
+        refuse: set[int] = frozenset(),
+        answer: bool = True,
+        full: int = 0,
+        only_errors: bool = False,
+    ):
         self.produced: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         self.queue: list[tuple[int, Any]] = []
         self.refuse = refuse  # numbers of the records the broker refuses
         self.answer = answer  # False: the broker answers nothing within the flush timeout
         self.full = full  # how many produce calls find the queue full
+        self.only_errors = only_errors  # as `delivery.report.only.error` makes librdkafka do
         self.polls = 0
 
     def produce(self, topic: str, value: Any, key: Any, *, headers: Any, on_delivery: Any) -> None:
@@ -40,7 +48,10 @@ class FakeProducer:
         if not self.answer:
             return len(self.queue)
         for number, on_delivery in self.queue:
-            on_delivery("refused" if number in self.refuse else None, None)
+            if number in self.refuse:
+                on_delivery("refused", None)
+            elif not self.only_errors:
+                on_delivery(None, None)
         self.queue.clear()
         return 0
 
@@ -90,6 +101,19 @@ async def test_records_not_acknowledged_in_time_raise() -> None:
             [(m.topic, m.key, m.value, []) for m in messages()],
             wait=0.1,
         )
+
+
+@pytest.mark.parametrize("only_errors", [True, False], ids=["failures-reported", "all-reported"])
+async def test_a_flush_that_leaves_nothing_queued_delivered_all(only_errors: bool) -> None:
+    records = [(m.topic, m.key, m.value, []) for m in messages()]
+    producer = FakeProducer(only_errors=only_errors)
+    assert await deliver(producer, records) == 3  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError, match="1 of 3 records not delivered"):
+        await deliver(FakeProducer(refuse={2}, only_errors=only_errors), records)  # type: ignore[arg-type]
+
+
+def test_the_producers_report_failed_deliveries_only() -> None:
+    assert PRODUCER_CONFIG["delivery.report.only.error"] is True
 
 
 async def test_a_full_queue_is_polled_until_the_record_fits() -> None:

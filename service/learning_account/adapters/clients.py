@@ -45,6 +45,9 @@ PRODUCER_CONFIG: dict[str, Any] = {
     # a batch's records are all produced before its deliveries are awaited (a flush sends at
     # once): a small linger only gathers what other callers produce meanwhile
     "linger.ms": 2,
+    # a delivery report (a Python callback, taking the GIL from the flushing thread) only for a
+    # record that failed: `deliver` knows the others were acknowledged when flush leaves none
+    "delivery.report.only.error": True,
 }
 """What every librdkafka producer of the service is given, with `librdkafka_config`."""
 
@@ -122,18 +125,18 @@ async def deliver(
     broker acknowledged them all; raises DeliveryError if it did not (refused one, or timeout).
 
     The wait is librdkafka's `flush` in a thread of the default executor: the event loop goes
-    on, and the delivery reports are served there. A full queue (BufferError) is waited out the
-    same way, then the record is produced again. Returns how many records were acknowledged.
+    on, and the delivery reports are served there. A record leaves librdkafka's queue once the
+    broker acknowledged it or it failed, and a failure is reported, so a flush that leaves no
+    record queued and no failure reported means all were acknowledged (the producers report
+    failures only: `delivery.report.only.error`). A full queue (BufferError) is waited out the
+    same way, then the record is produced again. Returns how many records were produced.
     """
     loop = asyncio.get_running_loop()
-    delivered: list[None] = []
     failed: list[KafkaError] = []
 
     def on_delivery(error: KafkaError | None, _message: Message) -> None:
         # served in the flushing thread; list.append is atomic, whichever thread serves it
-        if error is None:
-            delivered.append(None)
-        else:
+        if error is not None:
             failed.append(error)
 
     produce = producer.produce
@@ -147,13 +150,13 @@ async def deliver(
             else:
                 break
         count += 1
-    if count:
-        await loop.run_in_executor(None, producer.flush, wait)
+    # what is still queued after the wait (another caller's records too: then all wait again)
+    queued = await loop.run_in_executor(None, producer.flush, wait) if count else 0
     if failed:
         raise DeliveryError(f"{len(failed)} of {count} records not delivered: {failed[0]}")
-    if len(delivered) < count:
+    if queued:
         raise DeliveryError(
-            f"{count - len(delivered)} of {count} records not acknowledged within {wait}s"
+            f"{min(queued, count)} of {count} records not acknowledged within {wait}s"
         )
     return count
 
