@@ -105,7 +105,8 @@ async def exchange(conn: AbstractConnection, commands: Sequence[bytes]) -> list[
     The replies come off hiredis's reader in one loop: redis-py's `read_response` costs
     microseconds of Python per reply, and a batch has a few replies per event.
     """
-    await conn.send_packed_command(list(commands), check_health=False)
+    # one buffer, one write: a transport's writelines may send each buffer apart
+    await conn.send_packed_command(b"".join(commands), check_health=False)
     parser: Any = conn._parser  # its hiredis reader, below: private to redis-py
     reader = getattr(parser, "_reader", None)
     if not isinstance(reader, hiredis.Reader):  # redis-py without hiredis: one call per reply

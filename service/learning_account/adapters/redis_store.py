@@ -63,6 +63,9 @@ WATCH_CHUNK = 32
 connection watches already, for each key (Redis 7), so its cost grows with the square of the
 keys a transaction watches."""
 
+_MULTI, _EXEC, _UNWATCH = pack("MULTI"), pack("EXEC"), pack("UNWATCH")
+_TYPE_OF_INDEX = pack("TYPE", HELD_INDEX_KEY)
+
 PENDING = 2
 """The commit script's reply for a student written with digests pending (0: its version moved,
 nothing written; 1: written)."""
@@ -267,21 +270,21 @@ class RedisStore:
         keys = [account_key(write.student_id) for write in writes]
         reads = [pack("HMGET", key, "v", "d", "k", "p") for key in keys]
         async with connection(self.redis) as conn:
-            first = [pack("WATCH", *keys), pack("TYPE", HELD_INDEX_KEY), *reads]
+            first = [pack("WATCH", *keys), _TYPE_OF_INDEX, *reads]
             checked = _raised(await self._exchange(conn, first))
             if checked[1] not in (b"zset", b"none"):
                 raise ResponseError("commit: the held index is not a sorted set")
             outcomes: list[int] = []
-            commands = [pack("MULTI")]
+            commands = [_MULTI]
             for write, stored in zip(writes, checked[2:], strict=True):
                 if (stored[0] or b"") != write.expected_version.encode():
                     outcomes.append(0)
                     continue
                 outcomes.append(self._write_commands(write, stored, commands))
             if len(commands) == 1:
-                await self._exchange(conn, [pack("UNWATCH")])
+                await self._exchange(conn, [_UNWATCH])
                 return outcomes
-            commands.append(pack("EXEC"))
+            commands.append(_EXEC)
             executed = (await self._exchange(conn, commands))[-1]
         if executed is None:  # a watched account changed: nothing was written
             return [0] * len(writes)
