@@ -23,7 +23,12 @@ import orjson
 
 from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Account
-from learning_account.processing.outputs import OutputMessage, decode_stored, encode_stored
+from learning_account.processing.outputs import (
+    OutputMessage,
+    decode_stored,
+    encode_stored,
+    split_stored,
+)
 
 if TYPE_CHECKING:
     from learning_account.bootstrap import KafkaClients
@@ -72,8 +77,11 @@ def outbox_snapshots(
     student_id: str, digest: str, outputs: bytes, expires_ms: int
 ) -> list[OutputMessage]:
     """The records of one step's stored outputs, kept in Redis until `expires_ms` (Unix ms):
-    one per output, each no larger than the output it copies plus a line."""
-    parts = [encode_stored([message]) for message in decode_stored(outputs)]
+    one per output, each no larger than the output it copies plus a line. Each part is one
+    output as `encode_stored` writes it, cut from the step's stored bytes at the record
+    separators: the same bytes as `encode_stored([message])` of each message, without decoding
+    them."""
+    parts = split_stored(outputs)
     return [
         OutputMessage(
             OUTBOX_SNAPSHOTS_TOPIC,

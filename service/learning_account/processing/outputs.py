@@ -256,6 +256,11 @@ def encode_stored(messages: list[OutputMessage]) -> bytes:
     )
 
 
+def split_stored(blob: bytes) -> list[bytes]:
+    """The outputs of `encode_stored` one by one, each as `encode_stored` writes it alone."""
+    return blob.split(_RECORD)
+
+
 def decode_stored(blob: bytes) -> list[OutputMessage]:
     messages = []
     for record in blob.split(_RECORD):
