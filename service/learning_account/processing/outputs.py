@@ -76,6 +76,8 @@ def uuid5_text(name: str) -> str:
 def now_text(timestamp_ms: int | None = None) -> str:
     """An RFC 3339 UTC time with milliseconds: the given epoch milliseconds, or now when none is
     given or it lies outside years 1-9999 (a producer stamping microseconds, say)."""
+    if type(timestamp_ms) is int and 0 <= timestamp_ms < _EXACT_MS:
+        return _minute_text(timestamp_ms)
     moment = None
     if timestamp_ms is not None:
         try:
@@ -85,6 +87,27 @@ def now_text(timestamp_ms: int | None = None) -> str:
     if moment is None:
         moment = datetime.now(UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_EXACT_MS: Final = 2**33 * 1000
+"""Below this (year 2242), `datetime.fromtimestamp(ms / 1000)` is exact to the millisecond, so
+integer arithmetic gives the same text."""
+_SECOND_TEXTS: Final = [f"{second:02d}." for second in range(60)]
+_MILLI_TEXTS: Final = [f"{milli:03d}Z" for milli in range(1000)]
+_last_minute: tuple[int, str] = (-1, "")
+"""The last minute written, and its text up to the seconds: a batch's records are close."""
+
+
+def _minute_text(timestamp_ms: int) -> str:
+    global _last_minute
+    minute, millis = divmod(timestamp_ms, 60_000)
+    last = _last_minute
+    if last[0] == minute:
+        prefix = last[1]
+    else:
+        prefix = datetime.fromtimestamp(minute * 60, UTC).isoformat()[:17]
+        _last_minute = (minute, prefix)
+    return prefix + _SECOND_TEXTS[millis // 1000] + _MILLI_TEXTS[millis % 1000]
 
 
 def to_message(
