@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import random
+import uuid
 from datetime import UTC, date, datetime
 
 import orjson
@@ -16,7 +17,9 @@ from learning_account.adapters.redis_connect import redis_client
 from learning_account.domain.events import EventRejected
 from learning_account.domain.model import Contract, CourseUnit, EventRef, Refusal, ResultOutcome
 from learning_account.domain.overlay import Overlay
+from learning_account.ops.restore import _framed, outbox_snapshots
 from learning_account.processing.outputs import (
+    OUTPUT_ID_NAMESPACE,
     OutputMessage,
     decode_stored,
     encode_stored,
@@ -24,6 +27,7 @@ from learning_account.processing.outputs import (
     output_id,
     split_stored,
     to_message,
+    uuid5_text,
 )
 from learning_account.runtime import parse_gc_threshold, tune_gc
 from learning_account.settings import Settings
@@ -162,3 +166,25 @@ def test_an_output_is_the_cloud_event_of_its_data() -> None:
             traceparent=traceparent,
         )
         assert message.value == orjson.dumps(document)
+
+
+def test_output_ids_are_the_uuid5_of_their_name() -> None:
+    rng = random.Random(7)
+    for n in range(2_000):
+        name = f"r{n:07d}\nurn:x\n{rng.random()}\nbalance-changed" + "é" * (n % 3)
+        assert uuid5_text(name) == str(uuid.uuid5(OUTPUT_ID_NAMESPACE, name))
+
+
+def test_outbox_snapshot_records_are_framed_as_framed_writes_them() -> None:
+    messages = [
+        OutputMessage("t1", b"r1", b'{"a":1}', "id-1", "type-1"),
+        OutputMessage("t2", b"r1", b'{"b":"\\u00e9"}', "id-2", "type-2"),
+    ]
+    for count in (1, 2):
+        stored = encode_stored(messages[:count])
+        records = outbox_snapshots('r1"\\é', "00ff", stored, 1_700_000_000_123)
+        meta = {"student_id": 'r1"\\é', "digest": "00ff", "expires_ms": 1_700_000_000_123}
+        assert [record.value for record in records] == [
+            _framed({**meta, "part": number, "parts": count}, encode_stored([message]))
+            for number, message in enumerate(messages[:count])
+        ]
