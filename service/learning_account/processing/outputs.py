@@ -94,19 +94,19 @@ _EXACT_MS: Final = 2**33 * 1000
 integer arithmetic gives the same text."""
 _SECOND_TEXTS: Final = [f"{second:02d}." for second in range(60)]
 _MILLI_TEXTS: Final = [f"{milli:03d}Z" for milli in range(1000)]
-_last_minute: tuple[int, str] = (-1, "")
-"""The last minute written, and its text up to the seconds: a batch's records are close."""
+_MINUTE_TEXTS: dict[int, str] = {}
+"""The text up to the seconds of the minutes written lately: a batch's records are close in
+time, though decided student by student, not in record order."""
+_MOST_MINUTES: Final = 4096
 
 
 def _minute_text(timestamp_ms: int) -> str:
-    global _last_minute
     minute, millis = divmod(timestamp_ms, 60_000)
-    last = _last_minute
-    if last[0] == minute:
-        prefix = last[1]
-    else:
-        prefix = datetime.fromtimestamp(minute * 60, UTC).isoformat()[:17]
-        _last_minute = (minute, prefix)
+    prefix = _MINUTE_TEXTS.get(minute)
+    if prefix is None:
+        if len(_MINUTE_TEXTS) >= _MOST_MINUTES:
+            _MINUTE_TEXTS.clear()
+        prefix = _MINUTE_TEXTS[minute] = datetime.fromtimestamp(minute * 60, UTC).isoformat()[:17]
     return prefix + _SECOND_TEXTS[millis // 1000] + _MILLI_TEXTS[millis % 1000]
 
 
