@@ -132,7 +132,7 @@ def to_message(
             event_type = BALANCE_CHANGED_TYPE
             data = {
                 "student_id": student_id,
-                "academic_year": format_academic_year(event.academic_year),
+                "academic_year": _year_text(event.academic_year),
                 "previous_balance": credits_number(event.previous_balance),
                 "balance": credits_number(event.balance),
                 "delta": credits_number(event.delta),
@@ -141,7 +141,8 @@ def to_message(
                         "kind": str(entry.kind),
                         "amount": credits_number(entry.amount),
                         "course_unit_code": entry.course_unit_code,
-                        "academic_year": format_academic_year(entry.academic_year),
+                        "academic_year": _YEAR_TEXTS.get(entry.academic_year)
+                        or format_academic_year(entry.academic_year),
                     }
                     for entry in event.entries
                 ],
@@ -153,7 +154,7 @@ def to_message(
             event_type = CREDIT_EXHAUSTED_TYPE
             data = {
                 "student_id": student_id,
-                "academic_year": format_academic_year(event.academic_year),
+                "academic_year": _year_text(event.academic_year),
                 "balance": credits_number(event.balance),
                 "caused_by": caused_by,
                 "options": list(event.options),
@@ -163,7 +164,7 @@ def to_message(
             kind_parts = (credits_number(event.threshold),)
             data = {
                 "student_id": student_id,
-                "academic_year": format_academic_year(event.academic_year),
+                "academic_year": _year_text(event.academic_year),
                 "balance": credits_number(event.balance),
                 "threshold": credits_number(event.threshold),
                 "caused_by": caused_by,
@@ -196,6 +197,14 @@ def to_message(
     return OutputMessage(
         TYPE_TOPIC[event_type], student_id.encode(), orjson.dumps(document), event_id, event_type
     )
+
+
+_YEAR_TEXTS: Final = {year: format_academic_year(year) for year in range(2000, 2200)}
+"""`format_academic_year` of the years outputs name, looked up (hot: every entry names one)."""
+
+
+def _year_text(year: int) -> str:
+    return _YEAR_TEXTS.get(year) or format_academic_year(year)
 
 
 #: The output kind in an output's id: the short name of its type (`balance-changed`).
