@@ -282,7 +282,7 @@ def encode_units(
             rows = by_year[year] = _rows_kept(units, stored, year)
         rows[key[1]] = _unit_row(key, units[key])
     return {
-        year: orjson.dumps([UNITS_FORMAT, *(rows[code] for code in sorted(rows))])
+        year: orjson.dumps([UNITS_FORMAT, *[rows[code] for code in sorted(rows)]])
         for year, rows in sorted(by_year.items())
     }
 
