@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from datetime import date
+import random
+import uuid
+from datetime import UTC, date, datetime
 
+import orjson
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
 from learning_account.adapters.redis_connect import redis_client
-from learning_account.domain.model import Contract, CourseUnit, EventRef, ResultOutcome
+from learning_account.domain.events import EventRejected
+from learning_account.domain.model import Contract, CourseUnit, EventRef, Refusal, ResultOutcome
 from learning_account.domain.overlay import Overlay
+from learning_account.ops.restore import _framed, outbox_snapshots
+from learning_account.processing.outputs import (
+    OUTPUT_ID_NAMESPACE,
+    OutputMessage,
+    decode_stored,
+    encode_stored,
+    now_text,
+    output_id,
+    split_stored,
+    to_message,
+    uuid5_text,
+)
 from learning_account.runtime import parse_gc_threshold, tune_gc
 from learning_account.settings import Settings
+from learning_account.wire import EVENT_REJECTED_TYPE, SERVICE_SOURCE, cloud_event
 
 
 def test_an_overlay_reads_through_and_writes_on_top() -> None:
@@ -100,3 +117,74 @@ def test_tuning_freezes_start_up_and_sets_the_thresholds() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _datetime_text(timestamp_ms: int) -> str:
+    moment = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_record_times_are_written_as_datetime_writes_them() -> None:
+    rng = random.Random(5)
+    edges = [0, 1, 999, 59_999, 60_000, 1_700_000_000_000, 2**33 * 1000 - 1, 2**33 * 1000]
+    stamps = edges + [rng.randrange(0, 2**33 * 1000) for _ in range(20_000)]
+    stamps += [1_700_000_000_000 + rng.randrange(0, 10**7) for _ in range(5_000)]
+    for stamp in stamps:
+        assert now_text(stamp) == _datetime_text(stamp), stamp
+    assert now_text(-1) == "1969-12-31T23:59:59.999Z"
+
+
+def test_a_steps_stored_outputs_split_into_each_output_stored_alone() -> None:
+    messages = [
+        OutputMessage("t1", b"r1", b'{"a":"\\u001e\\u001f"}', "id-1", "type-1"),
+        OutputMessage("t2", None, b"{}", "id-2", "type-2"),
+        OutputMessage("t3", b"", b"[]", "id-3", "type-3"),
+    ]
+    assert split_stored(encode_stored(messages)) == [encode_stored([m]) for m in messages]
+    stored = encode_stored(messages)
+    assert [encode_stored([m]) for m in decode_stored(stored)] == split_stored(stored)
+
+
+def test_an_output_is_the_cloud_event_of_its_data() -> None:
+    cause = EventRef("urn:institution:x", "e-1", "be.flanders.registration-created.v1")
+    event = EventRejected("r0000001", Refusal.ALREADY_REGISTERED, "none left", cause)
+    for traceparent in (None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"):
+        message = to_message(event, "2024-01-02T03:04:05.678Z", traceparent)
+        data = {
+            "student_id": "r0000001",
+            "reason": "already_registered",
+            "detail": "none left",
+            "caused_by": {"source": cause.source, "id": cause.id, "type": cause.type},
+        }
+        document = cloud_event(
+            EVENT_REJECTED_TYPE,
+            data,
+            event_id=output_id("r0000001", cause, "event-rejected"),
+            source=SERVICE_SOURCE,
+            time="2024-01-02T03:04:05.678Z",
+            subject="r0000001",
+            traceparent=traceparent,
+        )
+        assert message.value == orjson.dumps(document)
+
+
+def test_output_ids_are_the_uuid5_of_their_name() -> None:
+    rng = random.Random(7)
+    for n in range(2_000):
+        name = f"r{n:07d}\nurn:x\n{rng.random()}\nbalance-changed" + "é" * (n % 3)
+        assert uuid5_text(name) == str(uuid.uuid5(OUTPUT_ID_NAMESPACE, name))
+
+
+def test_outbox_snapshot_records_are_framed_as_framed_writes_them() -> None:
+    messages = [
+        OutputMessage("t1", b"r1", b'{"a":1}', "id-1", "type-1"),
+        OutputMessage("t2", b"r1", b'{"b":"\\u00e9"}', "id-2", "type-2"),
+    ]
+    for count in (1, 2):
+        stored = encode_stored(messages[:count])
+        records = outbox_snapshots('r1"\\é', "00ff", stored, 1_700_000_000_123)
+        meta = {"student_id": 'r1"\\é', "digest": "00ff", "expires_ms": 1_700_000_000_123}
+        assert [record.value for record in records] == [
+            _framed({**meta, "part": number, "parts": count}, encode_stored([message]))
+            for number, message in enumerate(messages[:count])
+        ]

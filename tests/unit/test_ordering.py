@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -125,3 +126,37 @@ def test_input_topics_with_different_partition_counts_are_refused_in_one_line() 
         check_co_partitioned({REG: 3, RES: 6, DEREG: 3})
     message = str(refused.value)
     assert "\n" not in message and f"{RES} has 6" in message and f"{REG} has 3" in message
+
+
+def _reference_release(merge: Merge, waiting_for: list[str]) -> list[InputRecord]:
+    """The merge's rule written plainly: the smallest (time, topic rank) head, while no waited
+    topic is empty."""
+    rank = {topic: n for n, topic in enumerate((REG, RES, DEREG))}
+    released = []
+    while not any(not merge.held[topic] for topic in waiting_for):
+        heads = [queue[0] for queue in merge.held.values() if queue]
+        if not heads:
+            break
+        head = min(heads, key=lambda r: (r.timestamp_ms or 0, rank[r.topic]))
+        merge.held[head.topic].popleft()
+        released.append(head)
+    return released
+
+
+def test_the_merge_releases_what_its_rule_says_on_random_input() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        records = [
+            at(rng.choice((REG, RES, DEREG)), n, rng.choice((None, rng.randrange(0, 50))))
+            for n in range(rng.randrange(0, 30))
+        ]
+        clock = rng.choice((CLOCK, 25))
+        waiting = rng.sample([REG, RES, DEREG], rng.randrange(0, 3))
+        merge, reference = held(*records, clock=clock), held(*records, clock=clock)
+        released = merge.release(waiting)
+        assert order(released) == order(_reference_release(reference, waiting))
+        if released:
+            assert merge.time == max((r.timestamp_ms or 0) for r in released)
+            for topic in {r.topic for r in released}:
+                last = [r for r in released if r.topic == topic][-1]
+                assert merge.released_time[topic] == (last.timestamp_ms or 0)

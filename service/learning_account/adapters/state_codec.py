@@ -213,10 +213,21 @@ def _unit_row(key: UnitKey, unit: CourseUnit) -> list[Any]:
         | _refund_bits(unit) << 10
         | unit.restored << 12
     )
-    row = [key[1], unit.credits, flags, (unit.border_date - date(key[0], 9, 1)).days]
+    row = [key[1], unit.credits, flags, unit.border_date.toordinal() - _september_first(key[0])]
     if bonus is not None:
         row.append(bonus)
     return row
+
+
+_SEPTEMBER_FIRSTS: dict[int, int] = {}
+
+
+def _september_first(year: int) -> int:
+    """The ordinal of 1 September of `year`, the day a unit row's border date counts from."""
+    ordinal = _SEPTEMBER_FIRSTS.get(year)
+    if ordinal is None:
+        ordinal = _SEPTEMBER_FIRSTS[year] = date(year, 9, 1).toordinal()
+    return ordinal
 
 
 def _bonus_of(code: int, credits: int, row: list[Any]) -> int | None:
@@ -234,7 +245,7 @@ def _unit_from_row(year: int, row: list[Any], exact: bool = True) -> CourseUnit:
         credits,
         _CONTRACT_OF_BITS[flags & 3],
         bool(flags & 4),
-        date.fromordinal(date(year, 9, 1).toordinal() + border_days),
+        date.fromordinal(_september_first(year) + border_days),
         _GENERATION_OF_BITS[flags >> 3 & 3],
         _RESULT_OF_BITS[flags >> 5 & 3],
         bool(flags & 128),
@@ -271,7 +282,7 @@ def encode_units(
             rows = by_year[year] = _rows_kept(units, stored, year)
         rows[key[1]] = _unit_row(key, units[key])
     return {
-        year: orjson.dumps([UNITS_FORMAT, *(rows[code] for code in sorted(rows))])
+        year: orjson.dumps([UNITS_FORMAT, *[rows[code] for code in sorted(rows)]])
         for year, rows in sorted(by_year.items())
     }
 

@@ -72,6 +72,8 @@ class Touched:
     def __or__(self, other: Touched) -> Touched:
         if not (other.totals or other.units):
             return self
+        if not (self.totals or self.units):
+            return other
         return Touched(self.totals | other.totals, self.units | other.units)
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date, timedelta
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from learning_account.domain.numbers import QUARTERS_PER_CREDIT
@@ -30,6 +30,7 @@ REBUILD_STEP = 10 * QUARTERS_PER_CREDIT
 REBUILD_CEILING = 60 * QUARTERS_PER_CREDIT
 STANDARD_BORDER_DAYS = 14
 FIRST_TERM_BORDER_DAYS = 28
+_LAST_ORDINAL = date.max.toordinal()
 
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -81,9 +82,10 @@ class UnitRegistration:
         if self.starts_on is None:
             raise ValueError(f"course unit {self.code} has neither border_date nor starts_on")
         days = FIRST_TERM_BORDER_DAYS if self.first_term_of_first_track else STANDARD_BORDER_DAYS
-        if self.starts_on > date.max - timedelta(days=days):
+        ordinal = self.starts_on.toordinal() + days  # starts_on + days, without timedelta objects
+        if ordinal > _LAST_ORDINAL:
             return date.max  # a unit starting in the last days of year 9999
-        return self.starts_on + timedelta(days=days)
+        return date.fromordinal(ordinal)
 
 
 @immutable

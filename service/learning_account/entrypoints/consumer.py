@@ -436,10 +436,13 @@ class BatchConsumer:
             await asyncio.wait_for(self.stop_requested.wait(), delay)
 
     async def _commit(self, consumer: GroupConsumer, records: Sequence[InputRecord]) -> None:
-        offsets: dict[Partition, int] = {}
+        ends: dict[tuple[str, int], int] = {}  # a Partition per topic-partition, not per record
         for record in records:
-            partition = Partition(record.topic, record.partition)
-            offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+            key = (record.topic, record.partition)
+            end = record.offset + 1
+            if end > ends.get(key, 0):
+                ends[key] = end
+        offsets = {Partition(topic, number): end for (topic, number), end in ends.items()}
         try:
             await consumer.commit(offsets)
             self.committed.update(offsets)

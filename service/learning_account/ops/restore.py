@@ -23,7 +23,12 @@ import orjson
 
 from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Account
-from learning_account.processing.outputs import OutputMessage, decode_stored, encode_stored
+from learning_account.processing.outputs import (
+    OutputMessage,
+    decode_stored,
+    encode_stored,
+    split_stored,
+)
 
 if TYPE_CHECKING:
     from learning_account.bootstrap import KafkaClients
@@ -54,10 +59,9 @@ def _unframed(value: bytes, topic: str, offset: int) -> tuple[dict[str, Any], by
 def account_snapshot(student_id: str, fields: Mapping[bytes, bytes]) -> OutputMessage:
     """The record of a student's stored account hash: its field names and sizes, then values."""
     names = sorted(fields)
-    value = _framed(
-        {"student_id": student_id, "fields": [[n.decode(), len(fields[n])] for n in names]},
-        *(fields[n] for n in names),
-    )
+    blobs = [fields[name] for name in names]
+    listed = [[name.decode(), len(blob)] for name, blob in zip(names, blobs, strict=True)]
+    value = _framed({"student_id": student_id, "fields": listed}, *blobs)
     version = fields.get(b"v", b"").decode()
     return OutputMessage(
         ACCOUNT_SNAPSHOTS_TOPIC,
@@ -72,22 +76,22 @@ def outbox_snapshots(
     student_id: str, digest: str, outputs: bytes, expires_ms: int
 ) -> list[OutputMessage]:
     """The records of one step's stored outputs, kept in Redis until `expires_ms` (Unix ms):
-    one per output, each no larger than the output it copies plus a line."""
-    parts = [encode_stored([message]) for message in decode_stored(outputs)]
+    one per output, each no larger than the output it copies plus a line. Each part is one
+    output as `encode_stored` writes it, cut from the step's stored bytes at the record
+    separators: the same bytes as `encode_stored([message])` of each message, without decoding
+    them."""
+    parts = split_stored(outputs)
+    key = student_id.encode()
+    # the meta line `_framed` writes, its part number the only difference between the parts:
+    # orjson's compact JSON, so the line up to the number is written once
+    step = {"student_id": student_id, "digest": digest, "expires_ms": expires_ms}
+    head = orjson.dumps({"format": SNAPSHOT_FORMAT, **step})[:-1] + b',"part":'
+    tail = b',"parts":%d}\n' % len(parts)
     return [
         OutputMessage(
             OUTBOX_SNAPSHOTS_TOPIC,
-            student_id.encode(),
-            _framed(
-                {
-                    "student_id": student_id,
-                    "digest": digest,
-                    "expires_ms": expires_ms,
-                    "part": number,
-                    "parts": len(parts),
-                },
-                part,
-            ),
+            key,
+            b"".join((head, b"%d" % number, tail, part)),
             f"{student_id}/{digest}/{number}",
             OUTBOX_SNAPSHOT_TYPE,
         )

@@ -37,9 +37,6 @@ def check_co_partitioned(counts: Mapping[str, int]) -> None:
         )
 
 
-_RANK = {topic: rank for rank, topic in enumerate(INPUT_TOPICS)}
-
-
 class Merge:
     """The records of one partition number held for merging, and what the merge released."""
 
@@ -88,19 +85,24 @@ class Merge:
         `waiting_for`: the topics whose topic-partition is lagging and still waited for; the
         merge stops while one of them holds nothing.
         """
+        held = self.held
+        waited = [held[topic] for topic in waiting_for]
+        queues = list(held.values())  # in the order of INPUT_TOPICS: a tie goes to the first
         released: list[InputRecord] = []
-        while True:
-            if any(not self.held[topic] for topic in waiting_for):
+        while all(waited):
+            first: deque[InputRecord] | None = None
+            first_stamp = 0
+            for queue in queues:
+                if queue:
+                    stamp = queue[0].timestamp_ms or 0
+                    if first is None or stamp < first_stamp:
+                        first, first_stamp = queue, stamp
+            if first is None:
                 break
-            heads = [queue[0] for queue in self.held.values() if queue]
-            if not heads:
-                break
-            head = min(heads, key=lambda r: (r.timestamp_ms or 0, _RANK[r.topic]))
-            self.held[head.topic].popleft()
+            head = first.popleft()
             released.append(head)
-            stamp = head.timestamp_ms or 0
-            self.released_time[head.topic] = stamp
-            self.time = stamp if self.time is None else max(self.time, stamp)
+            self.released_time[head.topic] = first_stamp
+            self.time = first_stamp if self.time is None else max(self.time, first_stamp)
         return released
 
     def drop(self, topics: Iterable[str] = INPUT_TOPICS) -> list[InputRecord]:

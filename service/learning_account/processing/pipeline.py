@@ -76,12 +76,10 @@ class _Item:
     index: int
     digest: str
     content: str
+    identity: Identity
+    """(digest, content), as the store knows the event."""
     command: Command
     record: InputRecord
-
-    @property
-    def identity(self) -> Identity:
-        return (self.digest, self.content)
 
 
 class Processor:
@@ -114,6 +112,8 @@ class Processor:
         report = BatchReport()
         outputs: list[list[OutputMessage]] = [[] for _ in records]
         by_student: dict[str, list[_Item]] = {}
+        identities: dict[str, list[Identity]] = {}
+        years: dict[str, set[int]] = {}
         for index, record in enumerate(records):
             try:
                 decoded = decode(
@@ -136,22 +136,27 @@ class Processor:
                 continue
             digest = event_digest(command.event)
             content = content_digest(canonical_content(decoded))
-            by_student.setdefault(command.student_id, []).append(
-                _Item(index, digest, content, command, record)
-            )
+            item = _Item(index, digest, content, (digest, content), command, record)
+            student_id = command.student_id
+            items = by_student.get(student_id)
+            if items is None:
+                by_student[student_id] = [item]
+                identities[student_id] = [item.identity]
+                years[student_id] = {command.academic_year}
+            else:
+                items.append(item)
+                identities[student_id].append(item.identity)
+                years[student_id].add(command.academic_year)
 
         pending = dict(by_student)
         written: list[AccountWrite] = []
-        for _attempt in range(MAX_CONFLICT_RETRIES):
+        for attempt in range(MAX_CONFLICT_RETRIES):
             if not pending:
                 break
-            loaded = await self.store.load(
-                {sid: [item.identity for item in items] for sid, items in pending.items()},
-                {
-                    sid: {item.command.academic_year for item in items}
-                    for sid, items in pending.items()
-                },
-            )
+            if attempt:  # only the students whose version moved
+                identities = {sid: identities[sid] for sid in pending}
+                years = {sid: years[sid] for sid in pending}
+            loaded = await self.store.load(identities, years)
             writes: list[AccountWrite] = []
             decided: dict[str, list[tuple[int, list[OutputMessage]]]] = {}
             tallies: dict[str, BatchReport] = {}
@@ -195,7 +200,8 @@ class Processor:
                         outbox_snapshots(write.student_id, step.digest, step.outputs, expires_ms)
                     )
             messages.append(account_snapshot(write.student_id, stored[write.student_id]))
-        fitting = [message for message in messages if self.oversized([message]) is None]
+        most = self.max_output_bytes  # the bound of `oversized`
+        fitting = [m for m in messages if len(m.key or b"") + len(m.value) <= most]
         if len(fitting) < len(messages):
             # a snapshot never stops the consumer: restore then gives an earlier version
             log.warning(
