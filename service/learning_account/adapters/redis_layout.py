@@ -98,9 +98,11 @@ def seen_key(student_id: str, applied: bytes, entries: bytes, event: Identity) -
     the step it re-delivers."""
     digest, content = event
     key = bytes.fromhex(digest)
-    if key in applied and next(_aligned(applied, key, DIGEST_BYTES), None) is not None:
+    # find, not `in`: bytes.__contains__ first tries its argument as an integer (a TypeError
+    # raised and cleared on every call)
+    if applied.find(key) >= 0 and next(_aligned(applied, key, DIGEST_BYTES), None) is not None:
         return outputs_key(student_id, digest)
-    if key not in entries:
+    if entries.find(key) < 0:
         return 0  # the common case, without a scan
     contents = [
         entries[at + DIGEST_BYTES : at + ENTRY_BYTES].hex()
