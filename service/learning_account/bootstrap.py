@@ -179,18 +179,26 @@ async def redis_for(settings: Settings, url: str | None = None) -> Redis | Redis
 
 
 def account_store(
-    settings: Settings, redis: Redis | RedisCluster, metrics: Metrics | None = None
+    settings: Settings,
+    redis: Redis | RedisCluster,
+    metrics: Metrics | None = None,
+    *,
+    whole_accounts: bool = False,
 ) -> RedisStore:
-    """The account store on `redis`, timing its operations into `metrics` when given."""
-    if metrics is None:
-        return RedisStore(redis, outbox_retention_seconds=settings.outbox_retention_seconds)
-    redis_seconds = metrics.redis_seconds
+    """The account store on `redis`, timing its operations into `metrics` when given;
+    `whole_accounts` for a processor that snapshots what it commits (`RedisStore`)."""
+    observe = None
+    if metrics is not None:
+        redis_seconds = metrics.redis_seconds
+
+        def observe(operation: str, seconds: float) -> None:
+            redis_seconds.labels(operation=operation).observe(seconds)
+
     return RedisStore(
         redis,
         outbox_retention_seconds=settings.outbox_retention_seconds,
-        observe=lambda operation, seconds: redis_seconds.labels(operation=operation).observe(
-            seconds
-        ),
+        observe=observe,
+        whole_accounts=whole_accounts,
     )
 
 
@@ -252,6 +260,7 @@ def build_service(
             settings,
             redis_client(settings.redis_url, cluster=settings.redis_cluster == "true"),
             metrics,
+            whole_accounts=True,  # the live processor snapshots every account it commits
         )
     pipeline = processor(settings, store, live=True)
     service_kafka = ServiceKafka(

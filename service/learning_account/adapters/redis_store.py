@@ -64,6 +64,12 @@ connection watches already, for each key (Redis 7), so its cost grows with the s
 keys a transaction watches."""
 
 _MULTI, _EXEC, _UNWATCH = pack("MULTI"), pack("EXEC"), pack("UNWATCH")
+_LISTS = (b"d", b"k", b"p")
+_KEPT_ACCOUNTS_MAX = 5_000
+"""At most this many hashes kept between a load and its commit, or a commit and its snapshot
+(`whole_accounts`; about 2 KB each with four years of history): what no commit or snapshot
+took (a student whose events were all duplicates, a batch that failed) is dropped past it, and
+a hash dropped too early is only read again."""
 _TYPE_OF_INDEX = pack("TYPE", HELD_INDEX_KEY)
 
 PENDING = 2
@@ -89,10 +95,21 @@ class RedisStore:
         *,
         outbox_retention_seconds: float = 7 * 24 * 3600,
         observe: Callable[[str, float], None] | None = None,
+        whole_accounts: bool = False,
     ) -> None:
         self.redis = redis
         self.outbox_retention_ms = retention_ms(outbox_retention_seconds)
         self._observe = observe
+        self.whole_accounts = whole_accounts
+        """Load each account's whole hash (one HGETALL, not the HMGET of the fields the batch
+        needs), so `raw_accounts` answers for the students just committed from what was read and
+        written, without reading them again: for a store whose accounts are snapshotted after
+        each commit (the live service's)."""
+        self._read_hashes: dict[str, dict[bytes, bytes]] = {}
+        """Per student, the whole hash its last load read (`whole_accounts`)."""
+        self._committed: dict[str, dict[bytes, bytes]] = {}
+        """Per student, the whole hash as its last commit left it (`whole_accounts`), until
+        `raw_accounts` hands it out."""
 
     async def _load_scripts(self) -> None:
         for script in SCRIPTS:
@@ -141,11 +158,19 @@ class RedisStore:
         """One HMGET per student (each atomic), then the stored outputs of the events seen: a
         digest recorded in the account had its outputs stored in the same commit, and a digest
         once recorded stays, so the second read finds what the first one implies."""
-        reads = [
-            ("HMGET", account_key(student_id), *ACCOUNT_LOAD_FIELDS, *load_fields(years))
-            for student_id, _, years in requests
-        ]
-        accounts = await self._read(reads)
+        accounts: list[Any]
+        if self.whole_accounts:
+            hashes = await self._read_whole([student_id for student_id, _, _ in requests])
+            accounts = [
+                [fields.get(name) for name in _load_names(years)]
+                for (_, _, years), fields in zip(requests, hashes, strict=True)
+            ]
+        else:
+            reads = [
+                ("HMGET", account_key(student_id), *ACCOUNT_LOAD_FIELDS, *load_fields(years))
+                for student_id, _, years in requests
+            ]
+            accounts = await self._read(reads)
         found = [
             [seen_key(student_id, values[2] or b"", values[4] or b"", event) for event in events]
             for (student_id, events, _), values in zip(requests, accounts, strict=True)
@@ -159,6 +184,15 @@ class RedisStore:
             (values, [stored[key] or b"" if isinstance(key, str) else key for key in student])
             for values, student in zip(accounts, found, strict=True)
         ]
+
+    async def _read_whole(self, student_ids: list[str]) -> list[dict[bytes, bytes]]:
+        """Each student's whole account hash, kept for its commit (`whole_accounts`)."""
+        replies = await self._read([("HGETALL", account_key(sid)) for sid in student_ids])
+        hashes = [_as_dict(reply) for reply in replies]
+        if len(self._read_hashes) > _KEPT_ACCOUNTS_MAX:
+            self._read_hashes.clear()  # loads no commit followed (all duplicates, a failure)
+        self._read_hashes.update(zip(student_ids, hashes, strict=True))
+        return hashes
 
     async def _read(self, reads: list[tuple[str, ...]]) -> list[Any]:
         """Each read's reply, in one round trip (a pipeline on a cluster); an error raises."""
@@ -276,11 +310,12 @@ class RedisStore:
                 raise ResponseError("commit: the held index is not a sorted set")
             outcomes: list[int] = []
             commands = [_MULTI]
+            left: dict[str, dict[bytes, bytes]] = {}
             for write, stored in zip(writes, checked[2:], strict=True):
                 if (stored[0] or b"") != write.expected_version.encode():
                     outcomes.append(0)
                     continue
-                outcomes.append(self._write_commands(write, stored, commands))
+                outcomes.append(self._write_commands(write, stored, commands, left))
             if len(commands) == 1:
                 await self._exchange(conn, [_UNWATCH])
                 return outcomes
@@ -289,13 +324,25 @@ class RedisStore:
         if executed is None:  # a watched account changed: nothing was written
             return [0] * len(writes)
         _raised([executed] if isinstance(executed, Exception) else executed)
+        if left:
+            if len(self._committed) > _KEPT_ACCOUNTS_MAX:
+                self._committed.clear()  # commits no snapshot followed (a failed publish)
+            self._committed.update(left)
         return outcomes
 
     def _write_commands(
-        self, write: AccountWrite, stored: Sequence[bytes | None], commands: list[bytes]
+        self,
+        write: AccountWrite,
+        stored: Sequence[bytes | None],
+        commands: list[bytes],
+        left: dict[str, dict[bytes, bytes]],
     ) -> int:
         """Add one student's write to `commands`: 1, or 2 when digests of outputs that may not
-        be published yet are pending (the commit script's reply)."""
+        be published yet are pending (the commit script's reply). With `whole_accounts`, and
+        the hash its load read still at the version written on, put in `left` the hash this
+        write leaves: what was read, the lists as checked, what is written. At that version
+        only a settle has written the account since (its `p`, checked here), and HSET removes
+        no field."""
         current, applied, entries, pending = stored
         try:
             version = int(current or 0) + 1
@@ -332,6 +379,17 @@ class RedisStore:
         for name, value in year_fields:
             fields += (name, value)
         commands.append(pack("HSET", account_key(student_id), *fields))
+        read = self._read_hashes.pop(student_id, None) if self.whole_accounts else None
+        if read is not None and read.get(b"v", b"") == (current or b""):
+            after = {name: value for name, value in read.items() if name not in _LISTS}
+            after.update(
+                (name, value)
+                for name, value in zip(_LISTS, (applied, entries, pending), strict=True)
+                if value is not None
+            )
+            names, values = map(_as_bytes, fields[::2]), map(_as_bytes, fields[1::2])
+            after.update(zip(names, values, strict=True))
+            left[student_id] = after
         waiting = (pending or b"") + added_p
         score = index_score(write.held_deadline, remove=write.was_held)
         if waiting:
@@ -457,9 +515,14 @@ class RedisStore:
             )
 
     async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
-        """Each student's whole account hash as stored, in one pipelined round trip."""
-        replies = await self._read([("HGETALL", account_key(sid)) for sid in student_ids])
-        return {sid: _as_dict(reply) for sid, reply in zip(student_ids, replies, strict=True)}
+        """Each student's whole account hash as stored, in one pipelined round trip; a student
+        this store has just committed (`whole_accounts`) from what it read and wrote."""
+        known = {sid: self._committed.pop(sid) for sid in student_ids if sid in self._committed}
+        unknown = [sid for sid in student_ids if sid not in known]
+        if unknown:
+            replies = await self._read([("HGETALL", account_key(sid)) for sid in unknown])
+            known.update(zip(unknown, map(_as_dict, replies), strict=True))
+        return {sid: known[sid] for sid in student_ids}
 
     async def restore_account(
         self,
@@ -505,6 +568,17 @@ def _raised(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+def _as_bytes(value: str | bytes | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return value.encode() if isinstance(value, str) else b"%d" % value
+
+
+def _load_names(years: Sequence[int]) -> list[bytes]:
+    """The names of the fields a load of `years` takes from a whole hash, in `loaded`'s order."""
+    return [name.encode() for name in (*ACCOUNT_LOAD_FIELDS, *load_fields(years))]
 
 
 def _as_dict(reply: Any) -> dict[bytes, bytes]:
