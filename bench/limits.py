@@ -1,7 +1,8 @@
 """The machine's limit for this workload on the Redis side: Redis replaying the service's own
 load and commit scripts on the bench's accounts, as fast as one pipelined connection sends them.
 
-1. `capture` runs the service's Processor and RedisStore in-process over the backlog, recording
+1. `capture` runs the service's Processor and RedisStore in-process over the backlog, configured
+   as the live service has them (whole accounts loaded, snapshots taken), recording
    every command the store sends (on a single Redis: the loads' HMGETs, the commits' WATCH,
    checks and MULTI/EXEC, the GETs of re-delivered events' outputs; any pipeline or script
    call too), as the service packs them, and the scripts it loads.
@@ -162,9 +163,10 @@ async def capture(
     redis.recording = Recording()
     await redis.flushall()
     await redis.script_flush()
-    store = RecordingStore(redis)
+    # as the live service runs them (bootstrap.build_service): whole accounts, snapshots
+    store = RecordingStore(redis, whole_accounts=True)
     store.recording = redis.recording
-    processor = Processor(store, Settings().policy)
+    processor = Processor(store, Settings().policy, snapshots=True)
     batch = input_records(records)
     students = sorted({key.decode() for _, key, _ in records})[:REPLAY_SAMPLE]
     cpu_before = await redis_cpu_seconds(redis)
