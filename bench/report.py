@@ -156,7 +156,7 @@ def limit_table(results: dict[str, Any]) -> list[str]:
     return [
         "| limit | events/s | service's share | |",
         "|---|---:|---:|---|",
-        f"| Redis replaying the service's load+commit scripts, pipelined | "
+        f"| Redis replaying the service's own commands, pipelined | "
         f"{fmt(replay['events_per_s'])} | {fmt(ratios['service_vs_redis_limit'] * 100, 0)}% "
         f"| Redis CPU {fmt(replay['redis_cpu_us_per_event'], 1)} µs/event "
         f"({fmt(replay['events_per_redis_cpu_s'])} events per Redis CPU second), "

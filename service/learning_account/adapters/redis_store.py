@@ -13,6 +13,7 @@ history does not make an event much dearer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import secrets
@@ -64,7 +65,6 @@ connection watches already, for each key (Redis 7), so its cost grows with the s
 keys a transaction watches."""
 
 _MULTI, _EXEC, _UNWATCH = pack("MULTI"), pack("EXEC"), pack("UNWATCH")
-_LISTS = (b"d", b"k", b"p")
 _KEPT_ACCOUNTS_MAX = 5_000
 """At most this many hashes kept between a load and its commit, or a commit and its snapshot
 (`whole_accounts`; about 2 KB each with four years of history): what no commit or snapshot
@@ -162,7 +162,7 @@ class RedisStore:
         if self.whole_accounts:
             hashes = await self._read_whole([student_id for student_id, _, _ in requests])
             accounts = [
-                [fields.get(name) for name in _load_names(years)]
+                [fields.get(name) for name in _load_names(tuple(years))]
                 for (_, _, years), fields in zip(requests, hashes, strict=True)
             ]
         else:
@@ -279,7 +279,7 @@ class RedisStore:
             if write.held_deadline is not None and math.isnan(write.held_deadline):
                 raise ResponseError("commit: the held index score is not a number")
             for step in write.steps:
-                size = len(step.entry)
+                size = (len(step.digest) + len(step.content or "")) // 2  # its entry's bytes
                 if write.pending and size != DIGEST_BYTES:
                     raise ResponseError(f"commit: a pending digest is not {DIGEST_BYTES} bytes")
                 if size not in (DIGEST_BYTES, ENTRY_BYTES):
@@ -369,26 +369,25 @@ class RedisStore:
                         self.outbox_retention_ms,
                     )
                 )
-        fields: list[str | bytes | int] = ["s", core, "v", version]
+        fields: list[bytes] = [b"s", core, b"v", b"%d" % version]
         if added_d:
-            fields += ("d", (applied or b"") + added_d)
+            fields += (b"d", (applied or b"") + added_d)
         if added_k:
-            fields += ("k", (entries or b"") + added_k)
+            fields += (b"k", (entries or b"") + added_k)
         if added_p:
-            fields += ("p", (pending or b"") + added_p)
+            fields += (b"p", (pending or b"") + added_p)
         for name, value in year_fields:
-            fields += (name, value)
+            fields += (name.encode(), value)
         commands.append(pack("HSET", account_key(student_id), *fields))
         read = self._read_hashes.pop(student_id, None) if self.whole_accounts else None
         if read is not None and read.get(b"v", b"") == (current or b""):
-            after = {name: value for name, value in read.items() if name not in _LISTS}
-            after.update(
-                (name, value)
-                for name, value in zip(_LISTS, (applied, entries, pending), strict=True)
-                if value is not None
-            )
-            names, values = map(_as_bytes, fields[::2]), map(_as_bytes, fields[1::2])
-            after.update(zip(names, values, strict=True))
+            after = dict(read)
+            for list_name, listed in ((b"d", applied), (b"k", entries), (b"p", pending)):
+                if listed is None:
+                    after.pop(list_name, None)
+                else:
+                    after[list_name] = listed
+            after.update(zip(fields[::2], fields[1::2], strict=True))
             left[student_id] = after
         waiting = (pending or b"") + added_p
         score = index_score(write.held_deadline, remove=write.was_held)
@@ -570,15 +569,10 @@ def _raised(replies: list[Any]) -> list[Any]:
     return replies
 
 
-def _as_bytes(value: str | bytes | int) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return value.encode() if isinstance(value, str) else b"%d" % value
-
-
-def _load_names(years: Sequence[int]) -> list[bytes]:
+@functools.lru_cache(maxsize=256)
+def _load_names(years: tuple[int, ...]) -> tuple[bytes, ...]:
     """The names of the fields a load of `years` takes from a whole hash, in `loaded`'s order."""
-    return [name.encode() for name in (*ACCOUNT_LOAD_FIELDS, *load_fields(years))]
+    return tuple(name.encode() for name in (*ACCOUNT_LOAD_FIELDS, *load_fields(years)))
 
 
 def _as_dict(reply: Any) -> dict[bytes, bytes]:
