@@ -105,3 +105,22 @@ def test_otel_service_name_wins(monkeypatch: pytest.MonkeyPatch, name: str) -> N
     [span] = exporter.get_finished_spans()
     assert span.resource.attributes["service.name"] == name
     assert span.resource.attributes["service.version"] == __version__
+
+
+def test_observe_all_counts_as_observe_of_each_amount() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from learning_account.observability.metrics import observe_all
+
+    amounts = [0.0, 0.005, 0.0051, 0.3, 1.0, 2.5, 59.9, 60.0, 75.0, 0.01, 0.01]
+    buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+    one, many = CollectorRegistry(), CollectorRegistry()
+    each = Histogram("latency", "each", buckets=buckets, registry=one)
+    batch = Histogram("latency", "batch", buckets=buckets, registry=many)
+    for amount in amounts:
+        each.observe(amount)
+    observe_all(batch, amounts)
+    observe_all(batch, [])
+    samples = [(s.name, s.labels, s.value) for m in one.collect() for s in m.samples]
+    assert samples == [(s.name, s.labels, s.value) for m in many.collect() for s in m.samples]
+    assert ("latency_count", {}, float(len(amounts))) in samples

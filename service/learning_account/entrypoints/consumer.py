@@ -37,7 +37,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber
 from learning_account.adapters.kafka_records import input_record
 from learning_account.adapters.publisher import Publisher
 from learning_account.entrypoints.readiness import Health
-from learning_account.observability.metrics import Metrics
+from learning_account.observability.metrics import Metrics, observe_all
 from learning_account.processing.ordering import LAGGING_WAIT_SECONDS, Merge
 from learning_account.processing.pipeline import BatchReport, InputRecord, Processor
 from learning_account.settings import Settings
@@ -492,11 +492,12 @@ class BatchConsumer:
         if report.duplicates:
             metrics.duplicates.inc(report.duplicates)
         now_ms = time.time() * 1000
-        observe = metrics.event_latency_seconds.observe
-        for record in records:
-            stamp = record.timestamp_ms
-            if stamp and stamp > 0:
-                observe(max(0.0, (now_ms - stamp) / 1000))
+        latencies = [
+            max(0.0, (now_ms - stamp) / 1000)
+            for stamp in (record.timestamp_ms for record in records)
+            if stamp and stamp > 0
+        ]
+        observe_all(metrics.event_latency_seconds, latencies)
         log.info(
             "batch applied",
             extra={
