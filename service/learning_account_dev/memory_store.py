@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from learning_account.adapters.lua import ENTRY_BYTES
 from learning_account.adapters.redis_layout import (
     ACCOUNT_LOAD_FIELDS,
     decode_fields,
@@ -35,6 +34,7 @@ from learning_account.processing.store import (
     Identity,
     LoadedAccount,
     retention_ms,
+    write_refused,
 )
 
 if TYPE_CHECKING:
@@ -181,17 +181,10 @@ class MemoryStore:
 
 
 def _check(write: AccountWrite, retention_ms: int, fields: Mapping[bytes, bytes]) -> None:
-    """Why the commit script would refuse the write, raised as a ValueError."""
-    if retention_ms < 1:
-        raise ValueError(
-            "commit: the outbox retention must be a whole number of milliseconds, at least 1"
-        )
-    for step in write.steps:
-        size = len(step.entry)
-        if write.pending and size != DIGEST_BYTES:
-            raise ValueError(f"commit: a pending digest is not {DIGEST_BYTES} bytes")
-        if size not in (DIGEST_BYTES, ENTRY_BYTES):
-            raise ValueError(f"commit: a digest is not {DIGEST_BYTES} or {ENTRY_BYTES} bytes")
+    """Why the Redis store would refuse the write, raised as a ValueError."""
+    refused = write_refused(write, retention_ms)
+    if refused is not None:
+        raise ValueError(refused)
     version = fields.get(b"v")
     if version is not None and not _is_number(version):
         raise ValueError("commit: the stored version is not a number")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +26,6 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from learning_account.adapters.lua import (
     COMMIT_SCRIPT,
-    ENTRY_BYTES,
     RELEASE_CLAIM_SCRIPT,
     SCRIPTS,
     SETTLE_MANY_SCRIPT,
@@ -54,6 +52,7 @@ from learning_account.processing.store import (
     Identity,
     LoadedAccount,
     retention_ms,
+    write_refused,
 )
 
 if TYPE_CHECKING:
@@ -270,22 +269,10 @@ class RedisStore:
 
     def _check_arguments(self, writes: list[AccountWrite]) -> None:
         """What Redis would refuse inside an EXEC, refused before the first MULTI."""
-        retention = self.outbox_retention_ms
-        if not isinstance(retention, int) or isinstance(retention, bool) or retention < 1:
-            raise ResponseError(
-                "commit: the outbox retention must be a whole number of milliseconds, at least 1"
-            )
         for write in writes:
-            if write.held_deadline is not None and math.isnan(write.held_deadline):
-                raise ResponseError("commit: the held index score is not a number")
-            for step in write.steps:
-                size = (len(step.digest) + len(step.content or "")) // 2  # its entry's bytes
-                if write.pending and size != DIGEST_BYTES:
-                    raise ResponseError(f"commit: a pending digest is not {DIGEST_BYTES} bytes")
-                if size not in (DIGEST_BYTES, ENTRY_BYTES):
-                    raise ResponseError(
-                        f"commit: a digest is not {DIGEST_BYTES} or {ENTRY_BYTES} bytes"
-                    )
+            refused = write_refused(write, self.outbox_retention_ms)
+            if refused is not None:
+                raise ResponseError(refused)
 
     async def _commit_chunk(self, writes: list[AccountWrite]) -> list[int]:
         """Students in one MULTI/EXEC, under a WATCH of their accounts.

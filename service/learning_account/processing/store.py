@@ -114,6 +114,28 @@ class AccountWrite:
     """The account as loaded: a written year keeps the unit rows read for it."""
 
 
+def write_refused(write: AccountWrite, retention_ms: object) -> str | None:
+    """Why a store refuses `write` before it writes anything (what Redis would refuse halfway
+    through a script or an EXEC), None when nothing: an outbox retention that is not a whole
+    number of milliseconds from 1, a held deadline that is not a number, a digest of the wrong
+    size (a pending step's digest alone, else a digest with or without its content digest)."""
+    if not isinstance(retention_ms, int) or isinstance(retention_ms, bool) or retention_ms < 1:
+        return "commit: the outbox retention must be a whole number of milliseconds, at least 1"
+    if write.held_deadline is not None and math.isnan(write.held_deadline):
+        return "commit: the held index score is not a number"
+    for step in write.steps:
+        digits = len(step.digest) + len(step.content or "")  # hex: the entry's bytes, doubled
+        size = digits // 2 if digits % 2 == 0 else -1
+        if write.pending and size != DIGEST_BYTES:
+            return f"commit: a pending digest is not {DIGEST_BYTES} bytes"
+        if size not in (DIGEST_BYTES, DIGEST_BYTES + CONTENT_DIGEST_BYTES):
+            return (
+                f"commit: a digest is not {DIGEST_BYTES} or"
+                f" {DIGEST_BYTES + CONTENT_DIGEST_BYTES} bytes"
+            )
+    return None
+
+
 @immutable
 class HeldClaim:
     """A sweeper's hold on a student's held-index entry (a Redis Cluster only: `marker` is the
