@@ -218,12 +218,9 @@ class RedisStore:
     ) -> list[Any]:
         """Each call's script reply; one EVALSHA for all on a single Redis (with the held index
         as the last key when `index`), one EVAL each on a cluster."""
+        if self._cluster:
+            return await self._eval_each(calls, one)
         async with self.redis.pipeline(transaction=False) as pipe:
-            if self._cluster:
-                for keys, args in calls:
-                    # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
-                    pipe.eval(one, len(keys), *keys, *args)
-                return await self._checked(pipe)
             all_keys: list[str] = []
             header: list[Any] = [len(calls)]
             all_args: list[Any] = []
@@ -407,10 +404,14 @@ class RedisStore:
                 keys.append(outputs_key(write.student_id, step.outputs_name))
                 args.extend((step.entry, step.outputs))
             calls.append((keys, args))
+        return await self._eval_each(calls, COMMIT_SCRIPT)
+
+    async def _eval_each(self, calls: list[tuple[list[str], list[Any]]], script: str) -> list[Any]:
+        """A cluster: `script` once per call, pipelined (each to its keys' node)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 # cluster pipelines refuse EVALSHA; EVAL carries the script (cached by sha)
-                pipe.eval(COMMIT_SCRIPT, len(keys), *keys, *args)
+                pipe.eval(script, len(keys), *keys, *args)
             return await self._checked(pipe)
 
     async def _index_after_commit(self, writes: list[AccountWrite], replies: list[Any]) -> None:
