@@ -24,7 +24,7 @@ async def compare_runs(
     stack: Stack,
     baseline: Path,
     rounds: int,
-    batch_max_records: int,
+    batch_max_records: int | None,
     limit_s: float,
     running: Any,
     instances: Sequence[int] = (1,),

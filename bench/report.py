@@ -14,6 +14,8 @@ from typing import Any
 
 from common import PARTITIONS, REPO
 
+from learning_account.settings import Settings
+
 TARGETS = {
     "service_vs_naive_min": 20.0,
     "service_vs_ceiling_min": 0.40,
@@ -42,7 +44,8 @@ def describe(args: Namespace, students: int) -> dict[str, Any]:
             "students": students,
             "quick": args.quick,
             "partitions": PARTITIONS,
-            "batch_max_records": args.batch_max_records,
+            "batch_max_records": args.batch_max_records,  # None: each service's default
+            "batch_max_records_default": Settings.model_fields["batch_max_records"].default,
             "latency_rate": args.rate,
         },
     }

@@ -129,9 +129,7 @@ async def latency_phase(bench: Bench) -> None:
             topic, cause_of, key = BALANCE_CHANGED_TOPIC, caused_by, "latency"
         else:
             topic, key = references[kind]
-            child = reference_child(
-                stack, kind, f"bench-latency-{kind}", topic, args.batch_max_records
-            )
+            child = reference_child(stack, kind, f"bench-latency-{kind}", topic, tree_batch(args))
             cause_of = own_id
         with bench.running(child):
             bench.results[key] = await measure_latency(stack, args.rate, seconds, topic, cause_of)
@@ -189,7 +187,7 @@ async def reference_phase(
 ) -> RunResult:
     """One reference consumer over the backlog, in its own group."""
     group = f"bench-{kind}"
-    max_records = 50 if kind == "naive" else bench.args.batch_max_records
+    max_records = 50 if kind == "naive" else tree_batch(bench.args)
     say(f"{kind}: {name}" + (f" for {window}s" if window else ""))
     with bench.running(reference_child(bench.stack, kind, group, out, max_records)) as children:
         # the librdkafka pass-through drains a quick backlog in well under a second
@@ -241,7 +239,7 @@ async def redis_limit_phase(bench: Bench, load: Load) -> None:
     figures = await redis_limit(
         bench.in_process_redis,
         records,
-        bench.args.batch_max_records,
+        tree_batch(bench.args),
         bench.stack.work,
         REDIS_ARGS,
     )
@@ -307,6 +305,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"kept {work}")
 
 
+def tree_batch(args: argparse.Namespace) -> int:
+    """Records per batch for what runs this tree's code outside its service (the pass-throughs,
+    the in-process phases): `--batch-max-records`, else the service's default."""
+    given: int | None = args.batch_max_records
+    return given if given is not None else Settings.model_fields["batch_max_records"].default
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="learning-account end-to-end benchmark")
     parser.add_argument("--students", type=int, default=None, help="default 20,000 (quick 2,000)")
@@ -315,7 +320,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--naive-seconds", type=float, default=None)
     parser.add_argument("--memory-students", type=int, default=None)
-    parser.add_argument("--batch-max-records", type=int, default=500)
+    parser.add_argument(
+        "--batch-max-records",
+        type=int,
+        default=None,
+        help="records per batch; default: each service its own (LA_BATCH_MAX_RECORDS's default),"
+        " the pass-throughs and in-process phases this tree's",
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="limit per consumer run (900 s; quick 120 s)"
     )

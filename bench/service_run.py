@@ -19,10 +19,11 @@ from learning_account_dev.devstack import free_port
 
 
 def service_child(
-    stack: Stack, group: str, name: str, batch_max_records: int, *, tree: Path | None = None
+    stack: Stack, group: str, name: str, batch_max_records: int | None, *, tree: Path | None = None
 ) -> Child:
     """The service of this checkout, or of the checkout at `tree` (its `service/` first on the
-    path; one that has no `python -m learning_account` is started through its cli module)."""
+    path; one that has no `python -m learning_account` is started through its cli module), with
+    `batch_max_records` or, if None, that service's own default."""
     env = {
         **os.environ,
         "LA_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
@@ -30,9 +31,12 @@ def service_child(
         "LA_CONSUMER_GROUP": group,
         "LA_HTTP_HOST": "127.0.0.1",
         "LA_HTTP_PORT": str(free_port()),
-        "LA_BATCH_MAX_RECORDS": str(batch_max_records),
         "PYTHONUNBUFFERED": "1",
     }
+    if batch_max_records is not None:
+        env["LA_BATCH_MAX_RECORDS"] = str(batch_max_records)
+    else:
+        env.pop("LA_BATCH_MAX_RECORDS", None)
     module = "learning_account"
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "service")

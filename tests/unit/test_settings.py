@@ -32,7 +32,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.consumer_group == "learning-account"
     assert settings.low_balance_thresholds == (240,)  # 60 credits in quarters
     assert settings.result_hold_seconds == 604800
-    assert (settings.batch_max_records, settings.batch_timeout_ms) == (500, 50)
+    assert (settings.batch_max_records, settings.batch_timeout_ms) == (2000, 50)
     assert settings.fetch_max_wait_ms == 20
     assert settings.outbox_retention_seconds == 604800
     assert settings.held_sweep_interval_seconds == 5
