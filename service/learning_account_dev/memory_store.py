@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from learning_account.adapters.redis_layout import (
     ACCOUNT_LOAD_FIELDS,
+    appended,
     decode_fields,
     digests,
     encode_state,
     index_score,
+    leaf,
     load_fields,
     loaded,
     outputs_key,
@@ -76,7 +78,8 @@ class MemoryStore:
     def _outcome(self, student_id: str, fields: Mapping[bytes, bytes], event: Identity) -> Any:
         """0 (new), 1 (its digest stands for other content) or its stored outputs (b"" once
         the retention passed), as the Redis store answers."""
-        found = seen_key(student_id, fields.get(b"d", b""), fields.get(b"k", b""), event)
+        entries = leaf(event[0], fields.get)[1]
+        found = seen_key(student_id, fields.get(b"d", b""), entries, event)
         return self._stored(found) or b"" if isinstance(found, str) else found
 
     def _stored(self, key: str) -> bytes | None:
@@ -116,6 +119,7 @@ class MemoryStore:
                     step.outputs,
                     expires,
                 )
+        fields.update(appended(added.pop(b"k"), fields.get))
         for list_name, entries in added.items():
             if entries:
                 fields[list_name] = fields.get(list_name, b"") + b"".join(entries)

@@ -4,6 +4,7 @@ so the in-memory store the unit tests use behaves as the Redis store does."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from learning_account.adapters.lua import BUCKET_ENTRIES, ENTRY_BYTES, SPLIT
 from learning_account.adapters.redis_store import RedisStore
 from learning_account.domain.model import Account, Policy
 from learning_account.processing.outputs import OutputMessage
@@ -30,12 +32,13 @@ A: Identity = ("a1" * 8, "c1" * 4)
 B: Identity = ("b2" * 8, "c2" * 4)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-whole-accounts", "redis-cluster"])
 def store(request: pytest.FixtureRequest) -> AccountStore:
     if request.param == "memory":
         return MemoryStore()
-    client = request.getfixturevalue("redis_client" if request.param == "redis" else "cluster")
-    return RedisStore(client)
+    cluster = request.param == "redis-cluster"
+    client = request.getfixturevalue("cluster" if cluster else "redis_client")
+    return RedisStore(client, whole_accounts=request.param == "redis-whole-accounts")
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -277,3 +280,79 @@ def _meta(value: bytes) -> bytes:
     meta = json.loads(line)
     meta.pop("expires_ms")
     return json.dumps(meta).encode() + rest
+
+
+def _identities(count: int, content: str = "c1" * 4) -> list[Identity]:
+    return [(hashlib.blake2b(b"%d" % n, digest_size=8).hexdigest(), content) for n in range(count)]
+
+
+async def _long_history(store: AccountStore) -> list[Identity]:
+    """300 applied events in commits that cross the list's split at its edge and inside one
+    commit, 70 whose digests share their first digit (a part that splits again), then a
+    refused re-use of the first: the identities, in order."""
+    alike = [i for i in _identities(3000)[300:] if i[0][0] == "f"][:70]
+    identities, version = [*_identities(300), *alike], ""
+    for start, size in ((0, 1), (1, 63), (64, 1), (65, 100), (165, 135), (300, 70)):
+        batch = identities[start : start + size]
+        assert (await load(store, *batch)).seen == {}
+        steps = [step(i, b"outputs " + i[0].encode()) for i in batch]
+        assert await store.commit([write(version, *steps)]) == {"s": True}
+        version = next_version(version)
+    reuse = (identities[0][0], "d3" * 4)
+    assert (await load(store, reuse)).reused == {reuse}
+    assert await store.commit([write(version, step(reuse, b"refused", reuse=True))]) == {"s": True}
+    return identities
+
+
+async def test_a_long_history_splits_its_list_and_every_event_stays_found(
+    store: AccountStore,
+) -> None:
+    """Past `BUCKET_ENTRIES` applied events the list splits by digest prefix, so a load and a
+    commit read a short list whatever the history: every event is still found, a digest's
+    first entry still stands, and no list holds more than `BUCKET_ENTRIES` entries."""
+    identities = await _long_history(store)
+    fields = (await store.raw_accounts(["s"]))["s"]
+    assert (await store.raw_accounts(["s"]))["s"] == fields  # as committed, then as read
+    lists = {name: value for name, value in fields.items() if name.split(b":")[0] == b"k"}
+    assert lists[b"k"] == SPLIT and len(lists) > 16
+    entries = b"".join(value for value in lists.values() if value != SPLIT)
+    assert len(entries) == 371 * ENTRY_BYTES and lists[b"k:f"] == SPLIT
+    assert max(len(value) for value in lists.values()) <= BUCKET_ENTRIES * ENTRY_BYTES
+    first, reuse, other = identities[0], (identities[0][0], "d3" * 4), (identities[0][0], "e4" * 4)
+    new = (_identities(1)[0][0][::-1], "c1" * 4)
+    loaded = await load(store, *identities, reuse, other, new)
+    assert loaded.seen == {
+        **{i: b"outputs " + i[0].encode() for i in identities},
+        reuse: b"refused",
+    }
+    assert loaded.reused == {other} and first in loaded.seen and new not in loaded.seen
+
+
+async def test_the_memory_store_splits_its_lists_as_redis_does(any_redis: Any) -> None:
+    memory, redis = MemoryStore(), RedisStore(any_redis)
+    for store in (memory, redis):
+        await _long_history(store)
+    assert await memory.raw_accounts(["s"]) == await redis.raw_accounts(["s"])
+
+
+async def test_a_store_that_did_not_see_the_split_reads_the_deeper_lists(any_redis: Any) -> None:
+    """Another process (a restart, a rebalance) finds the split where it loads and commits."""
+    identities = await _long_history(RedisStore(any_redis))
+    later = (_identities(1)[0][0][::-1], "c1" * 4)
+    loaded = await load(RedisStore(any_redis), *identities, later)
+    assert set(loaded.seen) == {*identities} and later not in loaded.seen
+    committer = RedisStore(any_redis)
+    assert await committer.commit([write(loaded.version, step(later, b"later"))]) == {"s": True}
+    assert (await load(RedisStore(any_redis), later)).seen == {later: b"later"}
+    fields = await any_redis.hgetall("la:{s}:account")
+    assert sum(len(v) for n, v in fields.items() if n.startswith(b"k:") and v != SPLIT) == (
+        372 * ENTRY_BYTES
+    )
+
+
+async def test_a_split_account_loads_without_events_as_the_sweeper_loads_it(
+    any_redis: Any,
+) -> None:
+    await _long_history(RedisStore(any_redis))
+    loaded = (await RedisStore(any_redis).load({"s": []}))["s"]
+    assert loaded.version == "7" and loaded.seen == {}

@@ -6,7 +6,10 @@ Keys carry the student id as a Redis Cluster hash tag, so one student's keys sha
                        idempotency digest (8 bytes, CloudEvents source + id) and its content
                        digest (4 bytes, `type` + the validated `data`), in order: the first
                        entry of a digest is the event that stands, a later one a refused
-                       re-use (`id_conflict`); `d` idempotency digests alone (8 bytes each,
+                       re-use (`id_conflict`). Past `BUCKET_ENTRIES` entries the list splits
+                       by the digest's next hex digit (`k:<prefix>`, see `leaf`), so what an
+                       event reads and writes of it does not grow with the history; `d`
+                       idempotency digests alone (8 bytes each,
                        as accounts written before content digests have them: a re-delivery of
                        one is absorbed whatever its content), `p` those of sweeper steps whose
                        outputs may not be published yet, `t:<year>` the totals and
@@ -22,10 +25,11 @@ The in-memory store of `learning_account_dev` keeps the same fields, so both sna
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from learning_account.adapters.lua import ENTRY_BYTES
+from learning_account.adapters.lua import BUCKET_DEPTH, BUCKET_ENTRIES, ENTRY_BYTES, SPLIT
 from learning_account.adapters.state_codec import (
     decode_account,
     encode_core,
@@ -89,7 +93,105 @@ def load_fields(years: Sequence[int]) -> list[str]:
 
 
 ACCOUNT_LOAD_FIELDS = ("s", "v", "d", "p", "k")
-"""The account fields every load reads, before the year fields of `load_fields`."""
+"""The account fields every load reads, before the year fields of `load_fields` (`k`: the
+applied-events list while it has not split, see `leaf`)."""
+
+
+BUCKET_MAX_BYTES = BUCKET_ENTRIES * ENTRY_BYTES
+
+
+@functools.lru_cache(maxsize=8192)
+def bucket_names(digest: str) -> tuple[bytes, ...]:
+    """The fields that may hold the entries of the event with this (hex) digest, shallowest
+    first: `k`, then `k:<its first n hex digits>` for n up to `BUCKET_DEPTH` (cached for the
+    few calls one event's load and commit make)."""
+    deepest = b"k:" + digest[:BUCKET_DEPTH].encode()
+    return (b"k", *[deepest[:end] for end in _NAME_ENDS])
+
+
+_NAME_ENDS = range(3, 3 + BUCKET_DEPTH)
+
+
+def split_names(events: Sequence[Identity]) -> tuple[bytes, ...]:
+    """The fields below `k` a load reads for these events once `k` has split (every deeper
+    `bucket_names`)."""
+    if len(events) == 1:
+        return bucket_names(events[0][0])[1:]
+    names: dict[bytes, None] = {}
+    for digest, _ in events:
+        names.update(dict.fromkeys(bucket_names(digest)[1:]))
+    return tuple(names)
+
+
+def leaf(digest: str, value_of: Callable[[bytes], bytes | None]) -> tuple[bytes, bytes]:
+    """The field that holds (or is to hold) the entries of `digest`, and what it holds.
+
+    The lists of an account are named by digest prefixes none of which is another's prefix,
+    and every shorter prefix of a list's is a field set to `SPLIT`: from `k` down, the first
+    field of the digest's prefixes that is not `SPLIT` is its list (b"" when it does not
+    exist). So only an account whose `k` has split needs more than `k` read; `value_of` is
+    asked for the fields it needs, shallowest first (a reader of some fields only raises for
+    one it did not read)."""
+    value = value_of(b"k")
+    if value != SPLIT:  # the common case: one list
+        return b"k", value or b""
+    names, depth = bucket_names(digest), 1
+    while True:
+        name = names[depth]
+        value = value_of(name)
+        if value is None:
+            return name, b""
+        if value != SPLIT or depth == BUCKET_DEPTH:
+            return name, value
+        depth += 1
+
+
+def appended(
+    entries: Sequence[bytes], value_of: Callable[[bytes], bytes | None]
+) -> dict[bytes, bytes]:
+    """The list fields to set to add `entries` (digest and content digest each, in order) to
+    an account whose fields `value_of` gives (`k`, and where it has split every deeper
+    `bucket_names` of their digests):
+    each entry at the end of its digest's list, and a list grown past `BUCKET_ENTRIES` split
+    by the next digit (and its parts again, down to `BUCKET_DEPTH`), its entries in their
+    order (a digest's first entry stays first)."""
+    listed = value_of(b"k") or b""
+    if listed != SPLIT:
+        if len(listed) + ENTRY_BYTES * len(entries) <= BUCKET_MAX_BYTES:
+            return {b"k": listed + b"".join(entries)}  # the common case: one list, not full
+    elif len(entries) == 1:  # a split account's common case: one event, its list not full
+        name, listed = leaf(entries[0][:DIGEST_BYTES].hex(), value_of)
+        if len(listed) + ENTRY_BYTES <= BUCKET_MAX_BYTES:
+            return {name: listed + entries[0]}
+    changed: dict[bytes, bytes] = {}
+    emptied: set[bytes] = set()
+    """Fields under a list split here that got no entry: they do not exist (nor were read)."""
+
+    def current(name: bytes) -> bytes | None:
+        if name in changed:
+            return changed[name]
+        return None if name in emptied else value_of(name)
+
+    for entry in entries:
+        name, listed = leaf(entry[:DIGEST_BYTES].hex(), current)
+        changed[name] = listed + entry
+        grown = [name]
+        while grown:
+            name = grown.pop()
+            listed, depth = changed[name], len(name) - 2 if name != b"k" else 0
+            if len(listed) <= BUCKET_MAX_BYTES or depth == BUCKET_DEPTH:
+                continue
+            changed[name] = SPLIT
+            children: dict[bytes, bytes] = {}
+            for at in range(0, len(listed), ENTRY_BYTES):
+                moved = listed[at : at + ENTRY_BYTES]
+                child = bucket_names(moved[:DIGEST_BYTES].hex())[depth + 1]
+                children[child] = children.get(child, b"") + moved
+            changed.update(children)
+            grown.extend(children)
+            prefix = name if depth else b"k:"
+            emptied.update(prefix + b"%x" % n for n in range(16))
+    return changed
 
 
 def seen_key(student_id: str, applied: bytes, entries: bytes, event: Identity) -> int | str:

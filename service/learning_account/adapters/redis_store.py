@@ -6,8 +6,10 @@ its commit. On a single Redis the commit is a MULTI/EXEC of plain commands per 3
 under a WATCH of its accounts (`RedisStore._commit_chunk`); on a Redis Cluster, one Lua script
 per student (`lua/`), as a cluster's accounts lie on many slots. Either way a student's state,
 digests and stored outputs are written together or not at all, and only if its version is still
-the one loaded. Only the academic years a batch names are read and written, so a student's long
-history does not make an event much dearer.
+the one loaded. Only the academic years a batch names are read and written, and only the list
+of applied events each event's digest falls in (`redis_layout.leaf`), so a student's long
+history does not make an event much dearer. A student whose list has split costs one more
+round trip the first time this process meets it (`_read_split`), none after.
 """
 
 from __future__ import annotations
@@ -30,19 +32,23 @@ from learning_account.adapters.lua import (
     SCRIPTS,
     SETTLE_MANY_SCRIPT,
     SETTLE_SCRIPT,
+    SPLIT,
 )
 from learning_account.adapters.redis_connect import connection, exchange, pack
 from learning_account.adapters.redis_layout import (
     ACCOUNT_LOAD_FIELDS,
     HELD_INDEX_KEY,
     account_key,
+    appended,
     decode_fields,
     encode_state,
     index_score,
+    leaf,
     load_fields,
     loaded,
     outputs_key,
     seen_key,
+    split_names,
 )
 from learning_account.domain.model import Account
 from learning_account.processing.store import (
@@ -70,6 +76,8 @@ _KEPT_ACCOUNTS_MAX = 5_000
 took (a student whose events were all duplicates, a batch that failed) is dropped past it, and
 a hash dropped too early is only read again."""
 _TYPE_OF_INDEX = pack("TYPE", HELD_INDEX_KEY)
+_KNOWN_SPLIT_MAX = 100_000
+"""At most this many students remembered with a split `k` (see `_read_split`)."""
 
 PENDING = 2
 """The commit script's reply for a student written with digests pending (0: its version moved,
@@ -106,6 +114,9 @@ class RedisStore:
         each commit (the live service's)."""
         self._read_hashes: dict[str, dict[bytes, bytes]] = {}
         """Per student, the whole hash its last load read (`whole_accounts`)."""
+        self._split: set[str] = set()
+        """Students this process found with their `k` split: a load and a commit name their
+        deeper lists in their first read (`_read_split`)."""
         self._committed: dict[str, dict[bytes, bytes]] = {}
         """Per student, the whole hash as its last commit left it (`whole_accounts`), until
         `raw_accounts` hands it out."""
@@ -158,21 +169,59 @@ class RedisStore:
         digest recorded in the account had its outputs stored in the same commit, and a digest
         once recorded stays, so the second read finds what the first one implies."""
         accounts: list[Any]
+        lists: list[Callable[[bytes], bytes | None]]
         if self.whole_accounts:
             hashes = await self._read_whole([student_id for student_id, _, _ in requests])
             accounts = [
                 [fields.get(name) for name in _load_names(tuple(years))]
                 for (_, _, years), fields in zip(requests, hashes, strict=True)
             ]
+            lists = [fields.get for fields in hashes]
         else:
-            reads = [
-                ("HMGET", account_key(student_id), *ACCOUNT_LOAD_FIELDS, *load_fields(years))
-                for student_id, _, years in requests
+            known = self._split
+            deeper = [
+                split_names(events) if known and student_id in known else ()
+                for student_id, events, _ in requests
             ]
-            accounts = await self._read(reads)
+            reads: list[tuple[str | bytes, ...]] = [
+                (
+                    "HMGET",
+                    account_key(student_id),
+                    *ACCOUNT_LOAD_FIELDS,
+                    *load_fields(years),
+                    *names,
+                )
+                for (student_id, _, years), names in zip(requests, deeper, strict=True)
+            ]
+            replies = await self._read(reads)
+            accounts, read, unread = [], [], []
+            for at, ((student_id, events, years), names, reply) in enumerate(
+                zip(requests, deeper, replies, strict=True)
+            ):
+                end = len(ACCOUNT_LOAD_FIELDS) + 2 * len(years)
+                accounts.append(reply[:end])
+                lists_read = {b"k": reply[4]}
+                if reply[4] != SPLIT:
+                    if known:
+                        known.discard(student_id)  # restored or forgotten since
+                elif names:
+                    lists_read.update(zip(names, reply[end:], strict=True))
+                else:
+                    self._known_split(student_id)
+                    if events:
+                        unread.append(at)
+                read.append(lists_read)
+            if unread:
+                await self._read_split(read, unread, requests)
+            lists = [found.__getitem__ for found in read]
         found = [
-            [seen_key(student_id, values[2] or b"", values[4] or b"", event) for event in events]
-            for (student_id, events, _), values in zip(requests, accounts, strict=True)
+            [
+                seen_key(student_id, values[2] or b"", leaf(event[0], value_of)[1], event)
+                for event in events
+            ]
+            for (student_id, events, _), values, value_of in zip(
+                requests, accounts, lists, strict=True
+            )
         ]
         wanted = [key for student in found for key in student if isinstance(key, str)]
         stored: dict[str, bytes | None] = {}
@@ -184,6 +233,31 @@ class RedisStore:
             for values, student in zip(accounts, found, strict=True)
         ]
 
+    async def _read_split(
+        self,
+        read: list[dict[bytes, bytes | None]],
+        unread: list[int],
+        requests: list[tuple[str, list[Identity], list[int]]],
+    ) -> None:
+        """Add to `read` the deeper lists of the `unread` students' events: students whose `k`
+        has split and who were not known to (`_split`), found by the first read. One more
+        round trip, once per such student and process. Lists only grow and split, so what this
+        reads holds every entry the first read implied."""
+        wanted = [split_names(requests[at][1]) for at in unread]
+        replies = await self._read(
+            [
+                ("HMGET", account_key(requests[at][0]), *below)
+                for at, below in zip(unread, wanted, strict=True)
+            ]
+        )
+        for at, below, reply in zip(unread, wanted, replies, strict=True):
+            read[at].update(zip(below, reply, strict=True))
+
+    def _known_split(self, student_id: str) -> None:
+        if len(self._split) >= _KNOWN_SPLIT_MAX:
+            self._split.clear()  # each is found again, at one more round trip
+        self._split.add(student_id)
+
     async def _read_whole(self, student_ids: list[str]) -> list[dict[bytes, bytes]]:
         """Each student's whole account hash, kept for its commit (`whole_accounts`)."""
         replies = await self._read([("HGETALL", account_key(sid)) for sid in student_ids])
@@ -193,7 +267,7 @@ class RedisStore:
         self._read_hashes.update(zip(student_ids, hashes, strict=True))
         return hashes
 
-    async def _read(self, reads: list[tuple[str, ...]]) -> list[Any]:
+    async def _read(self, reads: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
         """Each read's reply, in one round trip (a pipeline on a cluster); an error raises."""
         if self._cluster:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -286,20 +360,41 @@ class RedisStore:
         here no argument passes through Lua.
         """
         keys = [account_key(write.student_id) for write in writes]
-        reads = [pack("HMGET", key, "v", "d", "k", "p") for key in keys]
+        known = self._split
+        deeper = [
+            _split_lists(write) if known and write.student_id in known else () for write in writes
+        ]
+        reads = [
+            pack("HMGET", key, "v", "d", "p", "k", *names)
+            for key, names in zip(keys, deeper, strict=True)
+        ]
         async with connection(self.redis) as conn:
             first = [pack("WATCH", *keys), _TYPE_OF_INDEX, *reads]
             checked = _raised(await self._exchange(conn, first))
             if checked[1] not in (b"zset", b"none"):
                 raise ResponseError("commit: the held index is not a sorted set")
+            stored_all = checked[2:]
+            lists = [{b"k": stored[3]} for stored in stored_all]
+            split: dict[int, tuple[bytes, ...]] = {}
+            for at, (names, stored) in enumerate(zip(deeper, stored_all, strict=True)):
+                if names:
+                    lists[at].update(zip(names, stored[4:], strict=True))
+                elif stored[3] == SPLIT and (names := _split_lists(writes[at])):
+                    split[at] = names
+            if split:  # still under the WATCH: a change since the first read aborts the EXEC
+                below = [pack("HMGET", keys[at], *names) for at, names in split.items()]
+                replies = _raised(await self._exchange(conn, below))
+                for (at, names), reply in zip(split.items(), replies, strict=True):
+                    lists[at].update(zip(names, reply, strict=True))
+                    self._known_split(writes[at].student_id)
             outcomes: list[int] = []
             commands = [_MULTI]
             left: dict[str, dict[bytes, bytes]] = {}
-            for write, stored in zip(writes, checked[2:], strict=True):
+            for write, stored, found in zip(writes, stored_all, lists, strict=True):
                 if (stored[0] or b"") != write.expected_version.encode():
                     outcomes.append(0)
                     continue
-                outcomes.append(self._write_commands(write, stored, commands, left))
+                outcomes.append(self._write_commands(write, stored[:3], found, commands, left))
             if len(commands) == 1:
                 await self._exchange(conn, [_UNWATCH])
                 return outcomes
@@ -318,23 +413,26 @@ class RedisStore:
         self,
         write: AccountWrite,
         stored: Sequence[bytes | None],
+        lists: dict[bytes, bytes | None],
         commands: list[bytes],
         left: dict[str, dict[bytes, bytes]],
     ) -> int:
         """Add one student's write to `commands`: 1, or 2 when digests of outputs that may not
-        be published yet are pending (the commit script's reply). With `whole_accounts`, and
-        the hash its load read still at the version written on, put in `left` the hash this
-        write leaves: what was read, the lists as checked, what is written. At that version
-        only a settle has written the account since (its `p`, checked here), and HSET removes
-        no field."""
-        current, applied, entries, pending = stored
+        be published yet are pending (the commit script's reply). `stored` is the version and
+        the `d` and `p` lists as checked, `lists` the applied-event lists the write's entries
+        go to (`redis_layout.appended`). With `whole_accounts`, and the hash its load read
+        still at the version written on, put in `left` the hash this write leaves: what was
+        read, the lists as checked, what is written. At that version only a settle has written
+        the account since (its `p`, checked here), and HSET removes no field."""
+        current, applied, pending = stored
         try:
             version = int(current or 0) + 1
         except ValueError:
             raise ResponseError("commit: the stored version is not a number") from None
         student_id = write.student_id
         core, year_fields = encode_state(write)
-        added_d = added_k = added_p = b""
+        added_d = added_p = b""
+        added_k: list[bytes] = []
         for step in write.steps:
             entry = step.entry
             if write.pending:
@@ -342,7 +440,7 @@ class RedisStore:
             elif len(entry) == DIGEST_BYTES:
                 added_d += entry
             else:
-                added_k += entry
+                added_k.append(entry)
             if step.outputs:
                 commands.append(
                     pack(
@@ -357,7 +455,10 @@ class RedisStore:
         if added_d:
             fields += (b"d", (applied or b"") + added_d)
         if added_k:
-            fields += (b"k", (entries or b"") + added_k)
+            for list_field, entries in appended(added_k, lists.__getitem__).items():
+                fields += (list_field, entries)
+                if list_field == b"k" and entries == SPLIT:
+                    self._known_split(student_id)
         if added_p:
             fields += (b"p", (pending or b"") + added_p)
         for name, value in year_fields:
@@ -366,7 +467,8 @@ class RedisStore:
         read = self._read_hashes.pop(student_id, None) if self.whole_accounts else None
         if read is not None and read.get(b"v", b"") == (current or b""):
             after = dict(read)
-            for list_name, listed in ((b"d", applied), (b"k", entries), (b"p", pending)):
+            checked: list[tuple[bytes, bytes | None]] = [(b"d", applied), (b"p", pending)]
+            for list_name, listed in (*checked, *lists.items()):
                 if listed is None:
                     after.pop(list_name, None)
                 else:
@@ -555,6 +657,15 @@ def _raised(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+def _split_lists(write: AccountWrite) -> tuple[bytes, ...]:
+    """The fields below `k` a commit reads, where `k` has split, to find the lists its applied
+    events go to: every deeper `bucket_names` of their digests (none for the sweeper's steps,
+    recorded in `d` or `p`)."""
+    if write.pending:
+        return ()
+    return split_names([(step.digest, step.content) for step in write.steps if step.content])
 
 
 @functools.lru_cache(maxsize=256)

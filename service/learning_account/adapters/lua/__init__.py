@@ -15,6 +15,14 @@ from learning_account.processing.store import CONTENT_DIGEST_BYTES, DIGEST_BYTES
 
 ENTRY_BYTES = DIGEST_BYTES + CONTENT_DIGEST_BYTES
 """An applied event in the account's `k` list: its digest, then its content digest."""
+BUCKET_ENTRIES = 64
+"""The most entries a list of applied events holds (768 bytes) before it splits in 16 by the
+next hex digit of their digests (`redis_layout.leaf`): four years of a student's events (41 to
+58 in bench/) stay in one field."""
+BUCKET_DEPTH = 4
+"""The longest digest prefix a list is named by (`k:0a3f`); one so deep never splits."""
+SPLIT = b"/"
+"""The value of a list that has split: not a whole number of entries, so never a list."""
 
 
 def _read(name: str) -> str:
@@ -22,7 +30,11 @@ def _read(name: str) -> str:
 
 
 def _script(*files: str, call: str) -> str:
-    sizes = f"local DIGEST, ENTRY = {DIGEST_BYTES}, {ENTRY_BYTES}\n"
+    sizes = (
+        f"local DIGEST, ENTRY = {DIGEST_BYTES}, {ENTRY_BYTES}\n"
+        f"local BUCKET_ENTRIES, BUCKET_DEPTH, SPLIT = {BUCKET_ENTRIES}, {BUCKET_DEPTH},"
+        f" '{SPLIT.decode()}'\n"
+    )
     return sizes + "".join(_read(name) for name in files) + f"return {call}\n"
 
 
