@@ -136,6 +136,8 @@ async def measure_history(
     students: int,
     checkpoints: Sequence[int] = (1, 100, 250, 500),
     rounds: int = 5,
+    *,
+    live: bool = False,
 ) -> dict[str, Any]:
     """Per-event Processor cost (no Kafka) at a student's event number 1, 100, 250, 500.
 
@@ -147,10 +149,13 @@ async def measure_history(
     side by side, one batch of each group in turn, in an order that rotates, so the batches
     compared run within milliseconds of each other on this shared machine. Both the wall time
     (the Processor with its Redis round trips) and the process's CPU time are kept; each
-    position keeps its median over `rounds` rounds (new students each round).
+    position keeps its median over `rounds` rounds (new students each round). With `live`, the
+    store and Processor are configured as the live service has them: whole hashes loaded, and
+    every committed account snapshotted (a snapshot carries the whole account).
     """
     redis = redis_client(redis_url, cluster=False)
-    processor = Processor(RedisStore(redis), Settings().policy)
+    store = RedisStore(redis, whole_accounts=live)
+    processor = Processor(store, Settings().policy, snapshots=live)
     feeder = Feeder()
     cycle = 11
     starts = {k: ((k - 1) // cycle) * cycle for k in checkpoints}

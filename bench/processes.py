@@ -25,7 +25,7 @@ from learning_account_dev.devstack import (
 )
 
 # the Redis settings of deploy/docker-compose.yml: an account hash stays a listpack
-REDIS_ARGS = ("--hash-max-listpack-value", "1024")
+REDIS_ARGS = ("--hash-max-listpack-value", "1024", "--hash-max-listpack-entries", "24")
 
 
 def cpu_seconds(pid: int) -> float:
