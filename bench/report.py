@@ -12,9 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import PARTITIONS, REPO
-
-from learning_account.settings import Settings
+from common import DEFAULT_BATCH_MAX_RECORDS, PARTITIONS, REPO
 
 TARGETS = {
     "service_vs_naive_min": 20.0,
@@ -45,7 +43,7 @@ def describe(args: Namespace, students: int) -> dict[str, Any]:
             "quick": args.quick,
             "partitions": PARTITIONS,
             "batch_max_records": args.batch_max_records,  # None: each service's default
-            "batch_max_records_default": Settings.model_fields["batch_max_records"].default,
+            "batch_max_records_default": DEFAULT_BATCH_MAX_RECORDS,
             "latency_rate": args.rate,
         },
     }

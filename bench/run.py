@@ -40,7 +40,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import CEILING_OUT, LIBRDKAFKA_OUT, NAIVE_OUT, RESULTS_DIR, say
+from common import (
+    CEILING_OUT,
+    DEFAULT_BATCH_MAX_RECORDS,
+    LIBRDKAFKA_OUT,
+    NAIVE_OUT,
+    RESULTS_DIR,
+    say,
+)
 from compare import compare_runs, render_comparison
 from latency import caused_by, measure_latency, own_id
 from limits import redis_limit
@@ -313,7 +320,7 @@ def tree_batch(args: argparse.Namespace) -> int:
     """Records per batch for what runs this tree's code outside its service (the pass-throughs,
     the in-process phases): `--batch-max-records`, else the service's default."""
     given: int | None = args.batch_max_records
-    return given if given is not None else Settings.model_fields["batch_max_records"].default
+    return given if given is not None else DEFAULT_BATCH_MAX_RECORDS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
