@@ -2,7 +2,7 @@
 load and commit scripts on the bench's accounts, as fast as one pipelined connection sends them.
 
 1. `capture` runs the service's Processor and RedisStore in-process over the backlog, configured
-   as the live service has them (whole accounts loaded, snapshots taken), recording
+   as the live service has them (snapshots taken), recording
    every command the store sends (on a single Redis: the loads' HMGETs, the commits' WATCH,
    checks and MULTI/EXEC, the GETs of re-delivered events' outputs; any pipeline or script
    call too), as the service packs them, and the scripts it loads.
@@ -163,8 +163,8 @@ async def capture(
     redis.recording = Recording()
     await redis.flushall()
     await redis.script_flush()
-    # as the live service runs them (bootstrap.build_service): whole accounts, snapshots
-    store = RecordingStore(redis, whole_accounts=True)
+    # as the live service runs them (bootstrap.build_service): with snapshots
+    store = RecordingStore(redis, snapshots=True)
     store.recording = redis.recording
     processor = Processor(store, Settings().policy, snapshots=True)
     batch = input_records(records)

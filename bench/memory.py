@@ -150,11 +150,11 @@ async def measure_history(
     compared run within milliseconds of each other on this shared machine. Both the wall time
     (the Processor with its Redis round trips) and the process's CPU time are kept; each
     position keeps its median over `rounds` rounds (new students each round). With `live`, the
-    store and Processor are configured as the live service has them: whole hashes loaded, and
-    every committed account snapshotted (a snapshot carries the whole account).
+    store and Processor are configured as the live service has them: every commit snapshotted
+    (its records carry the account's core and the parts it wrote).
     """
     redis = redis_client(redis_url, cluster=False)
-    store = RedisStore(redis, whole_accounts=live)
+    store = RedisStore(redis, snapshots=live)
     processor = Processor(store, Settings().policy, snapshots=live)
     feeder = Feeder()
     cycle = 11

@@ -221,7 +221,7 @@ def figure_table(results: dict[str, Any]) -> list[str]:
     if live:
         live_costs = live["us_per_event_at"]
         rows += [
-            "| the same, store as the live service has it (whole hashes, snapshots) | "
+            "| the same, store as the live service has it (snapshots) | "
             + " / ".join(fmt(live_costs[k], 0) for k in ("1", "100", "250", "500"))
             + " | (report) | |",
             f"| cost #500 / cost #1 of that (wall / CPU) | {fmt(live['ratio_500_vs_1'], 2)}x"

@@ -113,7 +113,7 @@ async def in_process_phase(bench: Bench) -> None:
     hist_students = 10 if bench.quick else 50
     say(f"history: per-event cost at event #1..#500 ({hist_students} students per batch)")
     bench.results["history"] = await measure_history(bench.in_process_redis, hist_students)
-    say("history: the same as the live service has its store (whole hashes, snapshots)")
+    say("history: the same as the live service has its store (snapshots)")
     bench.results["history_live"] = await measure_history(
         bench.in_process_redis, hist_students, live=True
     )

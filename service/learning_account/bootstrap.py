@@ -183,10 +183,10 @@ def account_store(
     redis: Redis | RedisCluster,
     metrics: Metrics | None = None,
     *,
-    whole_accounts: bool = False,
+    snapshots: bool = False,
 ) -> RedisStore:
     """The account store on `redis`, timing its operations into `metrics` when given;
-    `whole_accounts` for a processor that snapshots what it commits (`RedisStore`)."""
+    `snapshots` for a processor that snapshots what it commits (`RedisStore`)."""
     observe = None
     if metrics is not None:
         redis_seconds = metrics.redis_seconds
@@ -198,7 +198,7 @@ def account_store(
         redis,
         outbox_retention_seconds=settings.outbox_retention_seconds,
         observe=observe,
-        whole_accounts=whole_accounts,
+        snapshots=snapshots,
     )
 
 
@@ -260,7 +260,7 @@ def build_service(
             settings,
             redis_client(settings.redis_url, cluster=settings.redis_cluster == "true"),
             metrics,
-            whole_accounts=True,  # the live processor snapshots every account it commits
+            snapshots=True,  # the live processor snapshots every account it commits
         )
     pipeline = processor(settings, store, live=True)
     service_kafka = ServiceKafka(

@@ -27,6 +27,7 @@ from learning_account.adapters.redis_layout import (
     loaded,
     outputs_key,
     seen_key,
+    snapshot_parts,
 )
 from learning_account.domain.model import Account
 from learning_account.processing.store import (
@@ -35,6 +36,7 @@ from learning_account.processing.store import (
     HeldClaim,
     Identity,
     LoadedAccount,
+    SnapshotParts,
     retention_ms,
     write_refused,
 )
@@ -140,6 +142,11 @@ class MemoryStore:
 
     async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
         return {student_id: dict(self.accounts.get(student_id, {})) for student_id in student_ids}
+
+    async def snapshot_parts(self, student_ids: Sequence[str]) -> dict[str, SnapshotParts]:
+        """The core and every part of each account (more than its commit wrote)."""
+        stored = await self.raw_accounts(student_ids)
+        return {student_id: snapshot_parts(stored[student_id]) for student_id in student_ids}
 
     async def stored_outputs(self, student_id: str, digests: Sequence[str]) -> list[bytes | None]:
         return [self._stored(outputs_key(student_id, digest)) for digest in digests]

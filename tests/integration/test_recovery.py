@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
 import tracemalloc
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from harness import FaultReport, Feed, differs, stored_accounts, verify
 from workload import Phase, Workload, generate
 
+from learning_account.adapters.redis_layout import account_key
 from learning_account.adapters.redis_store import RedisStore
 from learning_account.ops.rebuild import (
     history_consumer,
@@ -241,11 +243,34 @@ async def test_restore_from_snapshots_gives_the_same_accounts_and_re_published_o
         restored.kill()
 
 
+def interleaved(messages: list[Any], seed: int) -> list[Any]:
+    """The records in an order Kafka may give them to `restore`: each key's in publish order
+    (one key, one partition), the keys' records interleaved at random (seed 0: as published)."""
+    if not seed:
+        return list(messages)
+    by_key: dict[bytes, list[Any]] = {}
+    for message in messages:
+        by_key.setdefault(message.key, []).append(message)
+    queues = [list(reversed(queue)) for queue in by_key.values()]
+    chosen = random.Random(seed)
+    order = []
+    while queues:
+        queue = chosen.choice(queues)
+        order.append(queue.pop())
+        if not queue:
+            queues.remove(queue)
+    return order
+
+
+@pytest.mark.parametrize("store_snapshots", [True, False], ids=["from-commits", "read-back"])
 async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
-    redis_client: Redis, redis_url: str
+    redis_client: Redis, redis_url: str, store_snapshots: bool
 ) -> None:
     """What a batch and a held-result sweep report for the snapshot topics, written into an
-    empty Redis in order, gives every key back (hashes, stored outputs, the held index)."""
+    empty Redis, gives every key back (hashes, stored outputs, the held index): in publish
+    order, and with the records of different keys in other orders (a student's keys lie on
+    different partitions). The store keeps what its commits wrote for the snapshots, or reads
+    the accounts back after them (a cluster's)."""
     from learning_account.domain.model import Policy
     from learning_account.ops.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
     from learning_account.processing.outputs import OutputMessage
@@ -253,7 +278,8 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
 
     now = [1_800_000_000.0]
     policy = Policy(result_hold_seconds=60)
-    live = Processor(RedisStore(redis_client), policy, clock=lambda: now[0], snapshots=True)
+    store = RedisStore(redis_client, snapshots=store_snapshots)
+    live = Processor(store, policy, clock=lambda: now[0], snapshots=True)
     offsets = iter(range(1000))
 
     def record(event: dict[str, Any]) -> InputRecord:
@@ -275,10 +301,11 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
     target = Redis.from_url(target_url)
     restorer = Restorer(RedisStore(target), live.held_deadline)
 
-    async def write_all() -> None:
+    async def write_all(seed: int = 0) -> None:
         await target.flushdb()
-        for n, message in enumerate(published):
+        for n, message in enumerate(interleaved(published, seed)):
             await restorer.apply(message.topic, message.key, message.value, n)
+        await restorer.finish()
 
     try:
         await write_all()  # while s2's and s3's results are held
@@ -300,6 +327,68 @@ async def test_snapshots_of_batches_and_sweeps_restore_the_same_redis(
         state = await raw_state(target_url)
         assert state != {} and state == await raw_state(redis_url)
         assert restorer.report.stale == 0 and restorer.report.outputs > 0
+        assert restorer.report.accounts == 3
+        keys = {m.key for m in published if m.topic == ACCOUNT_SNAPSHOTS_TOPIC}
+        assert {b"s1/y:2016", b"s1/y:2017", b"s2/"} <= keys  # a part each, the settle's core
+        for seed in range(1, 9):
+            await write_all(seed)
+            assert await raw_state(target_url) == state, seed
+    finally:
+        await target.flushdb()
+        await target.aclose()
+
+
+async def test_a_settle_after_a_later_commit_is_restored_whatever_the_order(
+    redis_client: Redis, redis_url: str
+) -> None:
+    """A settle drops pending digests at the version a later commit wrote: its core record
+    (key `<student>/`) and that commit's (key `<student>/y:<year>`, the digests still pending)
+    have one version and may be read in either order; the settled core is restored."""
+    from learning_account.domain.model import Policy
+    from learning_account.ops.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer, core_snapshot
+    from learning_account.processing.store import AccountWrite, AppliedStep
+    from learning_account_dev import events as ev
+
+    store = RedisStore(redis_client, snapshots=True)
+    live = Processor(store, Policy(), snapshots=True)
+    offsets = iter(range(100))
+
+    async def process(event: dict[str, Any]) -> list[Any]:
+        record = InputRecord(
+            ev.topic_of(event), 0, next(offsets), event["subject"].encode(), ev.to_bytes(event)
+        )
+        return (await live.process([record])).snapshots
+
+    first = await process(ev.registration("s", 2016, {"A": 6}))
+    loaded = (await store.load({"s": []}))["s"]
+    pending = AccountWrite(
+        "s", loaded.version, loaded.account, (AppliedStep("0d" * 8, b"o1"),), pending=True
+    )
+    assert await store.commit([pending]) == {"s": True}
+    swept = await live.snapshot_messages([pending])
+    result = await process(ev.exam_result("s", 2016, "A"))
+    version = (await store.load({"s": []}))["s"].version
+    await store.settle_held("s", version, ["0d" * 8], None, await store.claim_held("s"))
+    settled = core_snapshot("s", await redis_client.hgetall(account_key("s")))
+    assert b"p" not in await redis_client.hgetall(account_key("s"))
+    accounts = [m for m in (*first, *swept, *result) if m.topic == ACCOUNT_SNAPSHOTS_TOPIC]
+    [later] = [m for m in accounts if m.key == b"s/y:2016" and m.event_id.endswith(f"@{version}")]
+    assert settled.key == b"s/" and later.event_id.endswith(f"@{version}")
+    target_url = database_url(redis_url, 9)
+    target = Redis.from_url(target_url)
+    restorer = Restorer(RedisStore(target), live.held_deadline)
+    try:
+        for order in (
+            [*accounts, settled],
+            [*[m for m in accounts if m is not later], settled, later],
+        ):
+            await target.flushdb()
+            for n, message in enumerate(order):
+                await restorer.apply(message.topic, message.key, message.value, n)
+            await restorer.finish()
+            assert await target.hgetall(account_key("s")) == await redis_client.hgetall(
+                account_key("s")
+            )
     finally:
         await target.flushdb()
         await target.aclose()

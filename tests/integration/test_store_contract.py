@@ -32,13 +32,13 @@ A: Identity = ("a1" * 8, "c1" * 4)
 B: Identity = ("b2" * 8, "c2" * 4)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-whole-accounts", "redis-cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-snapshots", "redis-cluster"])
 def store(request: pytest.FixtureRequest) -> AccountStore:
     if request.param == "memory":
         return MemoryStore()
     cluster = request.param == "redis-cluster"
     client = request.getfixturevalue("cluster" if cluster else "redis_client")
-    return RedisStore(client, whole_accounts=request.param == "redis-whole-accounts")
+    return RedisStore(client, snapshots=request.param == "redis-snapshots")
 
 
 @pytest.fixture(params=["memory", "redis"])

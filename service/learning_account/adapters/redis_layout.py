@@ -17,6 +17,8 @@ Keys carry the student id as a Redis Cluster hash tag, so one student's keys sha
 - `la:{sid}:out:<d>`   the outputs a step published, kept for the outbox retention, so a
                        duplicate delivery re-publishes them identically (`<d><c>`, digest
                        and content digest, for a refused re-use)
+- `la:{sid}:restored`  hash, only while `restore` runs: the version it wrote of the account's
+                       core and of each part (`snapshot_part`)
 - `la:held`            sorted set: students with held exam results, by earliest deadline (0
                        while refusals wait for publication)
 
@@ -50,6 +52,11 @@ def account_key(student_id: str) -> str:
 
 def outputs_key(student_id: str, digest: str) -> str:
     return f"la:{{{student_id}}}:out:{digest}"
+
+
+def restore_marks_key(student_id: str) -> str:
+    """While `restore` runs: the version restored of the account's core and of each part."""
+    return f"la:{{{student_id}}}:restored"
 
 
 def units_field(year: int) -> str:
@@ -95,6 +102,46 @@ def load_fields(years: Sequence[int]) -> list[str]:
 ACCOUNT_LOAD_FIELDS = ("s", "v", "d", "p", "k")
 """The account fields every load reads, before the year fields of `load_fields` (`k`: the
 applied-events list while it has not split, see `leaf`)."""
+
+
+CORE_FIELDS = tuple(name.encode() for name in ACCOUNT_LOAD_FIELDS)
+"""The account's core: the fields every load reads, and every snapshot record carries
+(`snapshot_parts`)."""
+
+
+def snapshot_part(name: bytes) -> bytes:
+    """The part of an account a field is snapshotted with: `y:<year>` for a year's units and
+    totals, the field itself for an applied-events list below `k` (`k:<prefix>`), b"" for the
+    core (`CORE_FIELDS`, and a field of no other part)."""
+    if name.startswith((b"u:", b"t:")):
+        return b"y:" + name[2:]
+    if name.startswith(b"k:"):
+        return name
+    return b""
+
+
+def part_fields(part: bytes) -> tuple[bytes, ...]:
+    """The fields a part is made of, present or not (the inverse of `snapshot_part`)."""
+    if part.startswith(b"y:"):
+        year = part[2:]
+        return (b"u:" + year, b"t:" + year)
+    return (part,) if part else CORE_FIELDS
+
+
+def snapshot_parts(
+    fields: Mapping[bytes, bytes],
+) -> tuple[dict[bytes, bytes], dict[bytes, dict[bytes, bytes]]]:
+    """A whole account hash as its core and its parts (`snapshot_part`), each with the fields
+    present."""
+    core: dict[bytes, bytes] = {}
+    parts: dict[bytes, dict[bytes, bytes]] = {}
+    for name, value in fields.items():
+        part = snapshot_part(name)
+        if part:
+            parts.setdefault(part, {})[name] = value
+        else:
+            core[name] = value
+    return core, parts
 
 
 BUCKET_MAX_BYTES = BUCKET_ENTRIES * ENTRY_BYTES

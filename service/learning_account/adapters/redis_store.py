@@ -15,7 +15,6 @@ round trip the first time this process meets it (`_read_split`), none after.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import secrets
 import time
@@ -37,6 +36,7 @@ from learning_account.adapters.lua import (
 from learning_account.adapters.redis_connect import connection, exchange, pack
 from learning_account.adapters.redis_layout import (
     ACCOUNT_LOAD_FIELDS,
+    CORE_FIELDS,
     HELD_INDEX_KEY,
     account_key,
     appended,
@@ -47,7 +47,11 @@ from learning_account.adapters.redis_layout import (
     load_fields,
     loaded,
     outputs_key,
+    part_fields,
+    restore_marks_key,
     seen_key,
+    snapshot_part,
+    snapshot_parts,
     split_names,
 )
 from learning_account.domain.model import Account
@@ -57,6 +61,7 @@ from learning_account.processing.store import (
     HeldClaim,
     Identity,
     LoadedAccount,
+    SnapshotParts,
     retention_ms,
     write_refused,
 )
@@ -71,10 +76,9 @@ keys a transaction watches."""
 
 _MULTI, _EXEC, _UNWATCH = pack("MULTI"), pack("EXEC"), pack("UNWATCH")
 _KEPT_ACCOUNTS_MAX = 5_000
-"""At most this many hashes kept between a load and its commit, or a commit and its snapshot
-(`whole_accounts`; about 2 KB each with four years of history): what no commit or snapshot
-took (a student whose events were all duplicates, a batch that failed) is dropped past it, and
-a hash dropped too early is only read again."""
+"""At most this many commits' snapshot parts kept until `snapshot_parts` takes them
+(`snapshots`): what no snapshot took (a batch whose publish failed) is dropped past it, and
+an account dropped too early is only read again."""
 _TYPE_OF_INDEX = pack("TYPE", HELD_INDEX_KEY)
 _KNOWN_SPLIT_MAX = 100_000
 """At most this many students remembered with a split `k` (see `_read_split`)."""
@@ -102,24 +106,21 @@ class RedisStore:
         *,
         outbox_retention_seconds: float = 7 * 24 * 3600,
         observe: Callable[[str, float], None] | None = None,
-        whole_accounts: bool = False,
+        snapshots: bool = False,
     ) -> None:
         self.redis = redis
         self.outbox_retention_ms = retention_ms(outbox_retention_seconds)
         self._observe = observe
-        self.whole_accounts = whole_accounts
-        """Load each account's whole hash (one HGETALL, not the HMGET of the fields the batch
-        needs), so `raw_accounts` answers for the students just committed from what was read and
-        written, without reading them again: for a store whose accounts are snapshotted after
-        each commit (the live service's)."""
-        self._read_hashes: dict[str, dict[bytes, bytes]] = {}
-        """Per student, the whole hash its last load read (`whole_accounts`)."""
+        self.snapshots = snapshots
+        """Keep what each commit leaves of the parts it writes, so `snapshot_parts` answers for
+        the students just committed without reading them again (on a single Redis): for a
+        store whose commits are snapshotted (the live service's)."""
         self._split: set[str] = set()
         """Students this process found with their `k` split: a load and a commit name their
         deeper lists in their first read (`_read_split`)."""
-        self._committed: dict[str, dict[bytes, bytes]] = {}
-        """Per student, the whole hash as its last commit left it (`whole_accounts`), until
-        `raw_accounts` hands it out."""
+        self._committed: dict[str, SnapshotParts] = {}
+        """Per student, the core and parts its last commit wrote, as it left them
+        (`snapshots`), until `snapshot_parts` hands them out."""
 
     async def _load_scripts(self) -> None:
         for script in SCRIPTS:
@@ -168,52 +169,44 @@ class RedisStore:
         """One HMGET per student (each atomic), then the stored outputs of the events seen: a
         digest recorded in the account had its outputs stored in the same commit, and a digest
         once recorded stays, so the second read finds what the first one implies."""
-        accounts: list[Any]
-        lists: list[Callable[[bytes], bytes | None]]
-        if self.whole_accounts:
-            hashes = await self._read_whole([student_id for student_id, _, _ in requests])
-            accounts = [
-                [fields.get(name) for name in _load_names(tuple(years))]
-                for (_, _, years), fields in zip(requests, hashes, strict=True)
-            ]
-            lists = [fields.get for fields in hashes]
-        else:
-            known = self._split
-            deeper = [
-                split_names(events) if known and student_id in known else ()
-                for student_id, events, _ in requests
-            ]
-            reads: list[tuple[str | bytes, ...]] = [
-                (
-                    "HMGET",
-                    account_key(student_id),
-                    *ACCOUNT_LOAD_FIELDS,
-                    *load_fields(years),
-                    *names,
-                )
-                for (student_id, _, years), names in zip(requests, deeper, strict=True)
-            ]
-            replies = await self._read(reads)
-            accounts, read, unread = [], [], []
-            for at, ((student_id, events, years), names, reply) in enumerate(
-                zip(requests, deeper, replies, strict=True)
-            ):
-                end = len(ACCOUNT_LOAD_FIELDS) + 2 * len(years)
-                accounts.append(reply[:end])
-                lists_read = {b"k": reply[4]}
-                if reply[4] != SPLIT:
-                    if known:
-                        known.discard(student_id)  # restored or forgotten since
-                elif names:
-                    lists_read.update(zip(names, reply[end:], strict=True))
-                else:
-                    self._known_split(student_id)
-                    if events:
-                        unread.append(at)
-                read.append(lists_read)
-            if unread:
-                await self._read_split(read, unread, requests)
-            lists = [found.__getitem__ for found in read]
+        known = self._split
+        deeper = [
+            split_names(events) if known and student_id in known else ()
+            for student_id, events, _ in requests
+        ]
+        reads: list[tuple[str | bytes, ...]] = [
+            (
+                "HMGET",
+                account_key(student_id),
+                *ACCOUNT_LOAD_FIELDS,
+                *load_fields(years),
+                *names,
+            )
+            for (student_id, _, years), names in zip(requests, deeper, strict=True)
+        ]
+        replies = await self._read(reads)
+        accounts: list[Any] = []
+        read: list[dict[bytes, bytes | None]] = []
+        unread: list[int] = []
+        for at, ((student_id, events, years), names, reply) in enumerate(
+            zip(requests, deeper, replies, strict=True)
+        ):
+            end = len(ACCOUNT_LOAD_FIELDS) + 2 * len(years)
+            accounts.append(reply[:end])
+            lists_read = {b"k": reply[4]}
+            if reply[4] != SPLIT:
+                if known:
+                    known.discard(student_id)  # restored or forgotten since
+            elif names:
+                lists_read.update(zip(names, reply[end:], strict=True))
+            else:
+                self._known_split(student_id)
+                if events:
+                    unread.append(at)
+            read.append(lists_read)
+        if unread:
+            await self._read_split(read, unread, requests)
+        lists = [found.__getitem__ for found in read]
         found = [
             [
                 seen_key(student_id, values[2] or b"", leaf(event[0], value_of)[1], event)
@@ -257,15 +250,6 @@ class RedisStore:
         if len(self._split) >= _KNOWN_SPLIT_MAX:
             self._split.clear()  # each is found again, at one more round trip
         self._split.add(student_id)
-
-    async def _read_whole(self, student_ids: list[str]) -> list[dict[bytes, bytes]]:
-        """Each student's whole account hash, kept for its commit (`whole_accounts`)."""
-        replies = await self._read([("HGETALL", account_key(sid)) for sid in student_ids])
-        hashes = [_as_dict(reply) for reply in replies]
-        if len(self._read_hashes) > _KEPT_ACCOUNTS_MAX:
-            self._read_hashes.clear()  # loads no commit followed (all duplicates, a failure)
-        self._read_hashes.update(zip(student_ids, hashes, strict=True))
-        return hashes
 
     async def _read(self, reads: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
         """Each read's reply, in one round trip (a pipeline on a cluster); an error raises."""
@@ -360,13 +344,16 @@ class RedisStore:
         here no argument passes through Lua.
         """
         keys = [account_key(write.student_id) for write in writes]
+        states = [encode_state(write) for write in writes]
         known = self._split
         deeper = [
             _split_lists(write) if known and write.student_id in known else () for write in writes
         ]
+        # what a snapshot of the years written needs and the write does not set
+        others = [_other_year_fields(fields) if self.snapshots else () for _, fields in states]
         reads = [
-            pack("HMGET", key, "v", "d", "p", "k", *names)
-            for key, names in zip(keys, deeper, strict=True)
+            pack("HMGET", key, "v", "d", "p", "k", *names, *other)
+            for key, names, other in zip(keys, deeper, others, strict=True)
         ]
         async with connection(self.redis) as conn:
             first = [pack("WATCH", *keys), _TYPE_OF_INDEX, *reads]
@@ -378,7 +365,7 @@ class RedisStore:
             split: dict[int, tuple[bytes, ...]] = {}
             for at, (names, stored) in enumerate(zip(deeper, stored_all, strict=True)):
                 if names:
-                    lists[at].update(zip(names, stored[4:], strict=True))
+                    lists[at].update(zip(names, stored[4 : 4 + len(names)], strict=True))
                 elif stored[3] == SPLIT and (names := _split_lists(writes[at])):
                     split[at] = names
             if split:  # still under the WATCH: a change since the first read aborts the EXEC
@@ -389,12 +376,18 @@ class RedisStore:
                     self._known_split(writes[at].student_id)
             outcomes: list[int] = []
             commands = [_MULTI]
-            left: dict[str, dict[bytes, bytes]] = {}
-            for write, stored, found in zip(writes, stored_all, lists, strict=True):
+            left: dict[str, SnapshotParts] = {}
+            for write, state, stored, found, names, other in zip(
+                writes, states, stored_all, lists, deeper, others, strict=True
+            ):
                 if (stored[0] or b"") != write.expected_version.encode():
                     outcomes.append(0)
                     continue
-                outcomes.append(self._write_commands(write, stored[:3], found, commands, left))
+                outcome, written = self._write_commands(write, state, stored[:3], found, commands)
+                outcomes.append(outcome)
+                if self.snapshots:
+                    year_values = dict(zip(other, stored[4 + len(names) :], strict=True))
+                    left[write.student_id] = _parts_left(written, stored[1:3], found, year_values)
             if len(commands) == 1:
                 await self._exchange(conn, [_UNWATCH])
                 return outcomes
@@ -412,25 +405,23 @@ class RedisStore:
     def _write_commands(
         self,
         write: AccountWrite,
+        state: tuple[bytes, list[tuple[str, bytes]]],
         stored: Sequence[bytes | None],
         lists: dict[bytes, bytes | None],
         commands: list[bytes],
-        left: dict[str, dict[bytes, bytes]],
-    ) -> int:
+    ) -> tuple[int, dict[bytes, bytes]]:
         """Add one student's write to `commands`: 1, or 2 when digests of outputs that may not
-        be published yet are pending (the commit script's reply). `stored` is the version and
-        the `d` and `p` lists as checked, `lists` the applied-event lists the write's entries
-        go to (`redis_layout.appended`). With `whole_accounts`, and the hash its load read
-        still at the version written on, put in `left` the hash this write leaves: what was
-        read, the lists as checked, what is written. At that version only a settle has written
-        the account since (its `p`, checked here), and HSET removes no field."""
+        be published yet are pending (the commit script's reply), and the fields it sets.
+        `state` is its `encode_state`, `stored` the version and the `d` and `p` lists as
+        checked, `lists` the applied-event lists the write's entries go to
+        (`redis_layout.appended`)."""
         current, applied, pending = stored
         try:
             version = int(current or 0) + 1
         except ValueError:
             raise ResponseError("commit: the stored version is not a number") from None
         student_id = write.student_id
-        core, year_fields = encode_state(write)
+        core, year_fields = state
         added_d = added_p = b""
         added_k: list[bytes] = []
         for step in write.steps:
@@ -451,30 +442,18 @@ class RedisStore:
                         self.outbox_retention_ms,
                     )
                 )
-        fields: list[bytes] = [b"s", core, b"v", b"%d" % version]
+        fields: dict[bytes, bytes] = {b"s": core, b"v": b"%d" % version}
         if added_d:
-            fields += (b"d", (applied or b"") + added_d)
+            fields[b"d"] = (applied or b"") + added_d
         if added_k:
-            for list_field, entries in appended(added_k, lists.__getitem__).items():
-                fields += (list_field, entries)
-                if list_field == b"k" and entries == SPLIT:
-                    self._known_split(student_id)
+            fields.update(appended(added_k, lists.__getitem__))
+            if fields.get(b"k") == SPLIT:
+                self._known_split(student_id)
         if added_p:
-            fields += (b"p", (pending or b"") + added_p)
+            fields[b"p"] = (pending or b"") + added_p
         for name, value in year_fields:
-            fields += (name.encode(), value)
-        commands.append(pack("HSET", account_key(student_id), *fields))
-        read = self._read_hashes.pop(student_id, None) if self.whole_accounts else None
-        if read is not None and read.get(b"v", b"") == (current or b""):
-            after = dict(read)
-            checked: list[tuple[bytes, bytes | None]] = [(b"d", applied), (b"p", pending)]
-            for list_name, listed in (*checked, *lists.items()):
-                if listed is None:
-                    after.pop(list_name, None)
-                else:
-                    after[list_name] = listed
-            after.update(zip(fields[::2], fields[1::2], strict=True))
-            left[student_id] = after
+            fields[name.encode()] = value
+        commands.append(pack("HSET", account_key(student_id), *_flat(fields)))
         waiting = (pending or b"") + added_p
         score = index_score(write.held_deadline, remove=write.was_held)
         if waiting:
@@ -483,7 +462,7 @@ class RedisStore:
             commands.append(pack("ZREM", HELD_INDEX_KEY, student_id))
         elif score:
             commands.append(pack("ZADD", HELD_INDEX_KEY, score, student_id))
-        return PENDING if waiting else 1
+        return (PENDING if waiting else 1), fields
 
     async def _commit_each(self, writes: list[AccountWrite]) -> list[Any]:
         """A cluster: one commit script call per student (`lua/commit_one.lua`)."""
@@ -604,41 +583,77 @@ class RedisStore:
             )
 
     async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
-        """Each student's whole account hash as stored, in one pipelined round trip; a student
-        this store has just committed (`whole_accounts`) from what it read and wrote."""
+        """Each student's whole account hash as stored, in one pipelined round trip."""
+        replies = await self._read([("HGETALL", account_key(sid)) for sid in student_ids])
+        return dict(zip(student_ids, map(_as_dict, replies), strict=True))
+
+    async def snapshot_parts(self, student_ids: Sequence[str]) -> dict[str, SnapshotParts]:
+        """Per student just committed, its core and the parts its commit wrote (`snapshots`,
+        a single Redis); the core and every part of the hash as stored for the others (one
+        pipelined round trip)."""
         known = {sid: self._committed.pop(sid) for sid in student_ids if sid in self._committed}
         unknown = [sid for sid in student_ids if sid not in known]
         if unknown:
-            replies = await self._read([("HGETALL", account_key(sid)) for sid in unknown])
-            known.update(zip(unknown, map(_as_dict, replies), strict=True))
+            stored = await self.raw_accounts(unknown)
+            known.update((sid, snapshot_parts(stored[sid])) for sid in unknown)
         return {sid: known[sid] for sid in student_ids}
 
-    async def restore_account(
-        self,
-        student_id: str,
-        fields: Mapping[bytes, bytes],
-        held_deadline: Callable[[Account], float | None],
-    ) -> bool:
-        """Write an account hash as `raw_accounts` read it, and its held-index entry; False (and
-        nothing written) when a later version of the account is already stored."""
-        key = account_key(student_id)
-        current = await self.redis.hget(key, "v")
-        if current is not None and int(current) > int(fields.get(b"v") or 0):
-            return False
-        account = decode_fields(student_id, fields, with_units=True)
-        await self.redis.delete(key)
-        await self.redis.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
-        deadline = held_deadline(account)
-        if fields.get(b"p"):
-            await self.redis.zadd(HELD_INDEX_KEY, {student_id: 0})
-        elif deadline is not None:
-            await self.redis.zadd(HELD_INDEX_KEY, {student_id: deadline})
-        else:
-            await self.redis.zrem(HELD_INDEX_KEY, student_id)
-        return True
+    async def restore_parts(
+        self, student_id: str, version: int, parts: Mapping[bytes, Mapping[bytes, bytes]]
+    ) -> int:
+        """Write the core (part b"") and parts of an account at `version`, each as given (its
+        fields present, the rest of `part_fields` removed), unless a later state of it is
+        written already; how many were written. Of two cores of one version the one with fewer
+        pending digests is the later (a settle only drops `p` entries, at the same version);
+        else an equal version is written again (the later record of a key is the later state)."""
+        marks = restore_marks_key(student_id)
+        names = list(parts)
+        written = await self.redis.hmget(marks, names)
+        ranks = {part: _restore_rank(part, version, parts[part]) for part in names}
+        newer = [
+            part
+            for part, mark in zip(names, written, strict=True)
+            if mark is None or _parsed_rank(mark) <= ranks[part]
+        ]
+        if newer:
+            key = account_key(student_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for part in newer:
+                    fields = parts[part]
+                    gone = [name for name in part_fields(part) if name not in fields]
+                    if gone:
+                        pipe.hdel(key, *gone)
+                    if fields:
+                        pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+                marked = {part: b"%d:%d" % ranks[part] for part in newer}
+                pipe.hset(marks, mapping=marked)  # type: ignore[arg-type]
+                await self._checked(pipe)
+        return len(newer)
+
+    async def finish_restore(
+        self, student_ids: Iterable[str], held_deadline: Callable[[Account], float | None]
+    ) -> int:
+        """After `restore_parts`: each student's held-index entry, from the account as restored,
+        and its restore marks dropped; how many accounts there are."""
+        accounts = 0
+        for student_id in student_ids:
+            await self.redis.delete(restore_marks_key(student_id))
+            fields: Any = await self.redis.hgetall(account_key(student_id))
+            if b"s" not in fields:
+                await self.redis.zrem(HELD_INDEX_KEY, student_id)
+                continue
+            accounts += 1
+            deadline = held_deadline(decode_fields(student_id, fields, with_units=True))
+            if fields.get(b"p"):
+                await self.redis.zadd(HELD_INDEX_KEY, {student_id: 0})
+            elif deadline is not None:
+                await self.redis.zadd(HELD_INDEX_KEY, {student_id: deadline})
+            else:
+                await self.redis.zrem(HELD_INDEX_KEY, student_id)
+        return accounts
 
     async def forget_account(self, student_id: str) -> None:
-        await self.redis.delete(account_key(student_id))
+        await self.redis.delete(account_key(student_id), restore_marks_key(student_id))
         await self.redis.zrem(HELD_INDEX_KEY, student_id)
 
     async def restore_outputs(
@@ -668,10 +683,45 @@ def _split_lists(write: AccountWrite) -> tuple[bytes, ...]:
     return split_names([(step.digest, step.content) for step in write.steps if step.content])
 
 
-@functools.lru_cache(maxsize=256)
-def _load_names(years: tuple[int, ...]) -> tuple[bytes, ...]:
-    """The names of the fields a load of `years` takes from a whole hash, in `loaded`'s order."""
-    return tuple(name.encode() for name in (*ACCOUNT_LOAD_FIELDS, *load_fields(years)))
+def _other_year_fields(year_fields: list[tuple[str, bytes]]) -> tuple[bytes, ...]:
+    """The year fields a write does not set of the years it sets one of (units or totals)."""
+    written = {name.encode() for name, _ in year_fields}
+    others = {other for name in written for other in part_fields(snapshot_part(name))}
+    return tuple(sorted(others - written))
+
+
+def _parts_left(
+    written: dict[bytes, bytes],
+    checked: Sequence[bytes | None],
+    lists: Mapping[bytes, bytes | None],
+    year_values: Mapping[bytes, bytes | None],
+) -> SnapshotParts:
+    """The core and the parts a commit wrote, as it leaves them: what it set, over the `d` and
+    `p` lists and the applied-event lists as checked (under its WATCH) and the `year_values`
+    read of the years it wrote."""
+    core = {b"d": checked[0], b"p": checked[1], b"k": lists.get(b"k")}
+    present = {name: value for name, value in core.items() if value is not None}
+    present.update((name, written[name]) for name in CORE_FIELDS if name in written)
+    parts: dict[bytes, dict[bytes, bytes]] = {}
+    for name, value in (*year_values.items(), *written.items()):
+        part = snapshot_part(name)
+        if part and value is not None:
+            parts.setdefault(part, {})[name] = value
+    return present, parts
+
+
+def _restore_rank(part: bytes, version: int, fields: Mapping[bytes, bytes]) -> tuple[int, int]:
+    """Which of two restored states of a part is the later (`restore_parts`)."""
+    return version, (0 if part else -len(fields.get(b"p", b"")))
+
+
+def _parsed_rank(mark: bytes | str) -> tuple[int, int]:
+    version, _, pending = (mark.decode() if isinstance(mark, bytes) else mark).partition(":")
+    return int(version), int(pending or 0)
+
+
+def _flat(fields: Mapping[bytes, bytes]) -> list[bytes]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _as_dict(reply: Any) -> dict[bytes, bytes]:

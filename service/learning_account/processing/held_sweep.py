@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from learning_account.domain.model import HeldResult
-from learning_account.ops.restore import account_snapshot
+from learning_account.ops.restore import core_snapshot
 from learning_account.processing.batch import MAX_CONFLICT_RETRIES
 from learning_account.processing.outputs import OutputMessage, decode_stored, encode_stored
 from learning_account.processing.store import (
@@ -116,9 +116,9 @@ async def _sweep_student(
             student_id, version, published, processor.held_deadline(account), claim
         )
         if processor.snapshots and published:
-            # the account without the pending digests the settle dropped
+            # the account's core without the pending digests the settle dropped
             stored = await processor.store.raw_accounts([student_id])
-            await publish([account_snapshot(student_id, stored[student_id])])
+            await publish([core_snapshot(student_id, stored[student_id])])
         return len(expired)
     log.warning("held results of %s not swept: the account kept changing", student_id)
     return 0

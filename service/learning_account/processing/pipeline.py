@@ -25,7 +25,7 @@ from learning_account.domain.events import NOTHING_TOUCHED, Decision, DomainEven
 from learning_account.domain.model import Account, Command, Policy, Refusal, immutable
 from learning_account.domain.rules import decide, expire_held_results
 from learning_account.observability.tracing import applying
-from learning_account.ops.restore import account_snapshot, outbox_snapshots
+from learning_account.ops.restore import account_snapshots, outbox_snapshots
 from learning_account.processing import held_sweep
 from learning_account.processing.batch import (
     MAX_CONFLICT_RETRIES,
@@ -189,8 +189,8 @@ class Processor:
         return report
 
     async def snapshot_messages(self, writes: Sequence[AccountWrite]) -> list[OutputMessage]:
-        """Per committed write: its steps' stored outputs, then the account as now stored."""
-        stored = await self.store.raw_accounts([write.student_id for write in writes])
+        """Per committed write: its steps' stored outputs, then what it wrote of the account."""
+        stored = await self.store.snapshot_parts([write.student_id for write in writes])
         expires_ms = int(time.time() * 1000) + self.store.outbox_retention_ms
         messages: list[OutputMessage] = []
         for write in writes:
@@ -199,7 +199,7 @@ class Processor:
                     messages.extend(
                         outbox_snapshots(write.student_id, step.digest, step.outputs, expires_ms)
                     )
-            messages.append(account_snapshot(write.student_id, stored[write.student_id]))
+            messages.extend(account_snapshots(write.student_id, *stored[write.student_id]))
         most = self.max_output_bytes  # the bound of `oversized`
         fitting = [m for m in messages if len(m.key or b"") + len(m.value) <= most]
         if len(fitting) < len(messages):

@@ -38,6 +38,10 @@ CONTENT_DIGEST_BYTES = 4
 Identity = tuple[str, str]
 """An event as the store knows it: its idempotency digest and its content digest (hex)."""
 
+SnapshotParts = tuple[dict[bytes, bytes], dict[bytes, dict[bytes, bytes]]]
+"""An account hash's core and some of its parts, each with the fields it has present (how a
+store lays them out names the parts: `redis_layout.snapshot_parts`)."""
+
 
 def event_digest(event: EventRef) -> str:
     """The idempotency key within a student's account: CloudEvents `source` + `id`, hashed to 8
@@ -168,6 +172,11 @@ class AccountStore(Protocol):
 
     async def raw_accounts(self, student_ids: Sequence[str]) -> dict[str, dict[bytes, bytes]]:
         """Each student's account as stored, field by field (for the account snapshots)."""
+        ...
+
+    async def snapshot_parts(self, student_ids: Sequence[str]) -> dict[str, SnapshotParts]:
+        """Per student just committed, the core and the parts of its account hash its commit
+        wrote, as it left them (at least those: every part of the hash as stored will do)."""
         ...
 
     async def stored_outputs(self, student_id: str, digests: Sequence[str]) -> list[bytes | None]:
