@@ -392,3 +392,43 @@ async def test_a_settle_after_a_later_commit_is_restored_whatever_the_order(
     finally:
         await target.flushdb()
         await target.aclose()
+
+
+async def test_a_whole_account_record_of_format_1_is_restored(
+    redis_client: Redis, redis_url: str
+) -> None:
+    """Earlier releases published the whole hash in one record keyed by the student id: it is
+    restored as all of its parts, and a later record of a part (format 2) wins over it."""
+    from learning_account.domain.model import Policy
+    from learning_account.ops.restore import ACCOUNT_SNAPSHOTS_TOPIC, Restorer
+    from learning_account_dev import events as ev
+
+    live = Processor(RedisStore(redis_client, snapshots=True), Policy(), snapshots=True)
+    event = ev.registration("s", 2016, {"A": 6})
+    record = InputRecord(ev.topic_of(event), 0, 1, b"s", ev.to_bytes(event))
+    assert (await live.process([record])).snapshots
+    whole = await redis_client.hgetall(account_key("s"))
+    names = sorted(whole)
+    line = {"format": 1, "student_id": "s", "fields": [[n.decode(), len(whole[n])] for n in names]}
+    value = json.dumps(line).encode() + b"\n" + b"".join(whole[n] for n in names)
+    event = ev.registration("s", 2017, {"B": 3})
+    record = InputRecord(ev.topic_of(event), 0, 2, b"s", ev.to_bytes(event))
+    later = [
+        m for m in (await live.process([record])).snapshots if m.topic == ACCOUNT_SNAPSHOTS_TOPIC
+    ]
+    assert [m.key for m in later] == [b"s/y:2017"]
+    target = Redis.from_url(database_url(redis_url, 10))
+    restorer = Restorer(RedisStore(target), live.held_deadline)
+    try:
+        for first in (True, False):  # the old record before or after the later one
+            await target.flushdb()
+            order = [(b"s", value), *[(m.key, m.value) for m in later]]
+            for n, (key, blob) in enumerate(order if first else order[::-1]):
+                await restorer.apply(ACCOUNT_SNAPSHOTS_TOPIC, key, blob, n)
+            assert (await restorer.finish()).accounts == 1
+            assert await target.hgetall(account_key("s")) == await redis_client.hgetall(
+                account_key("s")
+            )
+    finally:
+        await target.flushdb()
+        await target.aclose()
