@@ -113,11 +113,10 @@ def snapshot_part(name: bytes) -> bytes:
     """The part of an account a field is snapshotted with: `y:<year>` for a year's units and
     totals, the field itself for an applied-events list below `k` (`k:<prefix>`), b"" for the
     core (`CORE_FIELDS`, and a field of no other part)."""
-    if name.startswith((b"u:", b"t:")):
+    kind = name[:2]
+    if kind == b"u:" or kind == b"t:":
         return b"y:" + name[2:]
-    if name.startswith(b"k:"):
-        return name
-    return b""
+    return name if kind == b"k:" else b""
 
 
 def part_fields(part: bytes) -> tuple[bytes, ...]:

@@ -704,9 +704,8 @@ def _parts_left(
     present.update((name, written[name]) for name in CORE_FIELDS if name in written)
     parts: dict[bytes, dict[bytes, bytes]] = {}
     for name, value in (*year_values.items(), *written.items()):
-        part = snapshot_part(name)
-        if part and value is not None:
-            parts.setdefault(part, {})[name] = value
+        if value is not None and name not in _CORE_NAMES:
+            parts.setdefault(snapshot_part(name), {})[name] = value
     return present, parts
 
 
@@ -718,6 +717,9 @@ def _restore_rank(part: bytes, version: int, fields: Mapping[bytes, bytes]) -> t
 def _parsed_rank(mark: bytes | str) -> tuple[int, int]:
     version, _, pending = (mark.decode() if isinstance(mark, bytes) else mark).partition(":")
     return int(version), int(pending or 0)
+
+
+_CORE_NAMES = frozenset(CORE_FIELDS)
 
 
 def _flat(fields: Mapping[bytes, bytes]) -> list[bytes]:
